@@ -70,7 +70,18 @@ pub enum HttpError {
 /// (`"Informational"`, `"Success"`, `"Redirection"`, `"Client Error"`, `"Server Error"`),
 /// anything else `"Unknown"`. Use [`Response::reason`] for a custom phrase.
 pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
+    registered_phrase(status).unwrap_or(match status {
+        100..=199 => "Informational",
+        200..=299 => "Success",
+        300..=399 => "Redirection",
+        400..=499 => "Client Error",
+        500..=599 => "Server Error",
+        _ => "Unknown",
+    })
+}
+
+fn registered_phrase(status: u16) -> Option<&'static str> {
+    Some(match status {
         100 => "Continue",
         101 => "Switching Protocols",
         102 => "Processing",
@@ -134,13 +145,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         508 => "Loop Detected",
         510 => "Not Extended",
         511 => "Network Authentication Required",
-        100..=199 => "Informational",
-        200..=299 => "Success",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
-        _ => "Unknown",
-    }
+        _ => return None,
+    })
 }
 
 /// Whether `name` is a valid header field name (a non-empty RFC 9110 token).
@@ -309,29 +315,30 @@ impl Response {
     ///
     /// A phrase with control characters is ignored (the standard one stays) and a
     /// warning is logged; use [`Response::try_reason`] to get an error instead.
-    pub fn reason(self, reason: impl Into<Cow<'static, str>>) -> Response {
+    pub fn reason(mut self, reason: impl Into<Cow<'static, str>>) -> Response {
         let reason = reason.into();
-        match self.set_reason(reason) {
-            Ok(r) => r,
-            Err((r, err)) => {
-                log::warn!("{err}; keeping the standard phrase");
-                r
-            }
+        if is_valid_header_value(&reason) {
+            self.reason = Some(reason);
+        } else {
+            log::warn!(
+                "{}; keeping the standard phrase",
+                HttpError::InvalidReason(reason.into_owned())
+            );
         }
+        self
     }
 
     /// Replaces the standard reason phrase, or fails with [`HttpError::InvalidReason`].
-    pub fn try_reason(self, reason: impl Into<Cow<'static, str>>) -> Result<Response, HttpError> {
-        self.set_reason(reason.into()).map_err(|(_, err)| err)
-    }
-
-    fn set_reason(mut self, reason: Cow<'static, str>) -> Result<Response, (Response, HttpError)> {
-        if is_valid_header_value(&reason) {
-            self.reason = Some(reason);
-            Ok(self)
-        } else {
-            Err((self, HttpError::InvalidReason(reason.into_owned())))
+    pub fn try_reason(
+        mut self,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Result<Response, HttpError> {
+        let reason = reason.into();
+        if !is_valid_header_value(&reason) {
+            return Err(HttpError::InvalidReason(reason.into_owned()));
         }
+        self.reason = Some(reason);
+        Ok(self)
     }
 
     /// Appends a header; headers keep their order and may repeat.
