@@ -154,3 +154,36 @@ fn a_panicking_test_leaves_no_process_or_directory() {
     assert!(process_gone(pid), "Mongrel2 {pid} outlived the panic");
     assert!(!dir.exists(), "{dir:?} outlived the panic");
 }
+
+/// The repository's `mongrel2.conf` (used by the README and the examples)
+/// must stay loadable; m2sh exits 0 even on syntax errors, so the loaded
+/// server is checked.
+#[test]
+fn shipped_config_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("mongrel2.conf");
+    let out = std::process::Command::new("m2sh")
+        .args(["load", "-config"])
+        .arg(&conf)
+        .args(["-db", "config.sqlite"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run m2sh");
+    assert!(
+        out.status.success() && dir.path().join("config.sqlite").exists(),
+        "m2sh load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("m2sh")
+        .args(["servers", "-db", "config.sqlite"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run m2sh");
+    let servers = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        servers.contains("main localhost 8674e1cd-c50f-4190-a01a-1ef0931dfec6"),
+        "{servers}"
+    );
+}
