@@ -8,6 +8,23 @@
 //!
 //! Every server gets its own directory and ports, so tests may run in parallel.
 //!
+//! Facts about Mongrel2 1.12 that tests run into:
+//! - [`start`](Mongrel2Builder::start) returns once Mongrel2 has answered an
+//!   HTTP request; before that its listener accepts but does not serve (its
+//!   first event-loop cycle takes about half a second).
+//! - Replies are subject to the PUB/SUB slow joiner; [`connect_reply_socket`]
+//!   returns once Mongrel2 has subscribed, and [`wait_subscription`] waits for
+//!   the new subscription after a [`restart`](Mongrel2::restart).
+//! - A graceful [`stop`](Mongrel2::stop) closes open client connections and
+//!   pushes a disconnect notice (`@*`) for each; a [`kill`](Mongrel2::kill)
+//!   does not. A restarted Mongrel2 hands out the same connection ids again.
+//! - As root Mongrel2 chroots into [`dir`](Mongrel2::dir), so the paths it
+//!   reports (uploads) are relative to it. Not as root it runs in "test mode"
+//!   without chroot and logs to stderr; absolute paths in settings such as
+//!   [`UPLOAD_TEMP_STORE`] then point into the real file system.
+//! - m2sh exits 0 even when the configuration does not parse; this fixture
+//!   checks the loaded database instead.
+//!
 //! ```ignore
 //! mod common;
 //! use common::{HandlerConf, Mongrel2};
@@ -328,13 +345,16 @@ impl Mongrel2 {
     }
 
     /// Stops the server gracefully (SIGTERM; SIGKILL after [`STOP_TIMEOUT`]).
+    /// Mongrel2 closes open client connections and pushes a disconnect notice
+    /// for each to their handler.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             stop_child(child);
         }
     }
 
-    /// Kills the server at once (SIGKILL), as a crash would.
+    /// Kills the server at once (SIGKILL), as a crash would: clients see their
+    /// connections closed and handlers hear nothing.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Already exited is fine: the point is that it is gone.
@@ -344,7 +364,8 @@ impl Mongrel2 {
     }
 
     /// Starts the stopped (or killed) server again, on the same ports and
-    /// with the same configuration.
+    /// with the same configuration. Handlers' sockets reconnect by
+    /// themselves; connection ids start again from the same numbers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "Mongrel2 is already running");
         if let Err(e) = self.try_spawn() {
