@@ -88,7 +88,7 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// Run with these options.
-    Run(Options),
+    Run(Box<Options>),
     /// Print [`USAGE`] and exit.
     Help,
 }
@@ -289,7 +289,7 @@ where
             reason,
         })?;
     }
-    Ok(Parsed::Run(Options {
+    Ok(Parsed::Run(Box::new(Options {
         sender_id: required(0)?,
         pull: required(1)?,
         publish: required(2)?,
@@ -300,7 +300,7 @@ where
         ping_interval,
         link_bind: single(8)?,
         links: link_values,
-    }))
+    })))
 }
 
 fn as_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -334,7 +334,7 @@ mod tests {
 
     fn run(args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Options {
         match parse(args.iter().copied(), env).unwrap() {
-            Parsed::Run(o) => o,
+            Parsed::Run(o) => *o,
             Parsed::Help => panic!("help"),
         }
     }

@@ -73,6 +73,8 @@ pub struct Replay {
     /// False when events after `since` existed that are no longer stored (or `since` is
     /// from a different life of this key, e.g. before a relay restart).
     pub recovered: bool,
+    /// The key's current seq (0 if never published or forgotten).
+    pub last_seq: u64,
 }
 
 /// Aggregate sizes, for status.
@@ -225,6 +227,7 @@ impl History {
             return Replay {
                 events: Vec::new(),
                 recovered: since == 0,
+                last_seq: 0,
             };
         };
         if since > h.last_seq {
@@ -233,6 +236,7 @@ impl History {
             return Replay {
                 events: h.events.iter().cloned().collect(),
                 recovered: false,
+                last_seq: h.last_seq,
             };
         }
         let events: Vec<_> = h
@@ -244,7 +248,11 @@ impl History {
         let first_needed = since + 1;
         let recovered =
             since == h.last_seq || events.first().is_some_and(|(s, _)| *s == first_needed);
-        Replay { events, recovered }
+        Replay {
+            events,
+            recovered,
+            last_seq: h.last_seq,
+        }
     }
 
     /// Sizes for status.

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let env = |name: &str| std::env::var(name).ok();
     let options = match flags::parse(std::env::args().skip(1), &env) {
-        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Run(o)) => *o,
         Ok(Parsed::Help) => {
             print!("{}", flags::USAGE);
             return ExitCode::SUCCESS;

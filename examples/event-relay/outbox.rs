@@ -202,6 +202,14 @@ impl Outbox {
         self.items.is_empty() && self.lags.is_empty()
     }
 
+    /// Frames and bytes that can still be queued without evicting anything.
+    pub fn room(&self, bounds: Bounds) -> (usize, usize) {
+        (
+            bounds.frames.saturating_sub(self.items.len()),
+            bounds.bytes.saturating_sub(self.bytes),
+        )
+    }
+
     /// Frames queued (excluding notices).
     pub fn len(&self) -> usize {
         self.items.len()

@@ -6,7 +6,13 @@
 //! Resume semantics (decided here): `Resume` needs the same authorisation as `Subscribe`,
 //! and subscribes the exact key if it is not subscribed yet (no `AlreadySubscribed` error
 //! if it is), so a reconnecting client gets no gap between the replay and live events.
-//! Replayed events are queued exactly as live ones (no tag); `Resumed` (tagged) follows.
+//! Replayed events are queued exactly as live ones (no tag); `Resumed` (tagged) follows with
+//! `{exchange, routing_key, recovered, more, last_seq}`. A replay is cut to what fits in the
+//! session's outbox without evicting anything; then `more` is true and the client resumes
+//! again with `since: last_seq` once it has read what it got. `last_seq` is the seq the
+//! client is caught up to (or should resume from). Around a gap, seqs may arrive twice or
+//! out of order (queued live events and a replay can overlap): clients key events by
+//! (exchange, routing key, `mq.seq`) and drop repeats.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BTreeSet, HashMap};
@@ -41,6 +47,8 @@ impl<T: Clone + Eq + Hash + Ord + Debug> SessionKey for T {}
 /// Seqs remembered per linked origin relay, and origins remembered, for dedupe.
 const DEDUPE_WINDOW: usize = 4096;
 const DEDUPE_ORIGINS: usize = 64;
+/// Outbox bytes kept free for the `Resumed` reply when a replay is sized.
+const RESUMED_REPLY_RESERVE: usize = 1024;
 
 /// How a session was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,31 +488,59 @@ impl<K: SessionKey> Relay<K> {
             true,
         )?;
         let replay = self.history.since(exchange, routing_key, since);
-        if let Some(session) = self.sessions.get_mut(key) {
-            let bounds = bounds(&self.config);
-            let (ex, rk): (Arc<str>, Arc<str>) = (Arc::from(exchange), Arc::from(routing_key));
-            for (seq, encoded) in &replay.events {
-                let item = Item {
-                    bytes: encoded.frame(session.kind),
-                    event: Some(EventRef {
-                        exchange: ex.clone(),
-                        routing_key: rk.clone(),
-                        seq: *seq,
-                    }),
-                };
-                enqueue(
-                    session,
-                    key,
-                    item,
-                    bounds,
-                    &mut self.counters,
-                    &mut self.dirty,
-                );
+        let bounds = bounds(&self.config);
+        let Some(session) = self.sessions.get_mut(key) else {
+            return Err(ErrorName::InvalidAction);
+        };
+        // Replay only what fits without evicting anything (keeping room for the Resumed
+        // reply): a replay bigger than the outbox would otherwise push out its own oldest
+        // events and announce a new gap at the very seq the client asked for.
+        let (frames_room, bytes_room) = session.outbox.room(bounds);
+        let mut frames_room = frames_room.saturating_sub(1);
+        let mut bytes_room = bytes_room.saturating_sub(RESUMED_REPLY_RESERVE);
+        let (ex, rk): (Arc<str>, Arc<str>) = (Arc::from(exchange), Arc::from(routing_key));
+        let mut replayed = None;
+        for (seq, encoded) in &replay.events {
+            let bytes = encoded.frame(session.kind);
+            if frames_room == 0 || bytes.len() > bytes_room {
+                break;
             }
+            frames_room -= 1;
+            bytes_room -= bytes.len();
+            let item = Item {
+                bytes,
+                event: Some(EventRef {
+                    exchange: ex.clone(),
+                    routing_key: rk.clone(),
+                    seq: *seq,
+                }),
+            };
+            enqueue(
+                session,
+                key,
+                item,
+                bounds,
+                &mut self.counters,
+                &mut self.dirty,
+            );
+            replayed = Some(*seq);
         }
+        let more = replayed != replay.events.last().map(|(s, _)| *s);
+        // Where the client stands after this replay: resume from here if `more`.
+        let last_seq = match (replayed, replay.events.first()) {
+            (Some(seq), _) => seq,
+            (None, Some((first, _))) => first - 1,
+            (None, None) => replay.last_seq,
+        };
         Ok((
             "Resumed",
-            json!({ "exchange": exchange, "routing_key": routing_key, "recovered": replay.recovered }),
+            json!({
+                "exchange": exchange,
+                "routing_key": routing_key,
+                "recovered": replay.recovered,
+                "more": more,
+                "last_seq": last_seq,
+            }),
         ))
     }
 
@@ -651,7 +687,7 @@ impl<K: SessionKey> Relay<K> {
         // Sessions first group by the identity of their shared frames (cheap: fan-out
         // queues the same Arc everywhere); groups are then merged by bytes below.
         let mut by_frames: HashMap<Vec<(usize, usize)>, usize> = HashMap::new();
-        let mut groups: Vec<(Vec<Arc<[u8]>>, Vec<K>)> = Vec::new();
+        let mut groups: Vec<Group<K>> = Vec::new();
         let mut close = Vec::new();
         for key in dirty {
             let Some(s) = self.sessions.get_mut(&key) else {
@@ -736,6 +772,9 @@ impl<K: SessionKey> Relay<K> {
         }
     }
 }
+
+/// Frames one or more sessions will receive in a flush, and those sessions.
+type Group<K> = (Vec<Arc<[u8]>>, Vec<K>);
 
 fn bounds(config: &Config) -> Bounds {
     Bounds {
