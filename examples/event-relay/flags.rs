@@ -113,6 +113,18 @@ struct Spec {
     kind: Kind,
 }
 
+// Positions in SPECS (checked by a test).
+const SENDER_ID: usize = 0;
+const PULL: usize = 1;
+const PUB: usize = 2;
+const CONTROL: usize = 3;
+const INJECT: usize = 4;
+const PULL_EVENTS: usize = 5;
+const CONFIG: usize = 6;
+const PING_INTERVAL: usize = 7;
+const LINK_BIND: usize = 8;
+const LINK: usize = 9;
+
 const SPECS: [Spec; 10] = [
     Spec {
         flag: "--sender-id",
@@ -265,10 +277,10 @@ where
         })
     };
 
-    let ping_interval = match single(7)? {
+    let ping_interval = match single(PING_INTERVAL)? {
         None => None,
         Some(text) => {
-            let (source, _) = resolve(7);
+            let (source, _) = resolve(PING_INTERVAL);
             let secs: u64 = text
                 .parse()
                 .ok()
@@ -281,7 +293,7 @@ where
             (secs > 0).then(|| Duration::from_secs(secs))
         }
     };
-    let (link_source, link_values) = resolve(9);
+    let (link_source, link_values) = resolve(LINK);
     for l in &link_values {
         check_endpoint(l).map_err(|reason| FlagError::Invalid {
             origin: link_source.clone(),
@@ -290,15 +302,15 @@ where
         })?;
     }
     Ok(Parsed::Run(Box::new(Options {
-        sender_id: required(0)?,
-        pull: required(1)?,
-        publish: required(2)?,
-        control: single(3)?,
-        inject: single(4)?,
-        pull_events: single(5)?,
-        config: single(6)?.map(PathBuf::from),
+        sender_id: required(SENDER_ID)?,
+        pull: required(PULL)?,
+        publish: required(PUB)?,
+        control: single(CONTROL)?,
+        inject: single(INJECT)?,
+        pull_events: single(PULL_EVENTS)?,
+        config: single(CONFIG)?.map(PathBuf::from),
         ping_interval,
-        link_bind: single(8)?,
+        link_bind: single(LINK_BIND)?,
         links: link_values,
     })))
 }
@@ -336,6 +348,27 @@ mod tests {
         match parse(args.iter().copied(), env).unwrap() {
             Parsed::Run(o) => *o,
             Parsed::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn spec_positions_match_their_names() {
+        let named = [
+            (SENDER_ID, "--sender-id"),
+            (PULL, "--pull"),
+            (PUB, "--pub"),
+            (CONTROL, "--control"),
+            (INJECT, "--inject"),
+            (PULL_EVENTS, "--pull-events"),
+            (CONFIG, "--config"),
+            (PING_INTERVAL, "--ping-interval"),
+            (LINK_BIND, "--link-bind"),
+            (LINK, "--link"),
+        ];
+        for (i, flag) in named {
+            assert_eq!(SPECS[i].flag, flag);
+            let env = format!("RELAY_{}", flag[2..].replace('-', "_").to_uppercase());
+            assert_eq!(SPECS[i].env, env);
         }
     }
 

@@ -255,7 +255,7 @@ impl<K: SessionKey> Relay<K> {
         self.sessions.len()
     }
 
-    /// True when no session, no subscription and no pending output remain.
+    /// True when no session and no subscription remain.
     pub fn is_idle(&self) -> bool {
         self.sessions.is_empty() && self.index.is_empty()
     }
@@ -439,14 +439,16 @@ impl<K: SessionKey> Relay<K> {
                 .filter(|(x, _)| &**x == e.as_str())
                 .cloned()
                 .collect(),
-            (Some(e), Some(ks)) => session
-                .subs
-                .iter()
-                .filter(|(x, p)| {
-                    &**x == e.as_str() && ks.as_slice().iter().any(|k| Pattern::parse(k) == *p)
-                })
-                .cloned()
-                .collect(),
+            (Some(e), Some(ks)) => {
+                let patterns: BTreeSet<Pattern> =
+                    ks.as_slice().iter().map(|k| Pattern::parse(k)).collect();
+                session
+                    .subs
+                    .iter()
+                    .filter(|(x, p)| &**x == e.as_str() && patterns.contains(p))
+                    .cloned()
+                    .collect()
+            }
         };
         for sub in doomed {
             self.index.remove(&sub.0, &sub.1, key);
@@ -529,7 +531,7 @@ impl<K: SessionKey> Relay<K> {
         // Where the client stands after this replay: resume from here if `more`.
         let last_seq = match (replayed, replay.events.first()) {
             (Some(seq), _) => seq,
-            (None, Some((first, _))) => first - 1,
+            (None, Some((first, _))) => first.saturating_sub(1),
             (None, None) => replay.last_seq,
         };
         Ok((
