@@ -68,6 +68,8 @@ pub struct Counters {
     pub overflowed: u64,
     /// Sessions opened.
     pub sessions_opened: u64,
+    /// Events not forwarded to linked relays because the forward queue was full.
+    pub forward_dropped: u64,
 }
 
 /// A snapshot of the relay's state.
@@ -104,7 +106,7 @@ impl Stats {
                 .map(|s| (vec![("source", s.as_str().to_owned())], counts.get(*s)))
                 .collect::<Vec<_>>()
         };
-        let families: [(&str, &str, &str, Samples); 13] = [
+        let families: [(&str, &str, &str, Samples); 14] = [
             (
                 "relay_uptime_seconds",
                 "gauge",
@@ -189,6 +191,12 @@ impl Stats {
                         self.history.bytes as u64,
                     ),
                 ],
+            ),
+            (
+                "relay_forward_dropped_total",
+                "counter",
+                "Events not forwarded to linked relays (forward queue full).",
+                plain(c.forward_dropped),
             ),
             (
                 "relay_overflow_closes_total",

@@ -15,7 +15,7 @@
 //! (exchange, routing key, `mq.seq`) and drop repeats.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ impl<T: Clone + Eq + Hash + Ord + Debug> SessionKey for T {}
 /// Seqs remembered per linked origin relay, and origins remembered, for dedupe.
 const DEDUPE_WINDOW: usize = 4096;
 const DEDUPE_ORIGINS: usize = 64;
+/// Events waiting to be forwarded to linked relays before the oldest are dropped.
+const FORWARD_QUEUE: usize = 10_000;
 /// Outbox bytes kept free for the `Resumed` reply when a replay is sized.
 const RESUMED_REPLY_RESERVE: usize = 1024;
 
@@ -162,7 +164,11 @@ impl IdGen {
 /// The relay state machine.
 pub struct Relay<K> {
     config: Config,
-    relay_id: Arc<str>,
+    /// This run's identity as an event origin: the relay id plus a random run suffix, so
+    /// peers do not mistake a restarted relay's fresh seqs for duplicates.
+    origin_id: Arc<str>,
+    forwarding: bool,
+    forward: VecDeque<Vec<u8>>,
     sessions: HashMap<K, Session>,
     index: Index<K>,
     history: History,
@@ -175,13 +181,17 @@ pub struct Relay<K> {
 }
 
 impl<K: SessionKey> Relay<K> {
-    /// A relay with `config`; `relay_id` names it to linked relays (origin of its events).
+    /// A relay with `config`; `relay_id` names it to linked relays (origin of its events,
+    /// with a per-run suffix, see [`Relay::origin_id`]).
     pub fn new(config: Config, relay_id: &str) -> Relay<K> {
+        let run = RandomState::new().hash_one(0x0419_u64) as u32;
         let l = &config.limits;
         Relay {
             history: History::new(l.history_per_key, l.history_keys, l.history_bytes),
             config,
-            relay_id: Arc::from(relay_id),
+            origin_id: Arc::from(format!("{relay_id}.{run:08x}")),
+            forwarding: false,
+            forward: VecDeque::new(),
             sessions: HashMap::new(),
             index: Index::default(),
             dedupe: Dedupe::new(DEDUPE_WINDOW, DEDUPE_ORIGINS),
@@ -619,19 +629,33 @@ impl<K: SessionKey> Relay<K> {
         }
         let origin = match input.origin {
             Some(o) if o.hops > MAX_HOPS => return Err(ErrorName::InvalidPayload),
-            Some(o) if *o.relay == *self.relay_id => return Ok(Published::Duplicate),
+            Some(o) if *o.relay == *self.origin_id => return Ok(Published::Duplicate),
             Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(Published::Duplicate),
             Some(o) => o,
             None => {
                 self.origin_seq += 1;
                 Origin {
-                    relay: self.relay_id.to_string(),
+                    relay: self.origin_id.to_string(),
                     seq: self.origin_seq,
                     hops: 0,
                 }
             }
         };
         let (event, payload) = (&input.event, &input.payload);
+        if self.forwarding && origin.hops < MAX_HOPS {
+            if self.forward.len() >= FORWARD_QUEUE {
+                self.forward.pop_front();
+                self.counters.forward_dropped += 1;
+            }
+            let linked = json!({
+                "exchange": &*exchange,
+                "routing_key": rk,
+                "event": event,
+                "payload": payload,
+                "origin": { "relay": origin.relay, "seq": origin.seq, "hops": origin.hops + 1 },
+            });
+            self.forward.push_back(linked.to_string().into_bytes());
+        }
         let recorded = self.history.record(&exchange, rk, |seq| {
             Encoded::new(&event_json(event, payload, &exchange, rk, seq))
         });
@@ -664,6 +688,25 @@ impl<K: SessionKey> Relay<K> {
             delivered_to: targets.len(),
             origin,
         })
+    }
+
+    // ----- linked relays -----------------------------------------------------------------
+
+    /// This relay's origin id on forwarded events (`RELAY_ID.RUN`).
+    pub fn origin_id(&self) -> &str {
+        &self.origin_id
+    }
+
+    /// Starts queueing every accepted event for linked relays (see [`Relay::take_forwards`]).
+    pub fn enable_forwarding(&mut self) {
+        self.forwarding = true;
+    }
+
+    /// Accepted events to send to every linked relay, as event-input JSON with `origin`
+    /// (hops already incremented). Events that have travelled `MAX_HOPS` are not forwarded;
+    /// if the link layer falls more than 10,000 behind, the oldest are dropped (counted).
+    pub fn take_forwards(&mut self) -> Vec<Vec<u8>> {
+        self.forward.drain(..).collect()
     }
 
     // ----- output ------------------------------------------------------------------------

@@ -1197,8 +1197,10 @@ fn linked_events_are_deduplicated_by_origin() {
         r.publish_json(Source::Link, &linked("relay-b", 1, 2)),
         Ack::Duplicate
     );
+    let own = r.origin_id().to_owned();
+    assert!(own.starts_with("relay-a."), "{own}");
     assert_eq!(
-        r.publish_json(Source::Link, &linked("relay-a", 5, 1)),
+        r.publish_json(Source::Link, &linked(&own, 5, 1)),
         Ack::Duplicate,
         "our own, come back"
     );
@@ -1220,7 +1222,7 @@ fn linked_events_are_deduplicated_by_origin() {
     assert_eq!(
         origin,
         Origin {
-            relay: "relay-a".into(),
+            relay: own.clone(),
             seq: 1,
             hops: 0
         }
@@ -1304,4 +1306,39 @@ fn conn_id_like_keys_plug_in() {
 
 fn publish_any<K: SessionKey>(r: &mut Relay<K>) {
     r.publish_json(Source::Inject, &event("calls", "q", "E"));
+}
+
+#[test]
+fn accepted_events_are_queued_for_linked_relays_with_one_more_hop() {
+    let mut r = relay();
+    publish(&mut r, "calls", "q", "Before");
+    assert!(r.take_forwards().is_empty(), "forwarding is off by default");
+    r.enable_forwarding();
+    publish(&mut r, "calls", "q", "Local");
+    let far = json!({"exchange":"agents","routing_key":"a","event":"Far","origin":{"relay":"relay-b.1","seq":9,"hops":2}});
+    r.publish_json(Source::Link, far.to_string().as_bytes());
+    let edge = json!({"exchange":"agents","event":"Edge","origin":{"relay":"relay-b.1","seq":10,"hops":MAX_HOPS}});
+    r.publish_json(Source::Link, edge.to_string().as_bytes());
+    publish(&mut r, "nope", "q", "Rejected");
+    let sent: Vec<Value> = r
+        .take_forwards()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            json!({"exchange":"calls","routing_key":"q","event":"Local","payload":{"n":"Local"},
+                   "origin":{"relay":r.origin_id(),"seq":2,"hops":1}}),
+            json!({"exchange":"agents","routing_key":"a","event":"Far","payload":{},
+                   "origin":{"relay":"relay-b.1","seq":9,"hops":3}}),
+        ]
+    );
+    assert!(r.take_forwards().is_empty());
+    // What a peer receives parses as event input, and comes back to us as a duplicate.
+    let back = json!({"exchange":"calls","routing_key":"q","event":"Local","origin":{"relay":r.origin_id(),"seq":2,"hops":1}});
+    assert_eq!(
+        r.publish_json(Source::Link, back.to_string().as_bytes()),
+        Ack::Duplicate
+    );
 }
