@@ -6,10 +6,30 @@
 //! `metrics` (status and Prometheus), `frame` (WebSocket/SSE framing).
 //!
 //! For now `main` parses flags and environment, loads the config and prints the effective
-//! settings. The I/O loop is wired once the Transceiver lands; it drives [`relay::Relay`]:
-//! `open`/`on_message`/`close`/`credits` from transceiver events, `publish_json` from the
-//! injector and PULL sockets, `http_publish`/`stats` from HTTP, and `flush` every loop turn,
-//! sending each `Delivery` with `deliver_to(&sessions, &payload)`.
+//! settings (secrets redacted). The I/O loop is wired once the Transceiver lands; it only
+//! translates between sockets and `relay::Relay`:
+//!
+//! ```text
+//! Event::Opened { conn, request }   -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
+//! Event::Message { conn, message }  -> if let Some(call) = relay.on_message(&conn, bytes) { forward to call.endpoint;
+//!                                      later relay.rpc_reply(&call.session, call.tag.as_ref(), result) }
+//! Event::Closed { conn, .. }        -> relay.close(&conn)
+//! Event::Credits { conn, credits }  -> relay.credits(&conn, credits)
+//! injector REP message              -> rep.send(relay.publish_json(Source::Inject, msg).to_json())
+//! events PULL message               -> relay.publish_json(Source::Pull, msg)
+//! POST /events/publish              -> ack = relay.http_publish(req.header("authorization"), req.body());
+//!                                      reply ack.http_status() with ack.to_json()
+//! GET /events/status | /metrics     -> relay.stats().to_json() | .to_prometheus() (text/plain; version=0.0.4)
+//! every loop turn (or a few-ms tick) -> let f = relay.flush();
+//!                                      for d in f.deliveries { t.deliver_to(&d.sessions, &d.payload) }
+//!                                      for c in f.close { t.close_session(&c, 1008, "lagging") }
+//!                                      relay.has_pending() => use a short recv timeout
+//! links (later)                     -> relay.enable_forwarding(); send relay.take_forwards() to peers;
+//!                                      peers' events -> relay.publish_json(Source::Link, msg)
+//! ```
+//!
+//! Set the Transceiver's `max_message_size` at or above `limits.message_size`, so oversized
+//! client messages get `InvalidPayload` from the relay instead of a 1009 close.
 
 // Until the I/O loop is wired, most of the core is reached only from unit tests.
 #![cfg_attr(not(test), allow(dead_code))]

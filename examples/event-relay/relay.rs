@@ -137,7 +137,8 @@ struct Session {
 }
 
 /// Unique 16-hex-digit session ids: a counter from a random start through a bijective
-/// mixer, so ids never repeat within a run and do not reveal how many sessions came before.
+/// mixer, so ids never repeat within a run and look unrelated. They are labels, not secrets
+/// (nothing is authorised by them).
 struct IdGen {
     seed: u64,
     counter: u64,

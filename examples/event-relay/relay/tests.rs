@@ -1342,3 +1342,11 @@ fn accepted_events_are_queued_for_linked_relays_with_one_more_hop() {
         Ack::Duplicate
     );
 }
+
+#[test]
+fn the_relay_can_move_to_the_io_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Relay<(Arc<str>, u64)>>();
+    assert_send::<Flush<(Arc<str>, u64)>>();
+    assert_send::<RpcCall<(Arc<str>, u64)>>();
+}
