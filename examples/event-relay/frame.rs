@@ -5,6 +5,8 @@
 
 use std::io::Write;
 
+use mongrel2_transceiver::websocket::{encode_frame, Opcode};
+
 /// How a subscriber's connection carries relay messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SessionKind {
@@ -32,25 +34,9 @@ impl SessionKind {
     }
 }
 
-/// Server-to-client WebSocket text frame: FIN, unmasked, 7/16/64-bit length.
-///
-/// STAND-IN for `mongrel2_transceiver::websocket::encode_frame(Opcode::Text, json, out)`,
-/// which is not in this tree yet; swap the body for that call once it lands.
+/// Server-to-client WebSocket text frame: FIN, unmasked, shortest length form.
 pub fn text_frame(json: &[u8], out: &mut Vec<u8>) {
-    const FIN_TEXT: u8 = 0x81;
-    out.push(FIN_TEXT);
-    let len = json.len();
-    if len < 126 {
-        // Fits in the 7-bit length field (checked just above).
-        out.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(json);
+    encode_frame(Opcode::Text, json, out);
 }
 
 /// One HTTP/1.1 chunk carrying one SSE event whose data is `json` (compact JSON has no
