@@ -3,8 +3,7 @@
 //! Frames are built once per event and shared (`Arc`) by every outbox that queues them,
 //! so fan-out costs a pointer copy per session, not an encode.
 
-use std::io::Write;
-
+use mongrel2_transceiver::http::ChunkedResponse;
 use mongrel2_transceiver::websocket::{encode_frame, Opcode};
 
 /// How a subscriber's connection carries relay messages.
@@ -42,15 +41,11 @@ pub fn text_frame(json: &[u8], out: &mut Vec<u8>) {
 /// One HTTP/1.1 chunk carrying one SSE event whose data is `json` (compact JSON has no
 /// raw newlines, so a single `data:` line is always enough).
 pub fn sse_chunk(json: &[u8], out: &mut Vec<u8>) {
-    const PREFIX: &[u8] = b"data: ";
-    const SUFFIX: &[u8] = b"\n\n";
-    let size = PREFIX.len() + json.len() + SUFFIX.len();
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{size:x}\r\n");
-    out.extend_from_slice(PREFIX);
-    out.extend_from_slice(json);
-    out.extend_from_slice(SUFFIX);
-    out.extend_from_slice(b"\r\n");
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(json);
+    event.extend_from_slice(b"\n\n");
+    ChunkedResponse::chunk_into(&event, out);
 }
 
 /// Test helper: splits concatenated server text frames back into their payloads.
