@@ -477,3 +477,49 @@ fn handles_fail_clearly_once_the_loop_is_gone() {
         .unwrap_err();
     assert!(matches!(err, mongrel2_transceiver::Error::Closed));
 }
+
+#[test]
+fn pings_stay_on_schedule_while_the_loop_is_busy() {
+    let m2 = mongrel2();
+    let _handler = echo_with(&m2, |b| b.ping_interval(Duration::from_millis(200)));
+    let addr = m2.http_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut client = HttpClient::connect(addr);
+                let mut served = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    client
+                        .request("GET /echo/load HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        .expect("served under load");
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+
+    let mut socket = ws_connect(addr, "/echo");
+    socket
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let start = Instant::now();
+    let mut pings = Vec::new();
+    while start.elapsed() < Duration::from_secs(2) {
+        match socket.read() {
+            Ok(tungstenite::Message::Ping(_)) => pings.push(start.elapsed()),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => panic!("dropped under load: {err}"),
+        }
+        let _ = socket.flush();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served: u32 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 100, "the loop was busy ({served} requests)");
+    // Ten rounds fit in two seconds; a loop that let requests starve its timer would miss most.
+    assert!(pings.len() >= 7, "pings at {pings:?}");
+}

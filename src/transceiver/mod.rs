@@ -37,6 +37,9 @@ use crate::websocket::{self, CloseCode, Flags, Opcode};
 /// How many requests one readable PULL may deliver before timers and other sockets get a
 /// turn: keeps pings on time under load.
 const PULL_BATCH: usize = 256;
+/// The same for commands queued by handles: a producer faster than the loop must not
+/// starve it.
+const COMMAND_BATCH: usize = 1024;
 /// How long shutdown lets the goodbye close frames drain. Keeps Drop well under a second.
 const SHUTDOWN_LINGER_MS: i32 = 250;
 
@@ -357,6 +360,12 @@ impl Transceiver {
         for socket in self.watched.iter().flatten() {
             items.push(socket.as_poll_item(zmq::POLLIN));
         }
+        // Commands left over from a full batch have no wake-up byte any more: do not sleep.
+        let wait = if self.inbox.commands.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
         poll(&mut items, wait)?;
         self.readable.clear();
         self.readable
@@ -669,7 +678,10 @@ impl Transceiver {
     }
 
     fn run_commands(&mut self) {
-        while let Some(command) = self.inbox.try_next() {
+        for _ in 0..COMMAND_BATCH {
+            let Some(command) = self.inbox.try_next() else {
+                return;
+            };
             if let Err(err) = self.apply(command) {
                 log::warn!("queued send failed: {err}");
             }
