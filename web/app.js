@@ -12,6 +12,10 @@
 //   seqs must not count as duplicates) or history was lost (a gap to announce).
 // - `Resumed.more` means the replay was cut short: resume again from `last_seq`.
 // - `Lagged` (events dropped for this page) is repaired with a Resume as well.
+// - A relay that restarted has lost its history and numbers every key from 1 again, so a
+//   Resume from an old seq could skip its new events. On each Welcome the page learns which
+//   run of the relay it talks to (`Welcome.payload.run` if the relay sends one, else the start
+//   time derived from `GET /events/status`); after a restart every key resumes from 0.
 // Limitation: history is per exact key, so keys under a wildcard that had no event before the
 // disconnect cannot be resumed; their gap events are not replayed.
 (function () {
@@ -31,6 +35,12 @@
   var RESUME_KEYS_MAX = 50;
   var RESUMES_IN_FLIGHT = 8;
   var NOTICES_MAX = 6;
+  // A connection that has not been welcomed by then is given up and retried (Mongrel2
+  // holds a handshake while no relay is connected).
+  var WELCOME_TIMEOUT_MS = 10000;
+  var STATUS_TIMEOUT_MS = 3000;
+  // Start times estimated from whole-second uptimes differ by this much within one run.
+  var SAME_RUN_MS = 2500;
   var PAYLOAD_SHOWN = 400;
 
   var $ = function (id) { return document.getElementById(id); };
@@ -67,6 +77,9 @@
   var attempt = 0;
   var welcomes = 0;
   var retryTimer = null;
+  var welcomeTimer = null;
+  // Which run of the relay the keys' seqs belong to (see relayRun).
+  var run = null;
   var pingTimer = null;
   var pongTimer = null;
   var token = null;
@@ -141,6 +154,7 @@
       return;
     }
     ws = sock;
+    welcomeTimer = setTimeout(function () { if (ws === sock) { lost(); } }, WELCOME_TIMEOUT_MS);
     sock.onmessage = function (m) { if (ws === sock) { onMessage(m.data); } };
     sock.onclose = function () { if (ws === sock) { lost(); } };
     // An error is always followed by close, which does the work.
@@ -155,6 +169,7 @@
       try { old.close(); } catch (e) { /* already closed */ }
     }
     live = false;
+    clearTimeout(welcomeTimer);
     clearTimeout(pingTimer);
     clearTimeout(pongTimer);
     pending.clear();
@@ -200,14 +215,57 @@
     }, PING_EVERY_MS);
   }
 
+  // Calls done(id of the relay's current run, or null if unknown): `run` from the Welcome,
+  // else the relay's start time from its status document.
+  function relayRun(payload, done) {
+    if (typeof payload.run === 'string') { done(payload.run); return; }
+    if (typeof fetch !== 'function' || typeof AbortController !== 'function') { done(null); return; }
+    var abort = new AbortController();
+    var timer = setTimeout(function () { abort.abort(); }, STATUS_TIMEOUT_MS);
+    fetch('/events/status', { cache: 'no-store', signal: abort.signal })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (status) {
+        clearTimeout(timer);
+        var up = status && status.uptime_seconds;
+        done(typeof up === 'number' && isFinite(up) ? Date.now() - up * 1000 : null);
+      })
+      .catch(function () { clearTimeout(timer); done(null); });
+  }
+
+  function sameRun(a, b) {
+    if (a === null || b === null) { return true; }
+    if (typeof a === 'number' && typeof b === 'number') { return Math.abs(a - b) < SAME_RUN_MS; }
+    return a === b;
+  }
+
   function onWelcome(payload) {
-    live = true;
+    clearTimeout(welcomeTimer);
     attempt = 0;
     welcomes += 1;
     ui.state.dataset.session = typeof payload.id === 'string' ? payload.id : '';
     ui.state.dataset.welcomes = String(welcomes);
     setState('live');
     schedulePing();
+    var sock = ws;
+    relayRun(payload, function (current) {
+      if (ws !== sock) { return; }
+      // From here on actions go out at once; until now they waited for restore().
+      live = true;
+      if (!sameRun(run, current)) {
+        if (run !== null && keys.size > 0) {
+          notice('The relay restarted; replaying what it has kept since then.');
+        }
+        // Seqs start again at 1 in a new run: forget the old ones and resume from 0.
+        keys.forEach(function (k) {
+          if (k.upto !== null) { k.upto = 0; k.seen.clear(); }
+        });
+      }
+      if (current !== null) { run = current; }
+      restore();
+    });
+  }
+
+  function restore() {
     // The relay handles a connection's messages in order, so the identity is in place
     // before the subscriptions that may need it.
     if (token !== null) { send('Authenticate', { token: token }, { kind: 'auth' }); }
