@@ -703,15 +703,38 @@ fn parse_conn_id(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// Header text: borrowed when UTF-8, U+FFFD for invalid bytes (HTTP allows
-/// obs-text, which Mongrel2 passes through).
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+/// Turns slices of one buffer into header text. The buffer is checked for
+/// UTF-8 once, so each header costs a slice instead of its own validation;
+/// invalid bytes (HTTP allows obs-text, which Mongrel2 passes through) become
+/// U+FFFD in the headers that hold them.
+#[derive(Clone, Copy)]
+pub(crate) struct TextView<'a> {
+    whole: Option<&'a str>,
+    base: usize,
+}
+
+impl<'a> TextView<'a> {
+    /// A view of `buf`, which starts at `base` in the message.
+    pub(crate) fn new(buf: &'a [u8], base: usize) -> Self {
+        TextView {
+            whole: std::str::from_utf8(buf).ok(),
+            base,
+        }
+    }
+
+    /// The text of `bytes`, a slice of the buffer starting at `offset` in the message.
+    pub(crate) fn text(&self, bytes: &'a [u8], offset: usize) -> Cow<'a, str> {
+        let start = offset.wrapping_sub(self.base);
+        self.whole
+            .and_then(|s| s.get(start..start.checked_add(bytes.len())?))
+            .map(Cow::Borrowed)
+            .unwrap_or_else(|| String::from_utf8_lossy(bytes))
+    }
 }
 
 /// The text of a scalar header element (strings, and the wire text of numbers
 /// and booleans), checked like the tnetstring parser would.
-fn scalar_text<'a>(el: &Element<'a>) -> Result<Cow<'a, str>, RequestError> {
+fn scalar_text<'a>(el: &Element<'a>, view: &TextView<'a>) -> Result<Cow<'a, str>, RequestError> {
     match el.tag {
         b',' => {}
         b'#' => {
@@ -733,7 +756,7 @@ fn scalar_text<'a>(el: &Element<'a>) -> Result<Cow<'a, str>, RequestError> {
             .into())
         }
     }
-    Ok(text(el.payload))
+    Ok(view.text(el.payload, el.payload_offset))
 }
 
 /// Reads a tnetstring header dict straight from the wire, without building a
@@ -744,6 +767,7 @@ fn tnet_headers<'a>(
 ) -> Result<Headers<'a>, RequestError> {
     let payload = dict.payload;
     let base = dict.payload_offset;
+    let view = TextView::new(payload, base);
     let mut headers = Headers::with_capacity(16);
     let mut pos = 0;
     while pos < payload.len() {
@@ -775,14 +799,14 @@ fn tnet_headers<'a>(
                     });
                 }
                 let item = split_element(&value.payload[at..], value.payload_offset + at)?;
-                values.push(scalar_text(&item)?);
+                values.push(scalar_text(&item, &view)?);
                 at += item.consumed;
             }
             HeaderValue::Many(values)
         } else {
-            HeaderValue::One(scalar_text(&value)?)
+            HeaderValue::One(scalar_text(&value, &view)?)
         };
-        headers.append_raw(text(key.payload), value);
+        headers.append_raw(view.text(key.payload, key.payload_offset), value);
     }
     Ok(headers)
 }

@@ -890,21 +890,15 @@ impl DecimalBuf {
         DecimalBuf { bytes: [0; 20] }
     }
 
-    pub(crate) fn format_u64(&mut self, mut n: u64) -> &[u8] {
-        let mut i = self.bytes.len();
-        loop {
-            i -= 1;
-            self.bytes[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        &self.bytes[i..]
+    pub(crate) fn format_u64(&mut self, n: u64) -> &[u8] {
+        let len = decimal_len(n);
+        let start = self.bytes.len() - len;
+        write_decimal(&mut self.bytes[start..], n);
+        &self.bytes[start..]
     }
 
-    /// Needs one byte more than u64's 20 digits only for the sign of i64::MIN,
-    /// whose magnitude has 19 digits, so 20 bytes suffice.
+    /// The sign only ever needs a 20th byte for i64::MIN, whose magnitude has
+    /// 19 digits, so 20 bytes suffice.
     pub(crate) fn format_i64(&mut self, n: i64) -> &[u8] {
         let len = self.format_u64(n.unsigned_abs()).len();
         let mut start = self.bytes.len() - len;
@@ -914,6 +908,83 @@ impl DecimalBuf {
         }
         &self.bytes[start..]
     }
+}
+
+/// Powers of ten up to 10^19, the largest a u64 holds.
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// Number of decimal digits of `n`, without branches on the value: reply ids
+/// of mixed widths would defeat branch prediction.
+#[inline]
+pub(crate) fn decimal_len(n: u64) -> usize {
+    let n = n | 1;
+    let bits = 64 - n.leading_zeros() as usize;
+    // 1233 / 4096 approximates log10(2); `guess` is the digit count or one more.
+    let guess = (bits * 1233) >> 12;
+    guess + 1 - usize::from(n < POW10[guess])
+}
+
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `n` in decimal filling `dst`, which must be `decimal_len(n)` long.
+pub(crate) fn write_decimal(dst: &mut [u8], n: u64) {
+    write_decimal_backwards(dst, n);
+}
+
+/// Writes `n` in decimal so that it ends at the end of `dst`, returning where
+/// it starts; `dst` must have room for its digits. Four digits per division,
+/// in 32-bit arithmetic once the value fits: reply ids are formatted in bulk.
+#[inline]
+pub(crate) fn write_decimal_backwards(dst: &mut [u8], mut n: u64) -> usize {
+    let mut i = dst.len();
+    while n > u64::from(u32::MAX) {
+        // The remainder is below 10_000, so it fits a u32.
+        write_four(&mut dst[i - 4..i], (n % 10_000) as u32);
+        n /= 10_000;
+        i -= 4;
+    }
+    // The loop above leaves at most u32::MAX.
+    let mut n = n as u32;
+    while n >= 10_000 {
+        write_four(&mut dst[i - 4..i], n % 10_000);
+        n /= 10_000;
+        i -= 4;
+    }
+    if n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        dst[i - 2..i].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        i -= 2;
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        dst[i - 2..i].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        i - 2
+    } else {
+        dst[i - 1] = b'0' + n as u8;
+        i - 1
+    }
+}
+
+/// Writes exactly four digits (with leading zeros) of `n < 10_000`.
+fn write_four(dst: &mut [u8], n: u32) {
+    let hi = (n / 100) as usize * 2;
+    let lo = (n % 100) as usize * 2;
+    dst[..2].copy_from_slice(&DIGIT_PAIRS[hi..hi + 2]);
+    dst[2..4].copy_from_slice(&DIGIT_PAIRS[lo..lo + 2]);
 }
 
 #[cfg(test)]
