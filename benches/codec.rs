@@ -48,6 +48,21 @@ fn bench_request_parse(c: &mut Criterion) {
             })
         });
     }
+    for (name, msg) in [
+        (
+            "capture_http_get_tnetstring",
+            &include_bytes!("../tests/data/http_get.tnetstring.bin")[..],
+        ),
+        (
+            "capture_http_get_json",
+            &include_bytes!("../tests/data/http_get.json.bin")[..],
+        ),
+    ] {
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_function(format!("{name}_{}B", msg.len()), |b| {
+            b.iter(|| Request::parse(black_box(msg)).expect("valid capture"))
+        });
+    }
     group.finish();
 }
 

@@ -203,7 +203,9 @@ pub enum RequestKind<'r> {
         /// The `x-mongrel2-upload-done` path.
         path: &'r str,
     },
-    /// A chunk of a streamed upload; the body is the data.
+    /// A chunk of a streamed upload; the body is the data. The first message of
+    /// a stream is one too (offset 0, full headers, see
+    /// [`Request::is_upload_stream_start`]).
     UploadChunk {
         /// Byte offset of this chunk in the upload (`UPLOAD_STREAM`).
         offset: u64,
@@ -491,6 +493,14 @@ impl<'a> Request<'a> {
     pub fn upload_stream_done(&self) -> bool {
         self.mongrel2_header(names::UPLOAD_STREAM_DONE)
             .is_some_and(|v| v != "0")
+    }
+
+    /// Whether this is the first message of a streamed upload: it carries
+    /// UPLOAD_STREAM `0` like the next chunk, but also the full request headers
+    /// (METHOD present) and often an empty body. The handler grants credits with
+    /// [`crate::reply::ctl_credits`] to receive the rest.
+    pub fn is_upload_stream_start(&self) -> bool {
+        self.upload_stream().is_some() && self.method().is_some()
     }
 
     /// `x-mongrel2-upload-start`: temp file of an upload being spooled.
