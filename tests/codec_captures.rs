@@ -66,7 +66,8 @@ fn upload_body(range: std::ops::Range<usize>) -> Vec<u8> {
 fn check(name: &str, req: &Request<'_>) {
     let kind = req.kind().unwrap_or_else(|e| panic!("{name}: {e}"));
     let frame = |flags: u8| RequestKind::WebSocketFrame {
-        flags: mongrel2_transceiver::websocket::Flags(flags),
+        flags: mongrel2_transceiver::websocket::Flags::from_header(&format!("0x{flags:X}"))
+            .unwrap(),
     };
     match name {
         "http_get" => {
