@@ -192,6 +192,7 @@ pub(crate) struct Element<'a> {
 
 /// Splits the element at the front of `input` (which starts at `base` in the
 /// caller's coordinates) without looking inside the payload.
+#[inline]
 pub(crate) fn split_element(input: &[u8], base: usize) -> Result<Element<'_>, Error> {
     let mut len: usize = 0;
     let mut i = 0;

@@ -26,6 +26,7 @@ impl<'a> TextView<'a> {
     }
 
     /// The text of `bytes`, a slice of the buffer starting at `offset` in the message.
+    #[inline]
     pub(crate) fn text(&self, bytes: &'a [u8], offset: usize) -> Cow<'a, str> {
         let start = offset.wrapping_sub(self.base);
         self.whole
@@ -37,6 +38,7 @@ impl<'a> TextView<'a> {
 
 /// The text of a scalar header element (strings, and the wire text of numbers
 /// and booleans), checked like the tnetstring parser would.
+#[inline]
 fn scalar_text<'a>(el: &Element<'a>, view: &TextView<'a>) -> Result<Cow<'a, str>, RequestError> {
     match el.tag {
         b',' => {}
