@@ -312,9 +312,14 @@ impl Server {
         if self.connected.iter().any(|c| c.endpoint() == control_endpoint) {
             return Err(HarnessError::AlreadyConnected(control_endpoint.to_owned()));
         }
-        let mut connector = Connector::new(&self.shared.context, control_endpoint)?
+        let named = |err: HarnessError| match err {
+            HarnessError::Handler { .. } => err,
+            other => HarnessError::handler(control_endpoint, other.to_string()),
+        };
+        let mut connector = Connector::new(&self.shared.context, control_endpoint)
+            .map_err(named)?
             .with_timeout(self.connect_timeout);
-        connector.connect_to(&self.shared)?;
+        connector.connect_to(&self.shared).map_err(named)?;
         self.pending.retain(|endpoint| endpoint != control_endpoint);
         self.connected.push(connector);
         log::info!("harness {}: handler at {control_endpoint} connected", self.shared.sender);
