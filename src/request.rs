@@ -1,1 +1,791 @@
-//! request (skeleton)
+//! Requests: what Mongrel2 sends a handler.
+//!
+//! The wire format is `SENDER SP CONN_ID SP PATH SP HEADERS BODY`, where HEADERS
+//! is a tnetstring dict (handler `protocol='tnetstring'`) or a netstring holding a
+//! JSON object (the default), and BODY is a netstring `LEN:bytes,`.
+//! [`Request::parse`] detects the header protocol by itself and borrows from the
+//! received buffer; [`Request::into_owned`] detaches a request from it.
+//!
+//! ```
+//! use mongrel2_transceiver::request::{Request, RequestKind};
+//!
+//! let msg = b"54c6 7 /handler/x 57:6:METHOD,3:GET,4:PATH,10:/handler/x,7:VERSION,8:HTTP/1.0,}0:,";
+//! let req = Request::parse(msg).unwrap();
+//! assert_eq!(req.conn_id(), 7);
+//! assert_eq!(req.method(), Some("GET"));
+//! assert!(matches!(req.kind().unwrap(), RequestKind::Http));
+//! assert!(req.should_close(), "HTTP/1.0 without keep-alive");
+//! ```
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::tnetstring::{self, split_element, write_bytes, write_len_prefix, DecimalBuf, Element};
+use crate::websocket::{Flags, FlagsError};
+
+mod headers;
+mod json_headers;
+mod query;
+
+pub use headers::{HeaderValue, HeaderValues, Headers};
+pub use query::{parse_query, percent_decode};
+
+/// Default for [`RequestLimits::max_headers`]: Mongrel2 allows 1280 client
+/// headers (`limits.header_count`) and adds about a dozen of its own.
+pub const DEFAULT_MAX_HEADERS: usize = 1536;
+
+/// Default for [`RequestLimits::max_values_per_header`]: Mongrel2 keeps at
+/// most 5 values of a repeated header.
+pub const DEFAULT_MAX_VALUES_PER_HEADER: usize = 64;
+
+/// Bounds on what [`Request::parse_with_limits`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most header names in one request.
+    pub max_headers: usize,
+    /// Most values of one (repeated) header.
+    pub max_values_per_header: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_values_per_header: DEFAULT_MAX_VALUES_PER_HEADER,
+        }
+    }
+}
+
+/// How the headers of a request are encoded (the handler's `protocol` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum HeaderProtocol {
+    /// A tnetstring dict (`protocol='tnetstring'`).
+    #[default]
+    Tnetstring,
+    /// A netstring holding a JSON object (Mongrel2's default `protocol='json'`).
+    Json,
+}
+
+/// Why a request could not be parsed or interpreted. Offsets count from the
+/// start of the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The message ended (or a space was missing) before a field.
+    #[error("request has no {field} at byte {offset}")]
+    Missing {
+        /// The field that was expected: "sender", "connection id", "path", "headers", "body".
+        field: &'static str,
+        /// Where it was expected.
+        offset: usize,
+    },
+    /// The sender is empty or not UTF-8.
+    #[error("invalid sender at byte {offset}")]
+    InvalidSender {
+        /// Start of the sender.
+        offset: usize,
+    },
+    /// The connection id is not a decimal u64.
+    #[error("invalid connection id at byte {offset}")]
+    InvalidConnId {
+        /// Start of the connection id.
+        offset: usize,
+    },
+    /// The headers are neither a tnetstring dict nor a netstring holding `{...}`.
+    #[error("headers at byte {offset} are neither a tnetstring dict nor a JSON netstring")]
+    UnknownHeaderFormat {
+        /// Start of the headers.
+        offset: usize,
+    },
+    /// Malformed tnetstring/netstring framing.
+    #[error(transparent)]
+    Tnetstring(#[from] tnetstring::Error),
+    /// Malformed JSON header object.
+    #[error("invalid JSON headers at byte {offset}: {reason}")]
+    InvalidJsonHeaders {
+        /// Where the problem is.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A tnetstring header value is a dict, or a list holding something other than strings.
+    #[error("header value at byte {offset} is not a string or a list of strings")]
+    InvalidHeaderValue {
+        /// Start of the value.
+        offset: usize,
+    },
+    /// More headers than [`RequestLimits::max_headers`].
+    #[error("more than {max} headers (at byte {offset})")]
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+        /// Where the first header over the limit starts.
+        offset: usize,
+    },
+    /// A header with more values than [`RequestLimits::max_values_per_header`].
+    #[error("header at byte {offset} has more than {max} values")]
+    TooManyValues {
+        /// The limit.
+        max: usize,
+        /// Start of the list.
+        offset: usize,
+    },
+    /// The body is not a `,` netstring.
+    #[error("body at byte {offset} is not a netstring")]
+    InvalidBody {
+        /// Start of the body.
+        offset: usize,
+    },
+    /// Bytes after the body.
+    #[error("trailing bytes after the body at byte {offset}")]
+    TrailingBytes {
+        /// First trailing byte.
+        offset: usize,
+    },
+    /// A header needed to interpret the request is absent.
+    #[error("request has no {0} header")]
+    MissingHeader(&'static str),
+    /// A Mongrel2 header holds something unexpected (e.g. a non-numeric count).
+    #[error("header {name} has an invalid value {value:?}")]
+    InvalidHeader {
+        /// The header.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The websocket `FLAGS` header is not a byte.
+    #[error(transparent)]
+    Flags(#[from] FlagsError),
+    /// The body had to be text (e.g. a websocket accept key) but is not UTF-8.
+    #[error("request body is not UTF-8")]
+    BodyNotUtf8,
+    /// [`Request::json`] failed.
+    #[error("invalid JSON body: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What a message from Mongrel2 is, see [`Request::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind<'r> {
+    /// An ordinary HTTP request.
+    Http,
+    /// A websocket upgrade; the handler must answer `101 Switching Protocols`
+    /// with this `Sec-WebSocket-Accept` value (Mongrel2 computed it).
+    WebSocketHandshake {
+        /// The accept key (the message body).
+        accept: &'r str,
+    },
+    /// One websocket frame (reassembled message or control frame); the body is the payload.
+    WebSocketFrame {
+        /// The frame's first byte from the `FLAGS` header.
+        flags: Flags,
+    },
+    /// A JSON message from a raw socket client (`METHOD` `JSON`).
+    Json,
+    /// An XML message from a raw socket client (`METHOD` `XML`).
+    Xml,
+    /// The client went away (or a reply targeted a dead connection).
+    Disconnect,
+    /// Download flow control: the client has consumed this many bytes.
+    Credits {
+        /// The `DOWNLOAD_CREDITS` value.
+        credits: u64,
+    },
+    /// A large upload started spooling to this temp file (relative to Mongrel2's chroot).
+    UploadStart {
+        /// The `x-mongrel2-upload-start` path.
+        path: &'r str,
+    },
+    /// A large upload is complete in this temp file; the handler must delete it.
+    UploadDone {
+        /// The `x-mongrel2-upload-done` path.
+        path: &'r str,
+    },
+    /// A chunk of a streamed upload; the body is the data.
+    UploadChunk {
+        /// Byte offset of this chunk in the upload (`UPLOAD_STREAM`).
+        offset: u64,
+        /// Whether this is the last chunk (`UPLOAD_STREAM_DONE`).
+        done: bool,
+    },
+}
+
+/// A message from Mongrel2, borrowing from the received buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    sender: Cow<'a, str>,
+    conn_id: u64,
+    path: Cow<'a, str>,
+    headers: Headers<'a>,
+    body: Cow<'a, [u8]>,
+    protocol: HeaderProtocol,
+}
+
+/// A request that owns its data (`Request<'static>`), for keeping requests
+/// beyond the receive buffer.
+pub type OwnedRequest = Request<'static>;
+
+/// Mongrel2's own header names.
+mod names {
+    pub const METHOD: &str = "METHOD";
+    pub const VERSION: &str = "VERSION";
+    pub const URI: &str = "URI";
+    pub const PATTERN: &str = "PATTERN";
+    pub const QUERY: &str = "QUERY";
+    pub const FRAGMENT: &str = "FRAGMENT";
+    pub const URL_SCHEME: &str = "URL_SCHEME";
+    pub const REMOTE_ADDR: &str = "REMOTE_ADDR";
+    pub const FLAGS: &str = "FLAGS";
+    pub const DOWNLOAD_CREDITS: &str = "DOWNLOAD_CREDITS";
+    pub const UPLOAD_STREAM: &str = "UPLOAD_STREAM";
+    pub const UPLOAD_STREAM_DONE: &str = "UPLOAD_STREAM_DONE";
+    pub const UPLOAD_START: &str = "x-mongrel2-upload-start";
+    pub const UPLOAD_DONE: &str = "x-mongrel2-upload-done";
+}
+
+/// The message type Mongrel2 puts in `{"type": ...}` bodies at path `@*`.
+#[derive(Deserialize)]
+struct ControlBody<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+impl<'a> Request<'a> {
+    /// Parses one message with [`RequestLimits::default`].
+    pub fn parse(input: &'a [u8]) -> Result<Request<'a>, RequestError> {
+        Request::parse_with_limits(input, &RequestLimits::default())
+    }
+
+    /// Parses one message, bounding the header count and list lengths.
+    pub fn parse_with_limits(
+        input: &'a [u8],
+        limits: &RequestLimits,
+    ) -> Result<Request<'a>, RequestError> {
+        let mut pos = 0;
+
+        let sender_bytes = field(input, &mut pos, "sender")?;
+        let sender = std::str::from_utf8(sender_bytes)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or(RequestError::InvalidSender { offset: 0 })?;
+
+        let id_offset = pos;
+        let conn_id = parse_conn_id(field(input, &mut pos, "connection id")?)
+            .ok_or(RequestError::InvalidConnId { offset: id_offset })?;
+
+        let path = String::from_utf8_lossy(field(input, &mut pos, "path")?);
+
+        if pos == input.len() {
+            return Err(RequestError::Missing {
+                field: "headers",
+                offset: pos,
+            });
+        }
+        let header_offset = pos;
+        let el = split_element(&input[pos..], pos)?;
+        let (headers, protocol) = match el.tag {
+            b'}' => (tnet_headers(&el, limits)?, HeaderProtocol::Tnetstring),
+            b',' if el.payload.first() == Some(&b'{') => (
+                json_headers::parse(el.payload, el.payload_offset, limits)?,
+                HeaderProtocol::Json,
+            ),
+            _ => {
+                return Err(RequestError::UnknownHeaderFormat {
+                    offset: header_offset,
+                })
+            }
+        };
+        pos += el.consumed;
+
+        if pos == input.len() {
+            return Err(RequestError::Missing {
+                field: "body",
+                offset: pos,
+            });
+        }
+        let body_el = split_element(&input[pos..], pos)?;
+        if body_el.tag != b',' {
+            return Err(RequestError::InvalidBody { offset: pos });
+        }
+        pos += body_el.consumed;
+        if pos != input.len() {
+            return Err(RequestError::TrailingBytes { offset: pos });
+        }
+
+        Ok(Request {
+            sender: Cow::Borrowed(sender),
+            conn_id,
+            path,
+            headers,
+            body: Cow::Borrowed(body_el.payload),
+            protocol,
+        })
+    }
+
+    /// A request to fill in with the `with_*` builders (for tests, harnesses and
+    /// handler chaining). `sender` and `path` must not contain spaces.
+    pub fn new(
+        sender: impl Into<Cow<'a, str>>,
+        conn_id: u64,
+        path: impl Into<Cow<'a, str>>,
+    ) -> Self {
+        Request {
+            sender: sender.into(),
+            conn_id,
+            path: path.into(),
+            headers: Headers::new(),
+            body: Cow::Borrowed(&[]),
+            protocol: HeaderProtocol::Tnetstring,
+        }
+    }
+
+    /// Adds a header value; adding the same name again makes it a list, as
+    /// Mongrel2 sends repeated headers.
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, str>>,
+    ) -> Self {
+        self.headers.push(name, value);
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Cow<'a, [u8]>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the header protocol [`Request::encode`] uses.
+    pub fn with_protocol(mut self, protocol: HeaderProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Mutable access to the headers.
+    pub fn headers_mut(&mut self) -> &mut Headers<'a> {
+        &mut self.headers
+    }
+
+    /// Copies borrowed data so the request outlives the receive buffer.
+    pub fn into_owned(self) -> OwnedRequest {
+        Request {
+            sender: Cow::Owned(self.sender.into_owned()),
+            conn_id: self.conn_id,
+            path: Cow::Owned(self.path.into_owned()),
+            headers: self.headers.into_owned(),
+            body: Cow::Owned(self.body.into_owned()),
+            protocol: self.protocol,
+        }
+    }
+
+    /// The handler's `send_ident` as Mongrel2 reported it.
+    pub fn sender(&self) -> &str {
+        &self.sender
+    }
+
+    /// The connection id: reply to it; stable across keep-alive requests.
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+
+    /// The request path without the query string (`@*` for Mongrel2's notices).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &Headers<'a> {
+        &self.headers
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// How the headers arrived (and how [`Request::encode`] writes them).
+    pub fn protocol(&self) -> HeaderProtocol {
+        self.protocol
+    }
+
+    /// First value of a header; exact name first, else ignoring ASCII case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.first(name)
+    }
+
+    /// Every value of a header (a repeated client header arrives as a list).
+    pub fn header_all(&self, name: &str) -> HeaderValues<'_, 'a> {
+        self.headers.all(name)
+    }
+
+    fn mongrel2_header(&self, name: &str) -> Option<&str> {
+        self.headers.get_exact(name).and_then(HeaderValue::first)
+    }
+
+    /// `METHOD`: the HTTP method, or `JSON`, `XML`, `WEBSOCKET_HANDSHAKE`, `WEBSOCKET`.
+    pub fn method(&self) -> Option<&str> {
+        self.mongrel2_header(names::METHOD)
+    }
+
+    /// `VERSION`, e.g. `HTTP/1.1`.
+    pub fn version(&self) -> Option<&str> {
+        self.mongrel2_header(names::VERSION)
+    }
+
+    /// `URI`: path plus query string as the client sent it.
+    pub fn uri(&self) -> Option<&str> {
+        self.mongrel2_header(names::URI)
+    }
+
+    /// `PATTERN`: the route pattern that matched.
+    pub fn pattern(&self) -> Option<&str> {
+        self.mongrel2_header(names::PATTERN)
+    }
+
+    /// `QUERY`: the raw query string, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.mongrel2_header(names::QUERY)
+    }
+
+    /// The query string decoded into pairs, see [`parse_query`]. Empty without a query.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query().map(parse_query).unwrap_or_default()
+    }
+
+    /// `FRAGMENT`: the part after `#`, when the client sent one.
+    pub fn fragment(&self) -> Option<&str> {
+        self.mongrel2_header(names::FRAGMENT)
+    }
+
+    /// `URL_SCHEME`: `http` or `https`.
+    pub fn url_scheme(&self) -> Option<&str> {
+        self.mongrel2_header(names::URL_SCHEME)
+    }
+
+    /// `REMOTE_ADDR`: the client's IP address.
+    pub fn remote_addr(&self) -> Option<&str> {
+        self.mongrel2_header(names::REMOTE_ADDR)
+    }
+
+    /// `FLAGS` of a websocket frame, parsed.
+    pub fn flags(&self) -> Option<Result<Flags, FlagsError>> {
+        self.mongrel2_header(names::FLAGS).map(Flags::from_header)
+    }
+
+    /// `DOWNLOAD_CREDITS` (download flow control), if present and numeric.
+    pub fn download_credits(&self) -> Option<u64> {
+        self.mongrel2_header(names::DOWNLOAD_CREDITS)
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// `UPLOAD_STREAM`: byte offset of a streamed upload chunk, if present and numeric.
+    pub fn upload_stream(&self) -> Option<u64> {
+        self.mongrel2_header(names::UPLOAD_STREAM)
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Whether `UPLOAD_STREAM_DONE` marks the last chunk of a streamed upload.
+    pub fn upload_stream_done(&self) -> bool {
+        self.mongrel2_header(names::UPLOAD_STREAM_DONE)
+            .is_some_and(|v| v != "0")
+    }
+
+    /// `x-mongrel2-upload-start`: temp file of an upload being spooled.
+    ///
+    /// Mongrel2 lower-cases client header names, so a client can send this header
+    /// itself: only trust the path if it lies inside your `upload.temp_store`.
+    pub fn upload_start(&self) -> Option<&str> {
+        self.mongrel2_header(names::UPLOAD_START)
+    }
+
+    /// `x-mongrel2-upload-done`: temp file of a completed upload. The same
+    /// caution as [`Request::upload_start`] applies: validate the path.
+    pub fn upload_done(&self) -> Option<&str> {
+        self.mongrel2_header(names::UPLOAD_DONE)
+    }
+
+    /// Deserializes the body as JSON (borrowing from it where `T` allows).
+    pub fn json<'de, T: Deserialize<'de>>(&'de self) -> Result<T, RequestError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    /// Whether the handler should close the connection after replying:
+    /// HTTP/1.0 without `Connection: keep-alive`, or any `Connection: close`.
+    pub fn should_close(&self) -> bool {
+        let tokens = || {
+            self.header_all("connection")
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+        };
+        if tokens().any(|t| t.eq_ignore_ascii_case("close")) {
+            return true;
+        }
+        self.version() == Some("HTTP/1.0")
+            && !tokens().any(|t| t.eq_ignore_ascii_case("keep-alive"))
+    }
+
+    /// The `type` of a `{"type": ...}` body Mongrel2 sends at path `@*`.
+    fn control_type(&self) -> Option<Cow<'_, str>> {
+        if self.path != "@*" || self.method() != Some("JSON") {
+            return None;
+        }
+        serde_json::from_slice::<ControlBody<'_>>(&self.body)
+            .ok()
+            .and_then(|b| b.kind)
+    }
+
+    /// Whether this is Mongrel2's disconnect notice (path `@*`, METHOD `JSON`,
+    /// body `{"type":"disconnect"}`).
+    pub fn is_disconnect(&self) -> bool {
+        self.control_type().is_some_and(|t| t == "disconnect")
+    }
+
+    /// Classifies the message. Upload headers win over METHOD (uploads are
+    /// ordinary HTTP requests otherwise); streamed chunks after the first carry
+    /// no METHOD at all.
+    pub fn kind(&self) -> Result<RequestKind<'_>, RequestError> {
+        if let Some(path) = self.upload_done() {
+            return Ok(RequestKind::UploadDone { path });
+        }
+        if let Some(path) = self.upload_start() {
+            return Ok(RequestKind::UploadStart { path });
+        }
+        if let Some(raw) = self.mongrel2_header(names::UPLOAD_STREAM) {
+            let offset = raw.parse().map_err(|_| RequestError::InvalidHeader {
+                name: names::UPLOAD_STREAM,
+                value: raw.to_owned(),
+            })?;
+            return Ok(RequestKind::UploadChunk {
+                offset,
+                done: self.upload_stream_done(),
+            });
+        }
+        let method = self
+            .method()
+            .ok_or(RequestError::MissingHeader(names::METHOD))?;
+        Ok(match method {
+            "JSON" => match self.control_type().as_deref() {
+                Some("disconnect") => RequestKind::Disconnect,
+                Some("credits") => {
+                    let raw = self
+                        .mongrel2_header(names::DOWNLOAD_CREDITS)
+                        .ok_or(RequestError::MissingHeader(names::DOWNLOAD_CREDITS))?;
+                    let credits = raw.parse().map_err(|_| RequestError::InvalidHeader {
+                        name: names::DOWNLOAD_CREDITS,
+                        value: raw.to_owned(),
+                    })?;
+                    RequestKind::Credits { credits }
+                }
+                _ => RequestKind::Json,
+            },
+            "XML" => RequestKind::Xml,
+            "WEBSOCKET_HANDSHAKE" => RequestKind::WebSocketHandshake {
+                accept: std::str::from_utf8(&self.body).map_err(|_| RequestError::BodyNotUtf8)?,
+            },
+            "WEBSOCKET" => RequestKind::WebSocketFrame {
+                flags: self
+                    .flags()
+                    .ok_or(RequestError::MissingHeader(names::FLAGS))??,
+            },
+            _ => RequestKind::Http,
+        })
+    }
+
+    /// The message as Mongrel2 would send it, in this request's header protocol.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoded message to `out`. Headers are written in order; a
+    /// repeated header is a list. JSON headers use Mongrel2's exact form: a
+    /// compact object where only `"` and `\` are escaped.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.sender.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(DecimalBuf::new().format_u64(self.conn_id));
+        out.push(b' ');
+        out.extend_from_slice(self.path.as_bytes());
+        out.push(b' ');
+        let start = out.len();
+        match self.protocol {
+            HeaderProtocol::Tnetstring => {
+                for (name, value) in self.headers.iter() {
+                    write_bytes(out, name.as_bytes());
+                    match value {
+                        HeaderValue::One(v) => write_bytes(out, v.as_bytes()),
+                        HeaderValue::Many(vs) => {
+                            let list_start = out.len();
+                            for v in vs {
+                                write_bytes(out, v.as_bytes());
+                            }
+                            tnetstring::close_container(out, list_start, b']');
+                        }
+                    }
+                }
+                tnetstring::close_container(out, start, b'}');
+            }
+            HeaderProtocol::Json => {
+                out.push(b'{');
+                for (i, (name, value)) in self.headers.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_string(out, name);
+                    out.push(b':');
+                    match value {
+                        HeaderValue::One(v) => json_string(out, v),
+                        HeaderValue::Many(vs) => {
+                            out.push(b'[');
+                            for (j, v) in vs.iter().enumerate() {
+                                if j > 0 {
+                                    out.push(b',');
+                                }
+                                json_string(out, v);
+                            }
+                            out.push(b']');
+                        }
+                    }
+                }
+                out.push(b'}');
+                tnetstring::close_container(out, start, b',');
+            }
+        }
+        write_len_prefix(out, self.body.len());
+        out.extend_from_slice(&self.body);
+        out.push(b',');
+    }
+}
+
+/// Mongrel2's JSON string form: quotes, with only `"` and `\` escaped.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Takes the bytes up to the next space and steps past it.
+fn field<'a>(
+    input: &'a [u8],
+    pos: &mut usize,
+    name: &'static str,
+) -> Result<&'a [u8], RequestError> {
+    let rest = &input[*pos..];
+    let len = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(RequestError::Missing {
+            field: name,
+            offset: *pos,
+        })?;
+    *pos += len + 1;
+    Ok(&rest[..len])
+}
+
+fn parse_conn_id(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Header text: borrowed when UTF-8, U+FFFD for invalid bytes (HTTP allows
+/// obs-text, which Mongrel2 passes through).
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// The text of a scalar header element (strings, and the wire text of numbers
+/// and booleans), checked like the tnetstring parser would.
+fn scalar_text<'a>(el: &Element<'a>) -> Result<Cow<'a, str>, RequestError> {
+    match el.tag {
+        b',' => {}
+        b'#' => {
+            tnetstring::parse_integer(el.payload, el.payload_offset)?;
+        }
+        b'^' => {
+            tnetstring::parse_float(el.payload, el.payload_offset)?;
+        }
+        b'!' => {
+            tnetstring::parse_bool(el.payload, el.payload_offset)?;
+        }
+        b'~' => tnetstring::parse_null(el.payload, el.payload_offset)?,
+        b']' | b'}' => return Err(RequestError::InvalidHeaderValue { offset: el.start }),
+        tag => {
+            return Err(tnetstring::Error::UnknownTag {
+                offset: el.payload_offset + el.payload.len(),
+                tag,
+            }
+            .into())
+        }
+    }
+    Ok(text(el.payload))
+}
+
+/// Reads a tnetstring header dict straight from the wire, without building a
+/// generic value tree first.
+fn tnet_headers<'a>(
+    dict: &Element<'a>,
+    limits: &RequestLimits,
+) -> Result<Headers<'a>, RequestError> {
+    let payload = dict.payload;
+    let base = dict.payload_offset;
+    let mut headers = Headers::with_capacity(16);
+    let mut pos = 0;
+    while pos < payload.len() {
+        let key_offset = base + pos;
+        if headers.len() == limits.max_headers {
+            return Err(RequestError::TooManyHeaders {
+                max: limits.max_headers,
+                offset: key_offset,
+            });
+        }
+        let key = split_element(&payload[pos..], key_offset)?;
+        if key.tag != b',' {
+            return Err(tnetstring::Error::NonStringKey { offset: key_offset }.into());
+        }
+        pos += key.consumed;
+        if pos == payload.len() {
+            return Err(tnetstring::Error::MissingValue { offset: base + pos }.into());
+        }
+        let value = split_element(&payload[pos..], base + pos)?;
+        pos += value.consumed;
+        let value = if value.tag == b']' {
+            let mut values = Vec::new();
+            let mut at = 0;
+            while at < value.payload.len() {
+                if values.len() == limits.max_values_per_header {
+                    return Err(RequestError::TooManyValues {
+                        max: limits.max_values_per_header,
+                        offset: value.start,
+                    });
+                }
+                let item = split_element(&value.payload[at..], value.payload_offset + at)?;
+                values.push(scalar_text(&item)?);
+                at += item.consumed;
+            }
+            HeaderValue::Many(values)
+        } else {
+            HeaderValue::One(scalar_text(&value)?)
+        };
+        headers.append_raw(text(key.payload), value);
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests;

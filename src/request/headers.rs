@@ -1,0 +1,213 @@
+//! Request headers: an ordered list of names with one or more values.
+
+use std::borrow::Cow;
+
+/// The value(s) of one header. Mongrel2 sends a repeated client header as a
+/// list (at most 5 values); everything else is a single string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue<'a> {
+    /// A single value.
+    One(Cow<'a, str>),
+    /// A repeated header, values in arrival order.
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'a> HeaderValue<'a> {
+    /// The first value (`None` only for an empty list).
+    pub fn first(&self) -> Option<&str> {
+        match self {
+            HeaderValue::One(v) => Some(v),
+            HeaderValue::Many(vs) => vs.first().map(|v| v.as_ref()),
+        }
+    }
+
+    /// Every value in order.
+    pub fn iter(&self) -> HeaderValues<'_, 'a> {
+        HeaderValues {
+            inner: match self {
+                HeaderValue::One(v) => std::slice::from_ref(v).iter(),
+                HeaderValue::Many(vs) => vs.iter(),
+            },
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            HeaderValue::One(_) => 1,
+            HeaderValue::Many(vs) => vs.len(),
+        }
+    }
+
+    /// Whether this is an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a value, turning a single value into a list.
+    pub fn push(&mut self, value: Cow<'a, str>) {
+        match self {
+            HeaderValue::One(first) => {
+                let first = std::mem::take(first);
+                *self = HeaderValue::Many(vec![first, value]);
+            }
+            HeaderValue::Many(vs) => vs.push(value),
+        }
+    }
+
+    /// Copies borrowed text so the value outlives its input.
+    pub fn into_owned(self) -> HeaderValue<'static> {
+        match self {
+            HeaderValue::One(v) => HeaderValue::One(Cow::Owned(v.into_owned())),
+            HeaderValue::Many(vs) => {
+                HeaderValue::Many(vs.into_iter().map(|v| Cow::Owned(v.into_owned())).collect())
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a str> for HeaderValue<'a> {
+    fn from(v: &'a str) -> Self {
+        HeaderValue::One(Cow::Borrowed(v))
+    }
+}
+
+impl From<String> for HeaderValue<'_> {
+    fn from(v: String) -> Self {
+        HeaderValue::One(Cow::Owned(v))
+    }
+}
+
+/// Iterator over a header's values, see [`HeaderValue::iter`].
+#[derive(Debug, Clone)]
+pub struct HeaderValues<'h, 'a> {
+    inner: std::slice::Iter<'h, Cow<'a, str>>,
+}
+
+impl<'h> Iterator for HeaderValues<'h, '_> {
+    type Item = &'h str;
+
+    fn next(&mut self) -> Option<&'h str> {
+        self.inner.next().map(|v| v.as_ref())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for HeaderValues<'_, '_> {}
+
+impl DoubleEndedIterator for HeaderValues<'_, '_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner.next_back().map(|v| v.as_ref())
+    }
+}
+
+/// Request headers in wire order.
+///
+/// Mongrel2 lower-cases client header names and adds its own in upper case
+/// (`METHOD`, `PATH`, ...). [`Headers::get`] prefers an exact match, then falls
+/// back to ignoring ASCII case, so `get("host")` finds the client's `host` and
+/// `get("PATH")` finds Mongrel2's `PATH` even when a client sent a `path` header.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headers<'a> {
+    entries: Vec<(Cow<'a, str>, HeaderValue<'a>)>,
+}
+
+impl<'a> Headers<'a> {
+    /// No headers.
+    pub fn new() -> Self {
+        Headers {
+            entries: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Headers {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Number of header names (a repeated header counts once).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The header named exactly `name`, else the first whose name matches
+    /// ignoring ASCII case.
+    pub fn get(&self, name: &str) -> Option<&HeaderValue<'a>> {
+        self.get_exact(name).or_else(|| {
+            self.entries
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    }
+
+    /// The header named exactly `name` (case-sensitive), as Mongrel2's own
+    /// upper-case headers are looked up.
+    pub fn get_exact(&self, name: &str) -> Option<&HeaderValue<'a>> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The first value of [`Headers::get`].
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(HeaderValue::first)
+    }
+
+    /// All values of [`Headers::get`] (empty when absent).
+    pub fn all(&self, name: &str) -> HeaderValues<'_, 'a> {
+        match self.get(name) {
+            Some(v) => v.iter(),
+            None => HeaderValues { inner: [].iter() },
+        }
+    }
+
+    /// Adds a value: appended to an existing header of exactly that name (which
+    /// then becomes a list, as Mongrel2 sends repeated headers), else a new header.
+    pub fn push(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
+        let name = name.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, existing)) => existing.push(value),
+            None => self.entries.push((name, HeaderValue::One(value))),
+        }
+    }
+
+    /// Sets a header, replacing every value of a header with exactly that name.
+    pub fn set(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<HeaderValue<'a>>) {
+        let name = name.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, existing)) => *existing = value,
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    /// Appends an entry as parsed, without merging duplicates.
+    pub(crate) fn append_raw(&mut self, name: Cow<'a, str>, value: HeaderValue<'a>) {
+        self.entries.push((name, value));
+    }
+
+    /// Iterates over `(name, value)` in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &HeaderValue<'a>)> + '_ {
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// Copies borrowed text so the headers outlive their input.
+    pub fn into_owned(self) -> Headers<'static> {
+        Headers {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                .collect(),
+        }
+    }
+}
