@@ -6,9 +6,7 @@ mod echo_handler;
 use std::time::{Duration, Instant};
 
 use echo_handler::EchoHandler;
-use mongrel2_transceiver::harness::{
-    Connector, HarnessError, HttpRequest, Protocol, Server,
-};
+use mongrel2_transceiver::harness::{Connector, HarnessError, HttpRequest, Protocol, Server};
 use mongrel2_transceiver::request::{HeaderProtocol, Request};
 use mongrel2_transceiver::websocket::Opcode;
 
@@ -31,7 +29,9 @@ fn mongrel2_protocol_sends_raw_requests_and_reads_raw_replies() {
     let mut server = Server::new([handler.control()]).unwrap();
     let mut client = server.client(Protocol::Mongrel2).unwrap();
 
-    client.send_json("@echo", r#"{"type":"msg","msg":"hello"}"#).unwrap();
+    client
+        .send_json("@echo", r#"{"type":"msg","msg":"hello"}"#)
+        .unwrap();
     let reply = client.recv().unwrap();
     assert_eq!(reply.sender, server.sender_id());
     assert_eq!(reply.ids, vec![client.id()]);
@@ -75,7 +75,10 @@ fn http_keep_alive_then_close() {
     let mut client = server.client(Protocol::Http).unwrap();
     for n in 0..3 {
         let response = client.get(&format!("/echo/{n}")).unwrap();
-        assert_eq!(response.header("x-path"), Some(format!("/echo/{n}").as_str()));
+        assert_eq!(
+            response.header("x-path"),
+            Some(format!("/echo/{n}").as_str())
+        );
         assert!(!client.is_closed());
     }
     let response = client.get("/echo/close").unwrap();
@@ -138,12 +141,16 @@ fn websocket_handshake_echo_ping_and_close() {
     ws.send_binary(&[0, 1, 2, 255]).unwrap();
     assert_eq!(ws.recv_binary().unwrap(), [0, 1, 2, 255]);
 
-    ws.send_fragmented(Opcode::Text, &[b"frag", b"ment", b"ed"]).unwrap();
+    ws.send_fragmented(Opcode::Text, &[b"frag", b"ment", b"ed"])
+        .unwrap();
     assert_eq!(ws.recv_text().unwrap(), "fragmented");
 
     ws.send_ping(b"are you there").unwrap();
     let pong = ws.recv_frame().unwrap();
-    assert_eq!((pong.opcode, pong.payload.as_slice()), (Opcode::Pong, &b"are you there"[..]));
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (Opcode::Pong, &b"are you there"[..])
+    );
 
     // Invalid UTF-8 in a text frame passes Mongrel2 and must be refused by the handler.
     ws.send_frame(0x81, b"\xff\xfe").unwrap();
@@ -270,7 +277,10 @@ fn connect_and_disconnect_are_verified_and_duplicates_refused() {
     // Both handlers serve: PUSH round-robins, every request is answered.
     let mut client = server.client(Protocol::Http).unwrap();
     for n in 0..6 {
-        assert_eq!(client.post("/echo", format!("{n}")).unwrap().body, format!("{n}").as_bytes());
+        assert_eq!(
+            client.post("/echo", format!("{n}")).unwrap().body,
+            format!("{n}").as_bytes()
+        );
     }
 
     server.disconnect(first.control()).unwrap();
@@ -279,7 +289,10 @@ fn connect_and_disconnect_are_verified_and_duplicates_refused() {
         Err(HarnessError::NotConnected(_))
     ));
     for n in 0..4 {
-        assert_eq!(client.post("/echo", format!("{n}")).unwrap().body, format!("{n}").as_bytes());
+        assert_eq!(
+            client.post("/echo", format!("{n}")).unwrap().body,
+            format!("{n}").as_bytes()
+        );
     }
     server.disconnect(second.control()).unwrap();
     // Nobody is connected now: sending fails fast rather than queueing forever.
@@ -303,7 +316,10 @@ fn several_servers_share_one_handler() {
         .map(|server| server.client(Protocol::Http).unwrap())
         .collect();
     for (n, client) in clients.iter_mut().enumerate() {
-        assert_eq!(client.post("/echo", format!("server {n}")).unwrap().body, format!("server {n}").as_bytes());
+        assert_eq!(
+            client.post("/echo", format!("server {n}")).unwrap().body,
+            format!("server {n}").as_bytes()
+        );
     }
     // Dropping one Server leaves the others working.
     drop(clients.remove(0));

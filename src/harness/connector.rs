@@ -171,8 +171,7 @@ impl Connector {
         text: &str,
     ) -> Result<(), HarnessError> {
         let query = format!("text={text}");
-        let message =
-            control_request(sender, conn_id, "__disconnect_ping__", Some(&query), b"");
+        let message = control_request(sender, conn_id, "__disconnect_ping__", Some(&query), b"");
         self.call(&message, "__disconnect_ping__", RECEIVED, self.timeout)
     }
 
@@ -259,10 +258,7 @@ impl Connector {
         self.verify_disconnect_from(shared)
     }
 
-    pub(crate) fn verify_disconnect_from(
-        &mut self,
-        shared: &Shared,
-    ) -> Result<(), HarnessError> {
+    pub(crate) fn verify_disconnect_from(&mut self, shared: &Shared) -> Result<(), HarnessError> {
         let deadline = Instant::now() + self.timeout;
         let probe = Probe::new(shared);
         self.ping_connection(&shared.sender, probe.id, &probe.text)?;
@@ -303,7 +299,7 @@ impl Connector {
         let message = control_request(sender, 0, "__remove_connection__", None, b"");
         let socket = self.socket().ok()?;
         socket.send(message, zmq::DONTWAIT).ok()?;
-        Some(&*socket)
+        Some(socket)
     }
 
     fn ping_within(

@@ -69,6 +69,7 @@ impl Table {
     }
 
     /// The first value of `name` (exact match).
+    #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
@@ -153,6 +154,11 @@ pub(crate) fn encode_http(
             }
         }
         HeaderProtocol::Tnetstring => {
+            // Mongrel2's tnetstring writer puts METHOD after URL_SCHEME (the JSON one
+            // right after the client headers), then reverses everything.
+            let method = own.remove(0);
+            let at = own.len() - 1;
+            own.insert(at, method);
             for (name, value) in own.into_iter().rev() {
                 request = request.with_header(name, value);
             }
@@ -209,7 +215,10 @@ mod tests {
             ("/handler/get", Some("a=1&b=two%20words"), Some("frag"))
         );
         assert_eq!(split_target("/x"), ("/x", None, None));
-        assert_eq!(split_target("/x#f?not-query"), ("/x", None, Some("f?not-query")));
+        assert_eq!(
+            split_target("/x#f?not-query"),
+            ("/x", None, Some("f?not-query"))
+        );
     }
 
     #[test]
@@ -220,7 +229,10 @@ mod tests {
         table.add_client("Host", "localhost").unwrap();
         assert_eq!(
             table.entries()[0],
-            ("x-dup".to_owned(), Value::Many(vec!["one".into(), "two".into()]))
+            (
+                "x-dup".to_owned(),
+                Value::Many(vec!["one".into(), "two".into()])
+            )
         );
         assert_eq!(table.get("host"), Some("localhost"));
         for value in ["3", "4", "5"] {

@@ -106,10 +106,10 @@
 //!   builds. It does refuse what Mongrel2 would never forward (more than five values of
 //!   one header, control frames over 125 bytes: [`HarnessError::Unsendable`]), except
 //!   through the raw [`Client::send_frame`] and [`Client::send`].
-//! * It does not enforce Mongrel2's limits on replies: `limits.handler_targets` (a reply
-//!   with too many ids reaches every addressed client instead of being dropped), the
-//!   16-message per-connection queue, flow-control credits. Malformed replies are not
-//!   silently dropped: they are kept for [`Server::take_rejected`].
+//! * Replies Mongrel2 would drop (malformed, or more than the default 128
+//!   `limits.handler_targets` ids) are dropped too, but not silently: they are kept for
+//!   [`Server::take_rejected`]. Mongrel2's per-connection limits (16 queued messages,
+//!   flow-control credits) are not enforced.
 //! * Large bodies are not turned into uploads by size; a test sends upload messages
 //!   explicitly.
 //! * A reply to a connection id with no Client is kept for [`Server::recv`] rather than
@@ -126,6 +126,8 @@ mod error;
 mod headers;
 mod router;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use client::{
     Client, HttpRequest, HttpResponse, WsFrame, DEFAULT_HOST, DEFAULT_PATTERN,
@@ -170,7 +172,9 @@ impl std::str::FromStr for Protocol {
             "mongrel2" => Ok(Protocol::Mongrel2),
             "http" => Ok(Protocol::Http),
             "websocket" => Ok(Protocol::WebSocket),
-            _ => Err(HarnessError::Unsendable(format!("unknown protocol {name:?}"))),
+            _ => Err(HarnessError::Unsendable(format!(
+                "unknown protocol {name:?}"
+            ))),
         }
     }
 }

@@ -132,7 +132,9 @@ impl Shared {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep going with it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh connection id with its own mailbox.
@@ -277,7 +279,11 @@ impl Shared {
         };
         if reply.sender != self.sender {
             // The subscription is on "SENDER ", so this cannot happen; be loud if it does.
-            log::warn!("reply for sender {:?} on {:?}'s SUB", reply.sender, self.sender);
+            log::warn!(
+                "reply for sender {:?} on {:?}'s SUB",
+                reply.sender,
+                self.sender
+            );
         }
         let mut unclaimed = false;
         for id in &reply.ids {
@@ -312,7 +318,10 @@ impl Shared {
         if id == zmq::SocketEvent::ACCEPTED.to_raw() {
             state.next_serial += 1;
             live.insert(fd, state.next_serial);
-            log::debug!("{side:?} accepted connection #{} (fd {fd})", state.next_serial);
+            log::debug!(
+                "{side:?} accepted connection #{} (fd {fd})",
+                state.next_serial
+            );
         } else if id == zmq::SocketEvent::DISCONNECTED.to_raw() {
             if let Some(serial) = live.remove(&fd) {
                 log::debug!("{side:?} connection #{serial} (fd {fd}) went away");
@@ -401,7 +410,7 @@ fn peers_of(state: &State) -> Peers {
 /// A Duration as zmq_poll milliseconds, rounded up so short waits do not spin.
 pub(crate) fn millis(wait: Duration) -> i64 {
     let whole = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-    if wait.subsec_nanos() % 1_000_000 == 0 {
+    if wait.subsec_nanos().is_multiple_of(1_000_000) {
         whole
     } else {
         whole.saturating_add(1)

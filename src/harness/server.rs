@@ -22,7 +22,7 @@ pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(5);
 const TEARDOWN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Configures a [`Server`]; start with [`Server::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerBuilder {
     sender: Option<String>,
     push: String,
@@ -36,6 +36,18 @@ pub struct ServerBuilder {
     context: Option<zmq::Context>,
 }
 
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("sender", &self.sender)
+            .field("push", &self.push)
+            .field("sub", &self.sub)
+            .field("advertise", &self.advertise)
+            .field("handlers", &self.handlers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerBuilder {
     /// The Mongrel2 sender id (the Handler's `send_ident`) to use; default: a fresh UUID.
     /// Must be unique among the Servers a handler talks to.
@@ -45,13 +57,13 @@ impl ServerBuilder {
     }
 
     /// Where to bind the PUSH that sends requests (default `tcp://127.0.0.1:*`).
-    pub fn push(mut self, endpoint: impl Into<String>) -> ServerBuilder {
+    pub fn bind_push(mut self, endpoint: impl Into<String>) -> ServerBuilder {
         self.push = endpoint.into();
         self
     }
 
     /// Where to bind the SUB that receives replies (default `tcp://127.0.0.1:*`).
-    pub fn sub(mut self, endpoint: impl Into<String>) -> ServerBuilder {
+    pub fn bind_sub(mut self, endpoint: impl Into<String>) -> ServerBuilder {
         self.sub = endpoint.into();
         self
     }
@@ -123,10 +135,17 @@ impl ServerBuilder {
         let sender = self
             .sender
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        crate::reply::validate_uuid(&sender).map_err(|err| HarnessError::Endpoint {
-            endpoint: sender.clone(),
-            reason: format!("not usable as a sender id: {err}"),
-        })?;
+        // Mongrel2 drops replies whose sender is not letters, digits and '-'.
+        if sender.is_empty()
+            || !sender
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(HarnessError::Endpoint {
+                endpoint: sender,
+                reason: "a sender id must be ASCII letters, digits and '-'".into(),
+            });
+        }
         let context = self.context.unwrap_or_default();
         let tag = uuid::Uuid::new_v4();
         let events = i32::from(zmq::SocketEvent::ACCEPTED.to_raw())
@@ -134,7 +153,12 @@ impl ServerBuilder {
 
         let push = context.socket(zmq::PUSH)?;
         push.set_linger(0)?;
-        let push_monitor = monitor(&context, &push, &format!("inproc://harness-{tag}-push"), events)?;
+        let push_monitor = monitor(
+            &context,
+            &push,
+            &format!("inproc://harness-{tag}-push"),
+            events,
+        )?;
         let push_endpoint = bind(&push, &self.push)?;
 
         let sub = context.socket(zmq::SUB)?;
@@ -142,7 +166,12 @@ impl ServerBuilder {
         // "SENDER " rather than Mongrel2's bare prefix: a sender id that starts with ours
         // must not leak in.
         sub.set_subscribe(format!("{sender} ").as_bytes())?;
-        let sub_monitor = monitor(&context, &sub, &format!("inproc://harness-{tag}-sub"), events)?;
+        let sub_monitor = monitor(
+            &context,
+            &sub,
+            &format!("inproc://harness-{tag}-sub"),
+            events,
+        )?;
         let sub_endpoint = bind(&sub, &self.sub)?;
 
         // Handlers are told host and port; make sure both endpoints can be expressed so.
@@ -309,7 +338,11 @@ impl Server {
     /// Connects one more handler (its control endpoint) and verifies the path both ways
     /// (see [`Connector`]). Connecting one that is already connected is an error.
     pub fn connect(&mut self, control_endpoint: &str) -> Result<(), HarnessError> {
-        if self.connected.iter().any(|c| c.endpoint() == control_endpoint) {
+        if self
+            .connected
+            .iter()
+            .any(|c| c.endpoint() == control_endpoint)
+        {
             return Err(HarnessError::AlreadyConnected(control_endpoint.to_owned()));
         }
         let named = |err: HarnessError| match err {
@@ -322,7 +355,10 @@ impl Server {
         connector.connect_to(&self.shared).map_err(named)?;
         self.pending.retain(|endpoint| endpoint != control_endpoint);
         self.connected.push(connector);
-        log::info!("harness {}: handler at {control_endpoint} connected", self.shared.sender);
+        log::info!(
+            "harness {}: handler at {control_endpoint} connected",
+            self.shared.sender
+        );
         Ok(())
     }
 
@@ -409,7 +445,10 @@ impl Server {
                 );
                 break;
             }
-            let mut items: Vec<_> = waiting.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
+            let mut items: Vec<_> = waiting
+                .iter()
+                .map(|s| s.as_poll_item(zmq::POLLIN))
+                .collect();
             if zmq::poll(&mut items, millis(left)).is_err() {
                 break;
             }
@@ -449,7 +488,9 @@ fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String, HarnessError> {
         endpoint: endpoint.to_owned(),
         reason,
     };
-    socket.bind(endpoint).map_err(|err| failed(err.to_string()))?;
+    socket
+        .bind(endpoint)
+        .map_err(|err| failed(err.to_string()))?;
     socket
         .get_last_endpoint()?
         .map_err(|_| failed("the bound endpoint is not UTF-8".into()))

@@ -31,7 +31,9 @@ impl EchoHandler {
         // requests to this handler): the harness connects it to Servers at run time.
         let nowhere = format!("inproc://nowhere-{}", uuid::Uuid::new_v4());
         EchoHandler::spawn_with(
-            Transceiver::builder("nobody").pull(&nowhere).publish(&nowhere),
+            Transceiver::builder("nobody")
+                .pull(&nowhere)
+                .publish(&nowhere),
             false,
         )
     }

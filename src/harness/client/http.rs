@@ -3,7 +3,6 @@
 //! arrive over several replies.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use super::Client;
 use crate::harness::{HarnessError, Protocol};
@@ -142,8 +141,9 @@ impl HttpResponse {
 
     /// The body parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HarnessError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|err| HarnessError::protocol("http", format!("body is not the JSON expected: {err}")))
+        serde_json::from_slice(&self.body).map_err(|err| {
+            HarnessError::protocol("http", format!("body is not the JSON expected: {err}"))
+        })
     }
 
     /// Whether the connection stays open after this response, by HTTP's rules.
@@ -187,7 +187,9 @@ impl Client {
         self.require(Protocol::Http, "send HTTP requests")?;
         let message = self.encode_http(request.method(), request, &[], request.body_bytes())?;
         self.push(&message)?;
-        self.http.heads.push_back(request.method().eq_ignore_ascii_case("HEAD"));
+        self.http
+            .heads
+            .push_back(request.method().eq_ignore_ascii_case("HEAD"));
         Ok(())
     }
 
@@ -203,7 +205,11 @@ impl Client {
     }
 
     /// `POST target` with `body` and the whole response.
-    pub fn post(&mut self, target: &str, body: impl Into<Vec<u8>>) -> Result<HttpResponse, HarnessError> {
+    pub fn post(
+        &mut self,
+        target: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<HttpResponse, HarnessError> {
         self.http(&HttpRequest::post(target, body))
     }
 
@@ -323,7 +329,11 @@ impl Client {
 
     /// Sends the request as Mongrel2 does for a large body in temp-file mode: first with
     /// `x-mongrel2-upload-start: temp_path` and an empty body.
-    pub fn upload_start(&mut self, request: &HttpRequest, temp_path: &str) -> Result<(), HarnessError> {
+    pub fn upload_start(
+        &mut self,
+        request: &HttpRequest,
+        temp_path: &str,
+    ) -> Result<(), HarnessError> {
         self.require(Protocol::Http, "upload")?;
         let extra = [("x-mongrel2-upload-start", temp_path.to_owned())];
         let message = self.encode_http(request.method(), request, &extra, b"")?;
@@ -333,7 +343,11 @@ impl Client {
     /// The second upload message: the same request with `x-mongrel2-upload-start` and
     /// `x-mongrel2-upload-done` both naming `temp_path`, empty body. The handler answers
     /// this one.
-    pub fn upload_done(&mut self, request: &HttpRequest, temp_path: &str) -> Result<(), HarnessError> {
+    pub fn upload_done(
+        &mut self,
+        request: &HttpRequest,
+        temp_path: &str,
+    ) -> Result<(), HarnessError> {
         self.require(Protocol::Http, "upload")?;
         let extra = [
             ("x-mongrel2-upload-start", temp_path.to_owned()),
@@ -341,7 +355,9 @@ impl Client {
         ];
         let message = self.encode_http(request.method(), request, &extra, b"")?;
         self.push(&message)?;
-        self.http.heads.push_back(request.method().eq_ignore_ascii_case("HEAD"));
+        self.http
+            .heads
+            .push_back(request.method().eq_ignore_ascii_case("HEAD"));
         Ok(())
     }
 
@@ -352,7 +368,9 @@ impl Client {
         let extra = [("UPLOAD_STREAM", "0".to_owned())];
         let message = self.encode_http(request.method(), request, &extra, b"")?;
         self.push(&message)?;
-        self.http.heads.push_back(request.method().eq_ignore_ascii_case("HEAD"));
+        self.http
+            .heads
+            .push_back(request.method().eq_ignore_ascii_case("HEAD"));
         Ok(())
     }
 
@@ -385,7 +403,10 @@ impl Client {
 }
 
 /// Parses a response head; `None` while incomplete.
-fn parse_head(buf: &[u8], is_head: bool) -> Result<Option<(HttpResponse, Option<Body>, usize)>, HarnessError> {
+fn parse_head(
+    buf: &[u8],
+    is_head: bool,
+) -> Result<Option<(HttpResponse, Option<Body>, usize)>, HarnessError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let used = match parsed.parse(buf) {
@@ -398,7 +419,10 @@ fn parse_head(buf: &[u8], is_head: bool) -> Result<Option<(HttpResponse, Option<
         }
         Err(err) => {
             let shown = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
-            return Err(HarnessError::protocol("http", format!("{err} in response {shown:?}")));
+            return Err(HarnessError::protocol(
+                "http",
+                format!("{err} in response {shown:?}"),
+            ));
         }
     };
     let status = parsed.code.unwrap_or_default();
@@ -427,10 +451,9 @@ fn parse_head(buf: &[u8], is_head: bool) -> Result<Option<(HttpResponse, Option<
         response.chunked = true;
         Some(Body::Chunked)
     } else if let Some(length) = response.header("content-length") {
-        let length: usize = length
-            .trim()
-            .parse()
-            .map_err(|_| HarnessError::protocol("http", format!("bad Content-Length {length:?}")))?;
+        let length: usize = length.trim().parse().map_err(|_| {
+            HarnessError::protocol("http", format!("bad Content-Length {length:?}"))
+        })?;
         if length > MAX_BODY_BYTES {
             return Err(HarnessError::protocol("http", "response body too large"));
         }
@@ -442,8 +465,14 @@ fn parse_head(buf: &[u8], is_head: bool) -> Result<Option<(HttpResponse, Option<
 }
 
 enum Chunk {
-    Data { start: usize, len: usize, used: usize },
-    Last { used: usize },
+    Data {
+        start: usize,
+        len: usize,
+        used: usize,
+    },
+    Last {
+        used: usize,
+    },
 }
 
 /// Decodes the next chunk at the start of `buf`; `None` while incomplete.
@@ -465,7 +494,9 @@ fn next_chunk(buf: &[u8]) -> Result<Option<Chunk>, HarnessError> {
             return Ok(Some(Chunk::Last { used: start + 2 }));
         }
         return match rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(at) => Ok(Some(Chunk::Last { used: start + at + 4 })),
+            Some(at) => Ok(Some(Chunk::Last {
+                used: start + at + 4,
+            })),
             None if rest.len() > MAX_CHUNK_LINE => {
                 Err(HarnessError::protocol("http", "chunked trailer too long"))
             }
@@ -481,9 +512,16 @@ fn next_chunk(buf: &[u8]) -> Result<Option<Chunk>, HarnessError> {
         return Ok(None);
     };
     if crlf != b"\r\n" {
-        return Err(HarnessError::protocol("http", "chunk data not followed by CRLF"));
+        return Err(HarnessError::protocol(
+            "http",
+            "chunk data not followed by CRLF",
+        ));
     }
-    Ok(Some(Chunk::Data { start, len, used: end + 2 }))
+    Ok(Some(Chunk::Data {
+        start,
+        len,
+        used: end + 2,
+    }))
 }
 
 #[cfg(test)]
@@ -496,18 +534,25 @@ mod tests {
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false)
                 .unwrap()
                 .unwrap();
-        assert_eq!((response.status, body, used), (200, Some(Body::Length(5)), 38));
+        assert_eq!(
+            (response.status, body, used),
+            (200, Some(Body::Length(5)), 38)
+        );
         let (_, body, _) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
             .unwrap()
             .unwrap();
         assert_eq!(body, None, "a HEAD response has no body");
-        let (response, body, _) =
-            parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false)
-                .unwrap()
-                .unwrap();
+        let (response, body, _) = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(response.chunked);
         assert_eq!(body, Some(Body::Chunked));
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false).unwrap().is_none());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false)
+            .unwrap()
+            .is_none());
         assert!(parse_head(b"NOT HTTP\r\n\r\n", false).is_err());
     }
 
@@ -518,7 +563,10 @@ mod tests {
             Some(Chunk::Data { start, len, used }) => assert_eq!((start, len, used), (3, 5, 10)),
             _ => panic!("expected data"),
         }
-        assert!(matches!(next_chunk(b"0\r\n\r\n").unwrap(), Some(Chunk::Last { used: 5 })));
+        assert!(matches!(
+            next_chunk(b"0\r\n\r\n").unwrap(),
+            Some(Chunk::Last { used: 5 })
+        ));
         assert!(matches!(
             next_chunk(b"0\r\nx-t: 1\r\n\r\n").unwrap(),
             Some(Chunk::Last { used: 13 })

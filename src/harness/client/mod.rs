@@ -222,8 +222,9 @@ impl Client {
     /// [`Client::recv_response`] or [`Client::recv_frame`] on one connection.
     pub fn recv(&mut self) -> Result<RawReply, HarnessError> {
         let timeout = self.recv_timeout;
-        self.recv_timeout(timeout)?
-            .ok_or_else(|| HarnessError::timeout(format!("a reply to connection {}", self.id), timeout))
+        self.recv_timeout(timeout)?.ok_or_else(|| {
+            HarnessError::timeout(format!("a reply to connection {}", self.id), timeout)
+        })
     }
 
     /// Like [`Client::recv`] with an explicit timeout; `Ok(None)` when nothing came, which
@@ -379,7 +380,10 @@ impl Drop for Client {
             // Best effort and never blocking: the handler may be gone already.
             let notice = self.disconnect_notice();
             if let Err(err) = self.shared.send(&notice, Duration::ZERO) {
-                log::debug!("disconnect notice for connection {} not sent: {err}", self.id);
+                log::debug!(
+                    "disconnect notice for connection {} not sent: {err}",
+                    self.id
+                );
             }
         }
     }

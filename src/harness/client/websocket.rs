@@ -73,7 +73,10 @@ impl Client {
         if response.status != 101 {
             return Err(HarnessError::protocol(
                 "websocket",
-                format!("handshake refused with {} {}", response.status, response.reason),
+                format!(
+                    "handshake refused with {} {}",
+                    response.status, response.reason
+                ),
             ));
         }
         Ok(response)
@@ -94,7 +97,11 @@ impl Client {
             ("connection", "Upgrade"),
             ("sec-websocket-version", "13"),
         ] {
-            if !request.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if !request
+                .headers()
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 request = request.header(name, value);
             }
         }
@@ -302,9 +309,17 @@ fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>,
         Ok(httparse::Status::Complete(used)) => used,
         Ok(httparse::Status::Partial) if buf.len() <= 64 * 1024 => return Ok(None),
         Ok(httparse::Status::Partial) => {
-            return Err(HarnessError::protocol("websocket", "handshake response too large"))
+            return Err(HarnessError::protocol(
+                "websocket",
+                "handshake response too large",
+            ))
         }
-        Err(err) => return Err(HarnessError::protocol("websocket", format!("handshake response: {err}"))),
+        Err(err) => {
+            return Err(HarnessError::protocol(
+                "websocket",
+                format!("handshake response: {err}"),
+            ))
+        }
     };
     let mut response = HttpResponse {
         minor_version: parsed.version.unwrap_or(1),
@@ -313,7 +328,12 @@ fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>,
         headers: parsed
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect(),
         body: Vec::new(),
         chunked: false,
@@ -321,7 +341,10 @@ fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>,
     let mut used = used;
     if response.status != 101 {
         // A refusal: take its body too when it says how long it is.
-        if let Some(length) = response.header("content-length").and_then(|l| l.trim().parse::<usize>().ok()) {
+        if let Some(length) = response
+            .header("content-length")
+            .and_then(|l| l.trim().parse::<usize>().ok())
+        {
             let Some(body) = buf.get(used..used + length) else {
                 return Ok(None);
             };
@@ -350,7 +373,9 @@ fn check_accept(response: &HttpResponse, accept: &str) -> Result<(), HarnessErro
     }
     match response.header("sec-websocket-accept") {
         Some(value) if value.trim() == accept => Ok(()),
-        Some(value) => fail(format!("Sec-WebSocket-Accept {value:?}, expected {accept:?}")),
+        Some(value) => fail(format!(
+            "Sec-WebSocket-Accept {value:?}, expected {accept:?}"
+        )),
         None => fail("101 without Sec-WebSocket-Accept".into()),
     }
 }
@@ -382,11 +407,18 @@ mod tests {
         .into_bytes();
         raw.extend_from_slice(b"\x81\x02hi");
         let (response, used) = parse_handshake_response(&raw).unwrap().unwrap();
-        assert_eq!(&raw[used..], b"\x81\x02hi", "coalesced frames stay buffered");
+        assert_eq!(
+            &raw[used..],
+            b"\x81\x02hi",
+            "coalesced frames stay buffered"
+        );
         check_accept(&response, &accept).unwrap();
         assert!(check_accept(&response, "wrong").is_err());
         let refused = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno";
         let (response, used) = parse_handshake_response(refused).unwrap().unwrap();
-        assert_eq!((response.status, response.body.as_slice(), used), (403, &b"no"[..], refused.len()));
+        assert_eq!(
+            (response.status, response.body.as_slice(), used),
+            (403, &b"no"[..], refused.len())
+        );
     }
 }
