@@ -417,6 +417,13 @@ impl Response {
         self
     }
 
+    /// Sets [`head`](Self::head) and [`close`](Self::close) from the request this response
+    /// answers: no body for HEAD, `Connection: close` when the request asked to close.
+    pub fn for_request(self, request: &crate::request::Request<'_>) -> Response {
+        self.head(request.method() == Some("HEAD"))
+            .close(request.should_close())
+    }
+
     /// Adds `Connection: close`, for a request that asked to close the connection
     /// (the handler must then also send Mongrel2 an empty reply to close it).
     pub fn close(mut self, close: bool) -> Response {
@@ -699,6 +706,13 @@ impl ChunkedResponse {
     pub fn close(self, close: bool) -> ChunkedResponse {
         ChunkedResponse {
             inner: self.inner.close(close),
+        }
+    }
+
+    /// Sets head and close from the request this stream answers; see [`Response::for_request`].
+    pub fn for_request(self, request: &crate::request::Request<'_>) -> ChunkedResponse {
+        ChunkedResponse {
+            inner: self.inner.for_request(request),
         }
     }
 

@@ -67,6 +67,12 @@ pub enum ReplyError {
     InvalidExtended(&'static str),
 }
 
+/// Checks that `uuid` is a sender id Mongrel2 accepts in a reply: non-empty, ASCII letters,
+/// digits and `-` only.
+pub fn validate_uuid(uuid: &str) -> Result<(), ReplyError> {
+    check_uuid(uuid)
+}
+
 fn check_uuid(uuid: &str) -> Result<(), ReplyError> {
     let ok = !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok {

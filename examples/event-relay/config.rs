@@ -1,0 +1,543 @@
+//! Relay configuration: exchanges and who may subscribe, tokens, limits, RPC actions.
+//!
+//! Read from an optional JSON file, then secrets from the environment. No secret is built
+//! in: without a configured token, nobody can authenticate and HTTP publish answers 401.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::protocol::ErrorName;
+use crate::subscriptions::Pattern;
+
+/// Names of the actions the relay implements itself; config `actions` may not shadow them.
+pub const BUILT_IN_ACTIONS: [&str; 6] = [
+    "Subscribe",
+    "Unsubscribe",
+    "ListSubscriptions",
+    "Ping",
+    "Authenticate",
+    "Resume",
+];
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid JSON of the expected shape.
+    #[error("invalid config JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `RELAY_TOKENS` is not `name:token[,name:token...]`.
+    #[error("RELAY_TOKENS: {0}")]
+    EnvTokens(String),
+    /// The config is well-formed but inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Who may subscribe to an exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRule {
+    /// Anyone may subscribe (no `Authenticate` needed).
+    #[serde(default)]
+    pub public: bool,
+    /// Token names that may subscribe (ignored when `public`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// If not empty, only routing keys (or wildcard prefixes) starting with one of these may
+    /// be subscribed, by anyone.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+impl ExchangeRule {
+    /// May a session with identity `auth` (token name) subscribe to `pattern`?
+    pub fn check(&self, pattern: &Pattern, auth: Option<&str>) -> Result<(), ErrorName> {
+        if !self.public {
+            let name = auth.ok_or(ErrorName::AuthRequired)?;
+            if !self.tokens.iter().any(|t| t == name) {
+                return Err(ErrorName::SubscriptionDenied);
+            }
+        }
+        // A wildcard's literal part must itself lie inside an allowed prefix, so `*` (all
+        // keys) is refused when prefixes restrict the exchange.
+        if !self.prefixes.is_empty()
+            && !self
+                .prefixes
+                .iter()
+                .any(|p| pattern.literal().starts_with(p.as_str()))
+        {
+            return Err(ErrorName::SubscriptionDenied);
+        }
+        Ok(())
+    }
+}
+
+/// Resource limits. Every one bounds something a peer controls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session: usize,
+    /// Largest client message or published event (bytes); bigger ones are `InvalidPayload`.
+    pub message_size: usize,
+    /// Events kept per (exchange, routing key) for `Resume`.
+    pub history_per_key: usize,
+    /// (exchange, routing key) pairs with history; the least recently published is
+    /// forgotten first (its seq restarts at 1).
+    pub history_keys: usize,
+    /// Bytes of history kept in total (same eviction as `history_keys`).
+    pub history_bytes: usize,
+    /// Frames queued for one session before the oldest events are dropped (and `Lagged`).
+    pub pending_frames: usize,
+    /// Bytes queued for one session before the oldest events are dropped (and `Lagged`).
+    pub pending_bytes: usize,
+    /// Most bytes sent to one session per flush (one Mongrel2 message); the rest waits.
+    pub flush_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            subscriptions_per_session: 100,
+            message_size: 64 * 1024,
+            history_per_key: 100,
+            history_keys: 10_000,
+            history_bytes: 64 * 1024 * 1024,
+            pending_frames: 4096,
+            pending_bytes: 4 * 1024 * 1024,
+            flush_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("subscriptions_per_session", self.subscriptions_per_session),
+            ("message_size", self.message_size),
+            ("history_keys", self.history_keys),
+            ("pending_frames", self.pending_frames),
+            ("flush_bytes", self.flush_bytes),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
+        }
+        // An outgoing event carries the input's event name and payload plus a small envelope;
+        // the pending bound must hold at least one of the largest.
+        if self.pending_bytes < self.message_size.saturating_add(1024) {
+            return Err(ConfigError::Invalid(
+                "limits.pending_bytes must be at least limits.message_size + 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    exchanges: Option<BTreeMap<String, ExchangeRule>>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+    publish_token: Option<String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    actions: BTreeMap<String, String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Exchanges by name (names shared as `Arc<str>` with indexes and history).
+    pub exchanges: BTreeMap<Arc<str>, ExchangeRule>,
+    /// Token name -> secret token, for `Authenticate`.
+    pub tokens: BTreeMap<String, String>,
+    /// Bearer token for `POST /events/publish` (`None`: HTTP publish is refused).
+    pub publish_token: Option<String>,
+    /// Limits.
+    pub limits: Limits,
+    /// RPC actions: action name -> backend endpoint (stored; forwarding is a later issue).
+    pub actions: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    /// Built-in default: `calls` and `agents` public, `admin` for the token named `admin`.
+    fn default() -> Self {
+        let mut exchanges = BTreeMap::new();
+        let public = ExchangeRule {
+            public: true,
+            ..ExchangeRule::default()
+        };
+        exchanges.insert(Arc::from("calls"), public.clone());
+        exchanges.insert(Arc::from("agents"), public);
+        exchanges.insert(
+            Arc::from("admin"),
+            ExchangeRule {
+                tokens: vec!["admin".into()],
+                ..ExchangeRule::default()
+            },
+        );
+        Config {
+            exchanges,
+            tokens: BTreeMap::new(),
+            publish_token: None,
+            limits: Limits::default(),
+            actions: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or the built-in default), then applies `RELAY_TOKENS` and
+    /// `RELAY_PUBLISH_TOKEN` from `env` (which override the file).
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.to_owned(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        Config::from_parts(text.as_deref(), env)
+    }
+
+    /// Like [`Config::load`] with the file's text (or `None` for the default).
+    pub fn from_parts(
+        json: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match json {
+            None => Config::default(),
+            Some(text) => {
+                let file: ConfigFile = serde_json::from_str(text)?;
+                let defaults = Config::default();
+                Config {
+                    exchanges: match file.exchanges {
+                        Some(ex) => ex.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+                        None => defaults.exchanges,
+                    },
+                    tokens: file.tokens,
+                    publish_token: file.publish_token,
+                    limits: file.limits,
+                    actions: file.actions,
+                }
+            }
+        };
+        if let Some(list) = env("RELAY_TOKENS") {
+            for (name, token) in parse_token_list(&list)? {
+                config.tokens.insert(name, token);
+            }
+        }
+        if let Some(t) = env("RELAY_PUBLISH_TOKEN") {
+            config.publish_token = Some(t);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        if self.exchanges.keys().any(|e| e.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "exchange names must not be empty".into(),
+            ));
+        }
+        if let Some((name, _)) = self
+            .tokens
+            .iter()
+            .find(|(n, t)| n.is_empty() || t.is_empty())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "token {name:?}: name and token must not be empty"
+            )));
+        }
+        if self.publish_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "publish_token must not be empty".into(),
+            ));
+        }
+        for (action, endpoint) in &self.actions {
+            if BUILT_IN_ACTIONS.contains(&action.as_str()) {
+                return Err(ConfigError::Invalid(format!("action {action} is built in")));
+            }
+            if !endpoint.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "action {action}: endpoint {endpoint:?} is not a ZeroMQ address"
+                )));
+            }
+        }
+        for (exchange, rule) in &self.exchanges {
+            for name in rule.tokens.iter().filter(|n| !self.tokens.contains_key(*n)) {
+                // Not fatal: the token may be added later (or deliberately left out).
+                log::warn!("exchange {exchange}: token name {name:?} has no token configured");
+            }
+        }
+        Ok(())
+    }
+
+    /// The name whose token is `token`, comparing in constant time per candidate so the
+    /// answer time does not reveal how much of a token was right.
+    pub fn token_name(&self, token: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, secret) in &self.tokens {
+            if constant_time_eq(secret.as_bytes(), token.as_bytes()) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    /// Does an HTTP `Authorization` header value (`Bearer TOKEN`) carry the publish token?
+    pub fn publish_authorized(&self, authorization: Option<&str>) -> bool {
+        let (Some(expected), Some(header)) = (self.publish_token.as_deref(), authorization) else {
+            return false;
+        };
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
+        constant_time_eq(expected.as_bytes(), presented.as_bytes())
+    }
+
+    /// The interned name and rule of an exchange.
+    pub fn exchange(&self, name: &str) -> Option<(&Arc<str>, &ExchangeRule)> {
+        self.exchanges.get_key_value(name)
+    }
+
+    /// A printable summary with every secret left out.
+    pub fn redacted(&self) -> serde_json::Value {
+        json!({
+            "exchanges": self.exchanges.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "token_names": self.tokens.keys().collect::<Vec<_>>(),
+            "publish_token": if self.publish_token.is_some() { "set" } else { "unset (HTTP publish answers 401)" },
+            "limits": self.limits,
+            "actions": self.actions,
+        })
+    }
+}
+
+/// Parses `name:token,name2:token2` (whitespace around items ignored).
+pub fn parse_token_list(list: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once(':') {
+            Some((name, token)) if !name.is_empty() && !token.is_empty() => {
+                Ok((name.to_owned(), token.to_owned()))
+            }
+            // Never echo the item: it may be a secret.
+            _ => Err(ConfigError::EnvTokens(
+                "expected name:token[,name:token...]".into(),
+            )),
+        })
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn default_has_public_calls_agents_and_token_only_admin_without_secrets() {
+        let c = Config::from_parts(None, &no_env).unwrap();
+        let p = Pattern::parse("x");
+        assert_eq!(c.exchange("calls").unwrap().1.check(&p, None), Ok(()));
+        assert_eq!(c.exchange("agents").unwrap().1.check(&p, None), Ok(()));
+        assert_eq!(
+            c.exchange("admin").unwrap().1.check(&p, None),
+            Err(ErrorName::AuthRequired)
+        );
+        assert!(c.tokens.is_empty());
+        assert_eq!(c.publish_token, None);
+        assert!(!c.publish_authorized(Some("Bearer ")));
+        assert!(!c.publish_authorized(None));
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.subscriptions_per_session, 100);
+        assert_eq!(c.limits.message_size, 65536);
+        assert_eq!(c.limits.history_per_key, 100);
+    }
+
+    #[test]
+    fn env_tokens_and_publish_token() {
+        let env = |k: &str| match k {
+            "RELAY_TOKENS" => Some(" admin:s3cret , ops:o:p ".to_owned()),
+            "RELAY_PUBLISH_TOKEN" => Some("pub".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_parts(None, &env).unwrap();
+        assert_eq!(c.token_name("s3cret"), Some("admin"));
+        assert_eq!(c.token_name("o:p"), Some("ops"));
+        assert_eq!(c.token_name("s3cre"), None);
+        assert!(c.publish_authorized(Some("Bearer pub")));
+        assert!(!c.publish_authorized(Some("Bearer pu")));
+        assert!(!c.publish_authorized(Some("pub")));
+        let rule = &c.exchange("admin").unwrap().1;
+        assert_eq!(rule.check(&Pattern::parse("*"), Some("admin")), Ok(()));
+        assert_eq!(
+            rule.check(&Pattern::parse("*"), Some("ops")),
+            Err(ErrorName::SubscriptionDenied)
+        );
+    }
+
+    #[test]
+    fn bad_env_tokens_are_an_error_that_hides_the_value() {
+        for bad in ["zz", "zz:", ":qq", "a:b,qq"] {
+            let env = |k: &str| (k == "RELAY_TOKENS").then(|| bad.to_owned());
+            let err = Config::from_parts(None, &env).unwrap_err();
+            assert!(matches!(err, ConfigError::EnvTokens(_)), "{bad}");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_config_exchanges_tokens_limits_actions() {
+        let text = r#"{
+            "exchanges": {
+                "calls": {"public": true},
+                "queues": {"public": true, "prefixes": ["queue."]},
+                "admin": {"tokens": ["ops"], "prefixes": ["ops."]}
+            },
+            "tokens": {"ops": "file-token"},
+            "publish_token": "p1",
+            "limits": {"subscriptions_per_session": 5, "history_per_key": 3},
+            "actions": {"moveCar": "tcp://127.0.0.1:9100"}
+        }"#;
+        let env = |k: &str| (k == "RELAY_TOKENS").then(|| "ops:env-token,x:y".to_owned());
+        let c = Config::from_parts(Some(text), &env).unwrap();
+        assert!(
+            c.exchange("agents").is_none(),
+            "file exchanges replace the default set"
+        );
+        assert_eq!(
+            c.token_name("env-token"),
+            Some("ops"),
+            "env overrides the file"
+        );
+        assert_eq!(c.token_name("file-token"), None);
+        assert_eq!(c.token_name("y"), Some("x"));
+        assert!(c.publish_authorized(Some("Bearer p1")));
+        assert_eq!(c.limits.subscriptions_per_session, 5);
+        assert_eq!(c.limits.history_per_key, 3);
+        assert_eq!(c.limits.message_size, 65536, "unset limits keep defaults");
+        assert_eq!(c.actions["moveCar"], "tcp://127.0.0.1:9100");
+
+        let q = &c.exchange("queues").unwrap().1;
+        assert_eq!(q.check(&Pattern::parse("queue.sales"), None), Ok(()));
+        assert_eq!(q.check(&Pattern::parse("queue.*"), None), Ok(()));
+        assert_eq!(
+            q.check(&Pattern::parse("*"), None),
+            Err(ErrorName::SubscriptionDenied)
+        );
+        assert_eq!(
+            q.check(&Pattern::parse("other"), None),
+            Err(ErrorName::SubscriptionDenied)
+        );
+        let a = &c.exchange("admin").unwrap().1;
+        assert_eq!(
+            a.check(&Pattern::parse("ops.x"), None),
+            Err(ErrorName::AuthRequired)
+        );
+        assert_eq!(a.check(&Pattern::parse("ops.x"), Some("ops")), Ok(()));
+        assert_eq!(
+            a.check(&Pattern::parse("x"), Some("ops")),
+            Err(ErrorName::SubscriptionDenied)
+        );
+        assert_eq!(
+            a.check(&Pattern::parse("ops.x"), Some("x")),
+            Err(ErrorName::SubscriptionDenied)
+        );
+    }
+
+    #[test]
+    fn file_env_publish_token_overrides() {
+        let env = |k: &str| (k == "RELAY_PUBLISH_TOKEN").then(|| "env".to_owned());
+        let c = Config::from_parts(Some(r#"{"publish_token":"file"}"#), &env).unwrap();
+        assert!(c.publish_authorized(Some("Bearer env")));
+        assert!(
+            c.exchange("calls").is_some(),
+            "no exchanges key keeps the defaults"
+        );
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        for bad in [
+            r#"{"exchanges": {"calls": {"publik": true}}}"#,
+            r#"{"unknown": 1}"#,
+            r#"{"limits": {"message_size": 0}}"#,
+            r#"{"limits": {"message_size": 5000000}}"#,
+            r#"{"actions": {"Subscribe": "tcp://127.0.0.1:1"}}"#,
+            r#"{"actions": {"moveCar": "nowhere"}}"#,
+            r#"{"tokens": {"a": ""}}"#,
+            r#"{"exchanges": {"": {"public": true}}}"#,
+            r#"{"publish_token": ""}"#,
+            "not json",
+        ] {
+            assert!(Config::from_parts(Some(bad), &no_env).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_missing_ones() {
+        let dir = std::env::temp_dir().join(format!("relay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.json");
+        std::fs::write(&path, r#"{"exchanges":{"only":{"public":true}}}"#).unwrap();
+        let c = Config::load(Some(&path), &no_env).unwrap();
+        assert_eq!(
+            c.exchanges.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["only"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), &no_env),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn redacted_summary_has_no_secrets() {
+        let env = |k: &str| match k {
+            "RELAY_TOKENS" => Some("admin:top-secret".to_owned()),
+            "RELAY_PUBLISH_TOKEN" => Some("pub-secret".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_parts(None, &env).unwrap();
+        let text = c.redacted().to_string();
+        assert!(
+            !text.contains("top-secret") && !text.contains("pub-secret"),
+            "{text}"
+        );
+        assert!(text.contains("admin"));
+    }
+}

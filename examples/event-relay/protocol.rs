@@ -1,0 +1,821 @@
+//! The relay's wire formats: client actions, replies and events (WebSocket protocol, after
+//! Myxi's), and the event input + ack spoken by injectors, PULL pushers and HTTP publishers.
+//!
+//! Everything here is pure: bytes in, typed values or bytes out.
+
+use serde_json::{json, Map, Value};
+
+/// Longest routing key accepted (bytes); longer ones are `InvalidPayload`.
+pub const MAX_ROUTING_KEY: usize = 256;
+/// Longest event name accepted (bytes).
+pub const MAX_EVENT_NAME: usize = 128;
+/// Longest token accepted by `Authenticate` (bytes).
+pub const MAX_TOKEN: usize = 1024;
+/// Most hops a linked event may have travelled before it is refused (loop guard).
+pub const MAX_HOPS: u32 = 16;
+
+/// Error names sent to clients (`{"event":"Error","payload":{"error":NAME}}`) and in acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorName {
+    /// The message is not a JSON object.
+    InvalidJson,
+    /// `action` is missing, not a string, or names no known action.
+    InvalidAction,
+    /// The payload is missing a field, has a field of the wrong type, or is too big.
+    InvalidPayload,
+    /// The exchange is not configured.
+    InvalidExchange,
+    /// The session's identity may not subscribe to this exchange / routing key.
+    SubscriptionDenied,
+    /// The exact routing key pattern is already subscribed.
+    AlreadySubscribed,
+    /// The exchange needs an authenticated session (or HTTP publish needs its token).
+    AuthRequired,
+    /// `Authenticate` with an unknown token.
+    InvalidToken,
+    /// The session would exceed its subscription limit.
+    TooManySubscriptions,
+    /// An RPC action's backend did not answer in time (RPC forwarding seam).
+    BackendTimeout,
+}
+
+impl ErrorName {
+    /// The name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::InvalidJson => "InvalidJSON",
+            ErrorName::InvalidAction => "InvalidAction",
+            ErrorName::InvalidPayload => "InvalidPayload",
+            ErrorName::InvalidExchange => "InvalidExchange",
+            ErrorName::SubscriptionDenied => "SubscriptionDenied",
+            ErrorName::AlreadySubscribed => "AlreadySubscribed",
+            ErrorName::AuthRequired => "AuthRequired",
+            ErrorName::InvalidToken => "InvalidToken",
+            ErrorName::TooManySubscriptions => "TooManySubscriptions",
+            ErrorName::BackendTimeout => "BackendTimeout",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client message split into its envelope parts; the payload is parsed per action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The action name.
+    pub action: String,
+    /// The tag to echo, if the client sent one (an explicit `null` is echoed too).
+    pub tag: Option<Value>,
+    /// The payload object (`{}` when absent or `null`).
+    pub payload: Map<String, Value>,
+}
+
+/// Why a client message could not be split into an [`Envelope`]: the error to send, and the
+/// tag if it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The error to send.
+    pub error: ErrorName,
+    /// The tag to echo with it.
+    pub tag: Option<Value>,
+}
+
+/// Parses a client message. Oversized messages are refused unparsed (so without a tag).
+pub fn parse_envelope(bytes: &[u8], max_size: usize) -> Result<Envelope, Rejected> {
+    let reject = |error, tag| Rejected { error, tag };
+    if bytes.len() > max_size {
+        return Err(reject(ErrorName::InvalidPayload, None));
+    }
+    // serde_json bounds nesting depth itself (128), so hostile nesting cannot blow the stack.
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(reject(ErrorName::InvalidJson, None));
+    };
+    let tag = obj.remove("tag");
+    let action = match obj.remove("action") {
+        Some(Value::String(a)) => a,
+        _ => return Err(reject(ErrorName::InvalidAction, tag)),
+    };
+    let payload = match obj.remove("payload") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(reject(ErrorName::InvalidPayload, tag)),
+    };
+    Ok(Envelope {
+        action,
+        tag,
+        payload,
+    })
+}
+
+/// One routing key, or a list of them; remembers which field the client used so the reply
+/// can echo the same one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keys {
+    /// `routing_key`.
+    One(String),
+    /// `routing_keys` (deduplicated, order kept, never empty).
+    Many(Vec<String>),
+}
+
+impl Keys {
+    /// The keys as a slice.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(ks) => ks,
+        }
+    }
+
+    /// Adds this value to a reply payload under the field name the client used.
+    pub fn insert_into(&self, payload: &mut Map<String, Value>) {
+        match self {
+            Keys::One(k) => payload.insert("routing_key".into(), json!(k)),
+            Keys::Many(ks) => payload.insert("routing_keys".into(), json!(ks)),
+        };
+    }
+}
+
+/// The built-in actions, with validated payloads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Subscribe to one or more routing key patterns on an exchange.
+    Subscribe {
+        /// Exchange name (not yet checked against the config).
+        exchange: String,
+        /// Keys or patterns (`prefix*`).
+        keys: Keys,
+    },
+    /// Unsubscribe from keys, from a whole exchange, or (both `None`) from everything.
+    Unsubscribe {
+        /// Exchange, or `None` for everything.
+        exchange: Option<String>,
+        /// Keys, or `None` for the whole exchange.
+        keys: Option<Keys>,
+    },
+    /// List the session's subscriptions.
+    ListSubscriptions,
+    /// Liveness check.
+    Ping,
+    /// Present a token to gain its name's rights.
+    Authenticate {
+        /// The secret token.
+        token: String,
+    },
+    /// Replay events after `since` on an exact key (and subscribe to it).
+    Resume {
+        /// Exchange name.
+        exchange: String,
+        /// An exact routing key (no wildcard: history is per exact key).
+        routing_key: String,
+        /// Last seq the client has seen.
+        since: u64,
+    },
+    /// Not built in: may be an RPC action from the config.
+    Other(String),
+}
+
+impl Action {
+    /// Validates the payload of the action named `name`.
+    pub fn parse(name: &str, payload: &Map<String, Value>) -> Result<Action, ErrorName> {
+        Ok(match name {
+            "Subscribe" => Action::Subscribe {
+                exchange: exchange_field(payload)?.ok_or(ErrorName::InvalidPayload)?,
+                keys: keys_field(payload)?.ok_or(ErrorName::InvalidPayload)?,
+            },
+            "Unsubscribe" => {
+                let exchange = exchange_field(payload)?;
+                let keys = keys_field(payload)?;
+                if exchange.is_none() && keys.is_some() {
+                    return Err(ErrorName::InvalidPayload);
+                }
+                Action::Unsubscribe { exchange, keys }
+            }
+            "ListSubscriptions" => Action::ListSubscriptions,
+            "Ping" => Action::Ping,
+            "Authenticate" => match payload.get("token") {
+                Some(Value::String(t)) if t.len() <= MAX_TOKEN => {
+                    Action::Authenticate { token: t.clone() }
+                }
+                _ => return Err(ErrorName::InvalidPayload),
+            },
+            "Resume" => {
+                let exchange = exchange_field(payload)?.ok_or(ErrorName::InvalidPayload)?;
+                let routing_key = payload
+                    .get("routing_key")
+                    .ok_or(ErrorName::InvalidPayload)
+                    .and_then(routing_key)?;
+                if routing_key.ends_with('*') {
+                    return Err(ErrorName::InvalidPayload);
+                }
+                let since = payload
+                    .get("since")
+                    .and_then(Value::as_u64)
+                    .ok_or(ErrorName::InvalidPayload)?;
+                Action::Resume {
+                    exchange,
+                    routing_key,
+                    since,
+                }
+            }
+            other => Action::Other(other.to_owned()),
+        })
+    }
+}
+
+fn exchange_field(payload: &Map<String, Value>) -> Result<Option<String>, ErrorName> {
+    match payload.get("exchange") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(e)) => Ok(Some(e.clone())),
+        Some(_) => Err(ErrorName::InvalidPayload),
+    }
+}
+
+fn keys_field(payload: &Map<String, Value>) -> Result<Option<Keys>, ErrorName> {
+    match (payload.get("routing_key"), payload.get("routing_keys")) {
+        (Some(_), Some(_)) => Err(ErrorName::InvalidPayload),
+        (Some(k), None) => Ok(Some(Keys::One(routing_key(k)?))),
+        (None, Some(Value::Array(list))) if !list.is_empty() => {
+            let mut keys: Vec<String> = Vec::with_capacity(list.len());
+            for k in list {
+                let k = routing_key(k)?;
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            Ok(Some(Keys::Many(keys)))
+        }
+        (None, Some(_)) => Err(ErrorName::InvalidPayload),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A routing key from JSON: a string, or a number normalised to its decimal text (Myxi's
+/// clients send ids like `1234`).
+pub fn routing_key(v: &Value) -> Result<String, ErrorName> {
+    let key = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(ErrorName::InvalidPayload),
+    };
+    if key.len() > MAX_ROUTING_KEY {
+        return Err(ErrorName::InvalidPayload);
+    }
+    Ok(key)
+}
+
+/// Serialises `{"event":NAME,"tag":TAG,"payload":PAYLOAD}` (tag omitted when `None`), in
+/// that key order so replies read naturally.
+pub fn reply_json(event: &str, tag: Option<&Value>, payload: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"event\":");
+    push_json(&mut out, &event);
+    if let Some(tag) = tag {
+        out.extend_from_slice(b",\"tag\":");
+        push_json(&mut out, tag);
+    }
+    out.extend_from_slice(b",\"payload\":");
+    push_json(&mut out, payload);
+    out.push(b'}');
+    out
+}
+
+/// `{"event":"Error","tag":TAG,"payload":{"error":NAME}}`.
+pub fn error_json(error: ErrorName, tag: Option<&Value>) -> Vec<u8> {
+    reply_json("Error", tag, &json!({ "error": error.as_str() }))
+}
+
+/// An application event as clients receive it:
+/// `{"event":NAME,"payload":{..},"mq":{"e":EXCHANGE,"rk":ROUTING_KEY,"seq":N}}`.
+pub fn event_json(
+    event: &str,
+    payload: &Map<String, Value>,
+    exchange: &str,
+    rk: &str,
+    seq: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"{\"event\":");
+    push_json(&mut out, &event);
+    out.extend_from_slice(b",\"payload\":");
+    push_json(&mut out, payload);
+    out.extend_from_slice(b",\"mq\":{\"e\":");
+    push_json(&mut out, &exchange);
+    out.extend_from_slice(b",\"rk\":");
+    push_json(&mut out, &rk);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `{"event":"Lagged","payload":{"exchange":E,"routing_key":RK,"last_seq":N}}`: events after
+/// `last_seq` on this key were dropped for this session; `Resume` with `since: last_seq`.
+pub fn lagged_json(exchange: &str, rk: &str, last_seq: u64) -> Vec<u8> {
+    reply_json(
+        "Lagged",
+        None,
+        &json!({ "exchange": exchange, "routing_key": rk, "last_seq": last_seq }),
+    )
+}
+
+/// `{"event":"Welcome","payload":{"id":ID}}`.
+pub fn welcome_json(id: &str) -> Vec<u8> {
+    reply_json("Welcome", None, &json!({ "id": id }))
+}
+
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Serialising strings and serde_json Values into a Vec cannot fail (no I/O, no maps
+    // with non-string keys, no non-finite floats in a serde_json Number).
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Where an event was published from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// The injector REP socket.
+    Inject,
+    /// The PULL socket.
+    Pull,
+    /// `POST /events/publish`.
+    Http,
+    /// A linked relay.
+    Link,
+}
+
+impl Source {
+    /// Every source, in metric order.
+    pub const ALL: [Source; 4] = [Source::Inject, Source::Pull, Source::Http, Source::Link];
+
+    /// Lower-case name used in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Inject => "inject",
+            Source::Pull => "pull",
+            Source::Http => "http",
+            Source::Link => "link",
+        }
+    }
+}
+
+/// Where an event entered the relay network, for linked relays (dedupe by relay + seq).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Id of the relay that first accepted the event.
+    pub relay: String,
+    /// That relay's sequence number for it (one counter per relay, across all keys).
+    pub seq: u64,
+    /// How many links it has crossed.
+    pub hops: u32,
+}
+
+/// A validated event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInput {
+    /// Exchange name (not yet checked against the config).
+    pub exchange: String,
+    /// Exact routing key (`""` when absent; never a wildcard).
+    pub routing_key: String,
+    /// Event name sent to clients.
+    pub event: String,
+    /// Event payload (`{}` when absent).
+    pub payload: Map<String, Value>,
+    /// Set on events that arrived from another relay.
+    pub origin: Option<Origin>,
+}
+
+/// Parses `{"exchange","routing_key","event","payload"[,"origin":{"relay","seq","hops"}]}`.
+pub fn parse_event_input(bytes: &[u8], max_size: usize) -> Result<EventInput, ErrorName> {
+    if bytes.len() > max_size {
+        return Err(ErrorName::InvalidPayload);
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(ErrorName::InvalidJson);
+    };
+    let exchange = match obj.remove("exchange") {
+        Some(Value::String(e)) => e,
+        _ => return Err(ErrorName::InvalidPayload),
+    };
+    let routing_key = match obj.get("routing_key") {
+        None | Some(Value::Null) => String::new(),
+        Some(k) => routing_key(k)?,
+    };
+    // A published key is an exact key: a trailing `*` would be unreachable by exact subscribers.
+    if routing_key.ends_with('*') {
+        return Err(ErrorName::InvalidPayload);
+    }
+    let event = match obj.remove("event") {
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= MAX_EVENT_NAME => e,
+        _ => return Err(ErrorName::InvalidPayload),
+    };
+    let payload = match obj.remove("payload") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(ErrorName::InvalidPayload),
+    };
+    let origin = match obj.remove("origin") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => Some(parse_origin(&o)?),
+        Some(_) => return Err(ErrorName::InvalidPayload),
+    };
+    Ok(EventInput {
+        exchange,
+        routing_key,
+        event,
+        payload,
+        origin,
+    })
+}
+
+fn parse_origin(o: &Map<String, Value>) -> Result<Origin, ErrorName> {
+    let relay = match o.get("relay") {
+        Some(Value::String(r)) if !r.is_empty() && r.len() <= MAX_ROUTING_KEY => r.clone(),
+        _ => return Err(ErrorName::InvalidPayload),
+    };
+    let seq = o
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or(ErrorName::InvalidPayload)?;
+    let hops = match o.get("hops") {
+        None => 0,
+        Some(h) => h
+            .as_u64()
+            .and_then(|h| u32::try_from(h).ok())
+            .ok_or(ErrorName::InvalidPayload)?,
+    };
+    Ok(Origin { relay, seq, hops })
+}
+
+/// The answer to a publish, on every input path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// Accepted: its per-key seq and how many sessions it was queued to.
+    Published {
+        /// Per (exchange, routing key) sequence number.
+        seq: u64,
+        /// Sessions it was queued to.
+        delivered_to: usize,
+    },
+    /// A linked event already seen (by origin relay + seq); nothing was delivered.
+    Duplicate,
+    /// Refused.
+    Rejected(ErrorName),
+}
+
+impl Ack {
+    /// `{"ok":true,"seq":N,"delivered_to":M}`, `{"ok":true,"duplicate":true}` or
+    /// `{"ok":false,"error":NAME}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let v = match self {
+            Ack::Published { seq, delivered_to } => {
+                json!({ "ok": true, "seq": seq, "delivered_to": delivered_to })
+            }
+            Ack::Duplicate => json!({ "ok": true, "duplicate": true }),
+            Ack::Rejected(e) => json!({ "ok": false, "error": e.as_str() }),
+        };
+        v.to_string().into_bytes()
+    }
+
+    /// HTTP status for `POST /events/publish`.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Ack::Published { .. } | Ack::Duplicate => 200,
+            Ack::Rejected(ErrorName::AuthRequired) => 401,
+            Ack::Rejected(_) => 400,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn envelope_with_tag_and_payload() {
+        let e = parse_envelope(
+            br#"{"action":"Ping","tag":[1,"x"],"payload":{"a":1}}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(e.action, "Ping");
+        assert_eq!(e.tag, Some(json!([1, "x"])));
+        assert_eq!(e.payload.get("a"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn envelope_errors_carry_the_tag_when_readable() {
+        let r = parse_envelope(b"not json", 1000).unwrap_err();
+        assert_eq!(
+            r,
+            Rejected {
+                error: ErrorName::InvalidJson,
+                tag: None
+            }
+        );
+        let r = parse_envelope(b"[1,2]", 1000).unwrap_err();
+        assert_eq!(r.error, ErrorName::InvalidJson);
+        let r = parse_envelope(br#"{"tag":7}"#, 1000).unwrap_err();
+        assert_eq!(
+            r,
+            Rejected {
+                error: ErrorName::InvalidAction,
+                tag: Some(json!(7))
+            }
+        );
+        let r = parse_envelope(br#"{"tag":"t","action":5}"#, 1000).unwrap_err();
+        assert_eq!(r.error, ErrorName::InvalidAction);
+        let r = parse_envelope(br#"{"tag":"t","action":"Ping","payload":[]}"#, 1000).unwrap_err();
+        assert_eq!(
+            r,
+            Rejected {
+                error: ErrorName::InvalidPayload,
+                tag: Some(json!("t"))
+            }
+        );
+        let r = parse_envelope(&[b' '; 11], 10).unwrap_err();
+        assert_eq!(
+            r,
+            Rejected {
+                error: ErrorName::InvalidPayload,
+                tag: None
+            }
+        );
+    }
+
+    #[test]
+    fn null_payload_is_empty_and_null_tag_is_kept() {
+        let e = parse_envelope(br#"{"action":"Ping","tag":null,"payload":null}"#, 100).unwrap();
+        assert_eq!(e.tag, Some(Value::Null));
+        assert!(e.payload.is_empty());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            parse_envelope(deep.as_bytes(), usize::MAX)
+                .unwrap_err()
+                .error,
+            ErrorName::InvalidJson
+        );
+    }
+
+    fn action(json: Value) -> Result<Action, ErrorName> {
+        let Value::Object(m) = json["payload"].clone() else {
+            panic!()
+        };
+        Action::parse(json["action"].as_str().unwrap(), &m)
+    }
+
+    #[test]
+    fn subscribe_forms() {
+        assert_eq!(
+            action(
+                json!({"action":"Subscribe","payload":{"exchange":"widgets","routing_key":1234}})
+            ),
+            Ok(Action::Subscribe {
+                exchange: "widgets".into(),
+                keys: Keys::One("1234".into())
+            })
+        );
+        assert_eq!(
+            action(
+                json!({"action":"Subscribe","payload":{"exchange":"w","routing_keys":["a",2,"a","q.*"]}})
+            ),
+            Ok(Action::Subscribe {
+                exchange: "w".into(),
+                keys: Keys::Many(vec!["a".into(), "2".into(), "q.*".into()])
+            })
+        );
+        for bad in [
+            json!({"exchange":"w"}),
+            json!({"routing_key":"a"}),
+            json!({"exchange":1,"routing_key":"a"}),
+            json!({"exchange":"w","routing_key":true}),
+            json!({"exchange":"w","routing_keys":[]}),
+            json!({"exchange":"w","routing_keys":"a"}),
+            json!({"exchange":"w","routing_keys":[{}]}),
+            json!({"exchange":"w","routing_key":"a","routing_keys":["b"]}),
+            json!({"exchange":"w","routing_key":"k".repeat(MAX_ROUTING_KEY + 1)}),
+        ] {
+            assert_eq!(
+                action(json!({"action":"Subscribe","payload":bad})),
+                Err(ErrorName::InvalidPayload),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsubscribe_forms() {
+        assert_eq!(
+            action(json!({"action":"Unsubscribe","payload":{}})),
+            Ok(Action::Unsubscribe {
+                exchange: None,
+                keys: None
+            })
+        );
+        assert_eq!(
+            action(json!({"action":"Unsubscribe","payload":{"exchange":"e"}})),
+            Ok(Action::Unsubscribe {
+                exchange: Some("e".into()),
+                keys: None
+            })
+        );
+        assert_eq!(
+            action(json!({"action":"Unsubscribe","payload":{"exchange":"e","routing_keys":[1]}})),
+            Ok(Action::Unsubscribe {
+                exchange: Some("e".into()),
+                keys: Some(Keys::Many(vec!["1".into()]))
+            })
+        );
+        assert_eq!(
+            action(json!({"action":"Unsubscribe","payload":{"routing_key":"k"}})),
+            Err(ErrorName::InvalidPayload)
+        );
+    }
+
+    #[test]
+    fn resume_authenticate_and_others() {
+        assert_eq!(
+            action(json!({"action":"Resume","payload":{"exchange":"e","routing_key":5,"since":3}})),
+            Ok(Action::Resume {
+                exchange: "e".into(),
+                routing_key: "5".into(),
+                since: 3
+            })
+        );
+        for bad in [
+            json!({"exchange":"e","routing_key":"k"}),
+            json!({"exchange":"e","routing_key":"k","since":-1}),
+            json!({"exchange":"e","routing_key":"k.*","since":1}),
+            json!({"exchange":"e","since":1}),
+        ] {
+            assert_eq!(
+                action(json!({"action":"Resume","payload":bad})),
+                Err(ErrorName::InvalidPayload)
+            );
+        }
+        assert_eq!(
+            action(json!({"action":"Authenticate","payload":{"token":"t"}})),
+            Ok(Action::Authenticate { token: "t".into() })
+        );
+        assert_eq!(
+            action(json!({"action":"Authenticate","payload":{"token":1}})),
+            Err(ErrorName::InvalidPayload)
+        );
+        assert_eq!(
+            action(json!({"action":"Ping","payload":{}})),
+            Ok(Action::Ping)
+        );
+        assert_eq!(
+            action(json!({"action":"ListSubscriptions","payload":{}})),
+            Ok(Action::ListSubscriptions)
+        );
+        assert_eq!(
+            action(json!({"action":"moveCar","payload":{}})),
+            Ok(Action::Other("moveCar".into()))
+        );
+    }
+
+    #[test]
+    fn reply_shapes() {
+        assert_eq!(
+            v(&reply_json("Pong", Some(&json!("t1")), &json!({}))),
+            json!({"event":"Pong","tag":"t1","payload":{}})
+        );
+        assert_eq!(
+            reply_json("Pong", None, &json!({})),
+            br#"{"event":"Pong","payload":{}}"#
+        );
+        assert_eq!(
+            error_json(ErrorName::InvalidJson, Some(&json!(1))),
+            br#"{"event":"Error","tag":1,"payload":{"error":"InvalidJSON"}}"#
+        );
+        assert_eq!(
+            v(&welcome_json("00ff00ff00ff00ff")),
+            json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff"}})
+        );
+        assert_eq!(
+            v(&lagged_json("calls", "q", 7)),
+            json!({"event":"Lagged","payload":{"exchange":"calls","routing_key":"q","last_seq":7}})
+        );
+        let mut p = Map::new();
+        p.insert("n".into(), json!("\"quoted\""));
+        assert_eq!(
+            v(&event_json("CallOffered", &p, "calls", "queue.sales", 9)),
+            json!({"event":"CallOffered","payload":{"n":"\"quoted\""},"mq":{"e":"calls","rk":"queue.sales","seq":9}})
+        );
+    }
+
+    #[test]
+    fn every_error_name() {
+        let names: Vec<&str> = [
+            ErrorName::InvalidJson,
+            ErrorName::InvalidAction,
+            ErrorName::InvalidPayload,
+            ErrorName::InvalidExchange,
+            ErrorName::SubscriptionDenied,
+            ErrorName::AlreadySubscribed,
+            ErrorName::AuthRequired,
+            ErrorName::InvalidToken,
+            ErrorName::TooManySubscriptions,
+            ErrorName::BackendTimeout,
+        ]
+        .iter()
+        .map(|e| e.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "InvalidJSON",
+                "InvalidAction",
+                "InvalidPayload",
+                "InvalidExchange",
+                "SubscriptionDenied",
+                "AlreadySubscribed",
+                "AuthRequired",
+                "InvalidToken",
+                "TooManySubscriptions",
+                "BackendTimeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn event_input_defaults_and_errors() {
+        let e = parse_event_input(br#"{"exchange":"calls","event":"X"}"#, 1000).unwrap();
+        assert_eq!(e.routing_key, "");
+        assert!(e.payload.is_empty());
+        assert_eq!(e.origin, None);
+        let e = parse_event_input(
+            br#"{"exchange":"calls","routing_key":12,"event":"X","payload":{"a":1},"origin":{"relay":"r1","seq":4,"hops":2}}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(e.routing_key, "12");
+        assert_eq!(
+            e.origin,
+            Some(Origin {
+                relay: "r1".into(),
+                seq: 4,
+                hops: 2
+            })
+        );
+
+        assert_eq!(parse_event_input(b"{", 1000), Err(ErrorName::InvalidJson));
+        assert_eq!(
+            parse_event_input(b"\"s\"", 1000),
+            Err(ErrorName::InvalidJson)
+        );
+        for bad in [
+            r#"{"event":"X"}"#,
+            r#"{"exchange":"c"}"#,
+            r#"{"exchange":"c","event":""}"#,
+            r#"{"exchange":"c","event":"X","payload":[1]}"#,
+            r#"{"exchange":"c","event":"X","payload":"s"}"#,
+            r#"{"exchange":"c","event":"X","routing_key":"a*"}"#,
+            r#"{"exchange":"c","event":"X","routing_key":[]}"#,
+            r#"{"exchange":"c","event":"X","origin":{"seq":1}}"#,
+            r#"{"exchange":"c","event":"X","origin":{"relay":"r","seq":1,"hops":-1}}"#,
+        ] {
+            assert_eq!(
+                parse_event_input(bad.as_bytes(), 1000),
+                Err(ErrorName::InvalidPayload),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_event_input(br#"{"exchange":"calls","event":"X"}"#, 10),
+            Err(ErrorName::InvalidPayload)
+        );
+    }
+
+    #[test]
+    fn ack_shapes_and_statuses() {
+        let a = Ack::Published {
+            seq: 3,
+            delivered_to: 2,
+        };
+        assert_eq!(v(&a.to_json()), json!({"ok":true,"seq":3,"delivered_to":2}));
+        assert_eq!(a.http_status(), 200);
+        let r = Ack::Rejected(ErrorName::InvalidExchange);
+        assert_eq!(
+            v(&r.to_json()),
+            json!({"ok":false,"error":"InvalidExchange"})
+        );
+        assert_eq!(r.http_status(), 400);
+        assert_eq!(Ack::Rejected(ErrorName::AuthRequired).http_status(), 401);
+        assert_eq!(
+            v(&Ack::Duplicate.to_json()),
+            json!({"ok":true,"duplicate":true})
+        );
+    }
+}

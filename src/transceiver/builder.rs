@@ -1,0 +1,157 @@
+//! Building a [`Transceiver`].
+
+use std::time::Duration;
+
+use super::{Error, Handshake, Transceiver};
+use crate::reply::DEFAULT_HANDLER_TARGETS;
+use crate::request::{HeaderProtocol, Request};
+
+/// Where a handler's PULL connects by default (Mongrel2's `send_spec`).
+pub const DEFAULT_PULL: &str = "tcp://127.0.0.1:9999";
+/// Where a handler's PUB connects by default (Mongrel2's `recv_spec`).
+pub const DEFAULT_PUBLISH: &str = "tcp://127.0.0.1:9998";
+/// Where the control socket binds by default: loopback, so no other host can make the
+/// handler connect somewhere.
+pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:9997";
+/// How often every WebSocket session is pinged by default.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest WebSocket message accepted by default (larger ones are closed with 1009).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+pub(crate) type HandshakeFn = Box<dyn FnMut(&Request<'_>) -> Handshake + Send>;
+
+/// Configures a [`Transceiver`]; start with [`Transceiver::builder`].
+pub struct Builder {
+    pub(crate) sender: String,
+    pub(crate) pull: String,
+    pub(crate) publish: String,
+    pub(crate) control: Option<String>,
+    pub(crate) ping_interval: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) handler_targets: usize,
+    pub(crate) header_protocol: HeaderProtocol,
+    pub(crate) context: Option<zmq::Context>,
+    pub(crate) handshake: Option<HandshakeFn>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) send_timeout: Duration,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("sender", &self.sender)
+            .field("pull", &self.pull)
+            .field("publish", &self.publish)
+            .field("control", &self.control)
+            .field("ping_interval", &self.ping_interval)
+            .field("max_message_size", &self.max_message_size)
+            .field("handler_targets", &self.handler_targets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    pub(crate) fn new(sender: &str) -> Builder {
+        Builder {
+            sender: sender.to_owned(),
+            pull: DEFAULT_PULL.to_owned(),
+            publish: DEFAULT_PUBLISH.to_owned(),
+            control: Some(DEFAULT_CONTROL.to_owned()),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            handler_targets: DEFAULT_HANDLER_TARGETS,
+            header_protocol: HeaderProtocol::default(),
+            context: None,
+            handshake: None,
+            queue_capacity: 4096,
+            send_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The endpoint the PULL socket connects to: Mongrel2's `send_spec`.
+    pub fn pull(mut self, endpoint: &str) -> Builder {
+        self.pull = endpoint.to_owned();
+        self
+    }
+
+    /// The endpoint the PUB socket connects to: Mongrel2's `recv_spec`.
+    pub fn publish(mut self, endpoint: &str) -> Builder {
+        self.publish = endpoint.to_owned();
+        self
+    }
+
+    /// Where the control socket binds (`None`: no control socket).
+    pub fn control(mut self, endpoint: Option<&str>) -> Builder {
+        self.control = endpoint.map(str::to_owned);
+        self
+    }
+
+    /// How often every WebSocket session is pinged; a session silent for a whole interval
+    /// after a ping is closed.
+    pub fn ping_interval(mut self, interval: Duration) -> Builder {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// The largest WebSocket message accepted; larger ones close the session with 1009.
+    pub fn max_message_size(mut self, bytes: usize) -> Builder {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Mongrel2's `limits.handler_targets`: the most connection ids one reply may carry.
+    pub fn handler_targets(mut self, targets: usize) -> Builder {
+        self.handler_targets = targets;
+        self
+    }
+
+    /// The header protocol of requests this Transceiver encodes (for handler chaining).
+    pub fn header_protocol(mut self, protocol: HeaderProtocol) -> Builder {
+        self.header_protocol = protocol;
+        self
+    }
+
+    /// Uses an existing ZeroMQ context instead of creating one. The Transceiver then closes
+    /// its sockets on shutdown but leaves the context to its owner.
+    pub fn context(mut self, context: zmq::Context) -> Builder {
+        self.context = Some(context);
+        self
+    }
+
+    /// Decides each WebSocket handshake: accept (optionally with a subprotocol) or reject with
+    /// an HTTP response. Without it every handshake is accepted.
+    pub fn on_handshake(
+        mut self,
+        decide: impl FnMut(&Request<'_>) -> Handshake + Send + 'static,
+    ) -> Builder {
+        self.handshake = Some(Box::new(decide));
+        self
+    }
+
+    /// How many commands [`Handle`](super::Handle)s may queue before they wait (default 4096).
+    pub fn queue_capacity(mut self, capacity: usize) -> Builder {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// How long a [`Handle`](super::Handle) waits for room in a full queue before it returns
+    /// [`Error::QueueFull`] (default 1 s).
+    pub fn send_timeout(mut self, timeout: Duration) -> Builder {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Connects to Mongrel2 and binds the control socket.
+    pub fn build(self) -> Result<Transceiver, Error> {
+        if self.ping_interval.is_zero() {
+            return Err(Error::Config("ping interval must be positive".into()));
+        }
+        if self.handler_targets == 0 {
+            return Err(Error::Config("handler_targets must be at least 1".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue capacity must be at least 1".into()));
+        }
+        Transceiver::from_builder(self)
+    }
+}

@@ -1,0 +1,93 @@
+//! One Mongrel2 server: a PULL for its requests and an XPUB for our replies.
+
+use std::sync::Arc;
+
+use super::Error;
+
+/// Replies are worth keeping while Mongrel2 catches up; the default of 1000 drops a burst
+/// to a few hundred sessions.
+const SEND_HWM: i32 = 100_000;
+/// Mongrel2 restarts should be noticed quickly (the default backs off to 100 ms anyway).
+const RECONNECT_IVL_MS: i32 = 100;
+
+/// The sockets of one Mongrel2 server, keyed by its Handler's `send_ident`.
+pub(crate) struct Connection {
+    pub(crate) sender: Arc<str>,
+    pub(crate) pull_endpoint: String,
+    pub(crate) publish_endpoint: String,
+    pub(crate) pull: zmq::Socket,
+    /// An XPUB rather than a PUB: it behaves the same for sending, and it also reports
+    /// Mongrel2's SUB subscribing, so we can tell when replies will actually be heard.
+    pub(crate) publish: zmq::Socket,
+    pub(crate) subscribed: bool,
+}
+
+impl Connection {
+    pub(crate) fn open(
+        context: &zmq::Context,
+        sender: Arc<str>,
+        pull_endpoint: &str,
+        publish_endpoint: &str,
+    ) -> Result<Connection, Error> {
+        let pull = context.socket(zmq::PULL)?;
+        pull.set_linger(0)?;
+        pull.set_reconnect_ivl(RECONNECT_IVL_MS)?;
+        pull.connect(pull_endpoint)?;
+
+        let publish = context.socket(zmq::XPUB)?;
+        publish.set_linger(0)?;
+        publish.set_sndhwm(SEND_HWM)?;
+        // Without VERBOSE, XPUB stays silent about a restarted Mongrel2 subscribing again.
+        publish.set_xpub_verbose(true)?;
+        publish.set_reconnect_ivl(RECONNECT_IVL_MS)?;
+        publish.connect(publish_endpoint)?;
+
+        Ok(Connection {
+            sender,
+            pull_endpoint: pull_endpoint.to_owned(),
+            publish_endpoint: publish_endpoint.to_owned(),
+            pull,
+            publish,
+            subscribed: false,
+        })
+    }
+
+    /// Sends one framed reply. PUB never blocks; DONTWAIT makes that explicit.
+    pub(crate) fn send(&self, message: Vec<u8>) -> Result<(), Error> {
+        self.publish.send(message, zmq::DONTWAIT)?;
+        Ok(())
+    }
+
+    /// Reads the subscription notices XPUB queued; returns whether any arrived.
+    pub(crate) fn drain_subscriptions(&mut self) -> bool {
+        let mut seen = false;
+        while let Ok(notice) = self.publish.recv_bytes(zmq::DONTWAIT) {
+            seen = true;
+            match notice.first() {
+                Some(1) => {
+                    if !self.subscribed {
+                        log::info!(
+                            "Mongrel2 {} subscribed ({})",
+                            self.sender,
+                            self.publish_endpoint
+                        );
+                    }
+                    self.subscribed = true;
+                }
+                Some(0) => {
+                    log::info!("Mongrel2 {} unsubscribed", self.sender);
+                    self.subscribed = false;
+                }
+                _ => log::debug!("ignoring XPUB notice {notice:?}"),
+            }
+        }
+        seen
+    }
+
+    /// Lets whatever is still queued drain for at most `linger_ms` once the socket closes.
+    pub(crate) fn set_linger(&self, linger_ms: i32) {
+        if let Err(err) = self.publish.set_linger(linger_ms) {
+            log::warn!("cannot set linger on {}: {err}", self.sender);
+        }
+    }
+}

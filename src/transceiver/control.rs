@@ -1,0 +1,205 @@
+//! The control socket protocol (wire-compatible with the seed's Connector).
+//!
+//! A raw `PING` (any case) is answered `PONG`. Anything else is answered `RECEIVED`, parsed
+//! as a Mongrel2 request, and acted on by the last segment of its path.
+
+use serde::Deserialize;
+
+use crate::request::Request;
+
+pub(crate) const PONG: &[u8] = b"PONG";
+pub(crate) const RECEIVED: &[u8] = b"RECEIVED";
+
+/// What a control request asks the loop to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Connect a PULL to `pull` and a PUB to `publish` for `sender`.
+    Add {
+        sender: String,
+        pull: String,
+        publish: String,
+    },
+    /// Drop the connection of `sender`.
+    Remove { sender: String },
+    /// Reply `text` through `sender`'s PUB to connection `conn_id`.
+    Ping {
+        sender: String,
+        conn_id: u64,
+        text: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct AddBody {
+    push: (String, Port),
+    sub: (String, Port),
+}
+
+/// The seed sends ports as numbers; accept strings too.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Port {
+    Number(u16),
+    Text(String),
+}
+
+impl Port {
+    fn get(&self) -> Option<u16> {
+        match self {
+            Port::Number(port) => Some(*port),
+            Port::Text(text) => text.trim().parse().ok(),
+        }
+    }
+}
+
+/// The reply to send, and what to do (if the request made sense).
+pub(crate) fn interpret(message: &[u8]) -> (&'static [u8], Result<Option<Action>, String>) {
+    if message.eq_ignore_ascii_case(b"PING") {
+        return (PONG, Ok(None));
+    }
+    (RECEIVED, action(message))
+}
+
+fn action(message: &[u8]) -> Result<Option<Action>, String> {
+    let request =
+        Request::parse(message).map_err(|err| format!("unparsable control request: {err}"))?;
+    let command = request.path().rsplit('/').next().unwrap_or_default();
+    let sender = request.sender().to_owned();
+    match command {
+        "__add_connection__" => {
+            if request.method() != Some("JSON") {
+                return Err(format!(
+                    "__add_connection__ wants METHOD JSON, got {:?}",
+                    request.method()
+                ));
+            }
+            let body: AddBody = serde_json::from_slice(request.body())
+                .map_err(|err| format!("__add_connection__ body: {err}"))?;
+            Ok(Some(Action::Add {
+                sender,
+                pull: endpoint(&body.push)?,
+                publish: endpoint(&body.sub)?,
+            }))
+        }
+        "__remove_connection__" => Ok(Some(Action::Remove { sender })),
+        "__ping__" => {
+            let text = request
+                .query_pairs()
+                .into_iter()
+                .find(|(key, _)| key == "text")
+                .map(|(_, value)| value)
+                .ok_or_else(|| "__ping__ without text= in its query".to_owned())?;
+            Ok(Some(Action::Ping {
+                sender,
+                conn_id: request.conn_id(),
+                text,
+            }))
+        }
+        "__disconnect_ping__" => Ok(None),
+        other => Err(format!("unknown control command {other:?}")),
+    }
+}
+
+fn endpoint((host, port): &(String, Port)) -> Result<String, String> {
+    let port = port
+        .get()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("bad port for host {host:?}"))?;
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !valid {
+        return Err(format!("bad host {host:?}"));
+    }
+    Ok(format!("tcp://{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::HeaderProtocol;
+
+    fn control(path: &str, method: &str, query: Option<&str>, body: &[u8]) -> Vec<u8> {
+        let mut request = Request::new("server-1", 42, path)
+            .with_header("METHOD", method)
+            .with_header("PATH", path)
+            .with_body(body.to_vec())
+            .with_protocol(HeaderProtocol::Json);
+        if let Some(query) = query {
+            request = request.with_header("QUERY", query);
+        }
+        request.encode()
+    }
+
+    #[test]
+    fn ping_in_any_case_gets_pong() {
+        assert_eq!(interpret(b"PING").0, PONG);
+        assert_eq!(interpret(b"ping").0, PONG);
+        assert_eq!(interpret(b"PiNg").0, PONG);
+    }
+
+    #[test]
+    fn garbage_is_received_and_reported() {
+        let (reply, action) = interpret(b"\xff\x00 not a request");
+        assert_eq!(reply, RECEIVED);
+        assert!(action.is_err());
+    }
+
+    #[test]
+    fn add_connection_builds_tcp_endpoints() {
+        let body = br#"{"push": ["127.0.0.1", 5555], "sub": ["127.0.0.1", "5556"]}"#;
+        let (reply, action) = interpret(&control("/__add_connection__", "JSON", None, body));
+        assert_eq!(reply, RECEIVED);
+        assert_eq!(
+            action,
+            Ok(Some(Action::Add {
+                sender: "server-1".into(),
+                pull: "tcp://127.0.0.1:5555".into(),
+                publish: "tcp://127.0.0.1:5556".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn add_connection_rejects_odd_hosts_and_methods() {
+        let body = br#"{"push": ["*;rm", 5555], "sub": ["127.0.0.1", 5556]}"#;
+        assert!(
+            interpret(&control("/__add_connection__", "JSON", None, body))
+                .1
+                .is_err()
+        );
+        let body = br#"{"push": ["127.0.0.1", 5555], "sub": ["127.0.0.1", 5556]}"#;
+        assert!(
+            interpret(&control("/__add_connection__", "GET", None, body))
+                .1
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ping_carries_the_text_and_conn_id() {
+        let (_, action) = interpret(&control("/__ping__", "GET", Some("text=abc-123"), b""));
+        assert_eq!(
+            action,
+            Ok(Some(Action::Ping {
+                sender: "server-1".into(),
+                conn_id: 42,
+                text: "abc-123".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn remove_and_disconnect_ping() {
+        let (_, action) = interpret(&control("/__remove_connection__", "GET", None, b""));
+        assert_eq!(
+            action,
+            Ok(Some(Action::Remove {
+                sender: "server-1".into()
+            }))
+        );
+        let (reply, action) = interpret(&control("/__disconnect_ping__", "GET", None, b""));
+        assert_eq!((reply, action), (RECEIVED, Ok(None)));
+    }
+}

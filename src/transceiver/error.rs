@@ -1,0 +1,50 @@
+//! The runtime's error type.
+
+use crate::{http, reply, request, tnetstring};
+
+/// What can go wrong when building, driving or sending through a Transceiver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A ZeroMQ call failed.
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zmq::Error),
+    /// The reply could not be framed (empty target list, bad sender id, ...).
+    #[error("reply: {0}")]
+    Reply(#[from] reply::ReplyError),
+    /// A request could not be parsed.
+    #[error("request: {0}")]
+    Request(#[from] request::RequestError),
+    /// An HTTP response could not be built.
+    #[error("http: {0}")]
+    Http(#[from] http::HttpError),
+    /// A value could not be encoded as a tnetstring.
+    #[error("tnetstring: {0}")]
+    Tnetstring(#[from] tnetstring::Error),
+    /// A value could not be encoded as JSON.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No connection is registered for this sender id.
+    #[error("no Mongrel2 connection for sender {0:?}")]
+    UnknownSender(String),
+    /// A connection with this sender id already exists.
+    #[error("a Mongrel2 connection for sender {0:?} already exists")]
+    DuplicateSender(String),
+    /// The builder was given an invalid setting.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The Transceiver's loop is gone (dropped or shut down); nothing can be sent through it.
+    #[error("the Transceiver is gone")]
+    Closed,
+    /// The handle's queue stayed full for the whole send timeout.
+    #[error("the Transceiver's command queue is full")]
+    QueueFull,
+    /// [`Handle::interrupt`](super::Handle::interrupt) woke a blocking [`recv`](super::Transceiver::recv).
+    #[error("interrupted")]
+    Interrupted,
+    /// A chunk or end for a connection with no streamed response open.
+    #[error("no streamed response is open on {0}")]
+    NotStreaming(super::ConnId),
+    /// A socket token that is not (or no longer) watched.
+    #[error("unknown socket token")]
+    UnknownToken,
+}

@@ -1,0 +1,169 @@
+//! The sending methods, defined once for both [`Transceiver`](super::Transceiver) (which
+//! applies them at once) and [`Handle`](super::Handle) (which queues them for the loop).
+
+/// Expands to the shared sending methods inside an `impl` whose type has
+/// `fn submit(&self | &mut self, Command) -> Result<(), Error>`.
+macro_rules! outbound_methods {
+    ($($recv:tt)?) => {
+        /// Sends raw bytes to one connection, as they are (an HTTP response, WebSocket frames, ...).
+        pub fn reply(&$($recv)? self, conn: &$crate::ConnId, body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Send {
+                conn: conn.clone(),
+                body: body.into(),
+                then_close: false,
+            })
+        }
+
+        /// Answers an HTTP request. HEAD requests get no body; a request that asked to close
+        /// (`Connection: close`, HTTP/1.0 without keep-alive) gets `Connection: close` and the
+        /// connection is closed once the response is written.
+        pub fn reply_http(&$($recv)? self, request: &$crate::request::Request<'_>, response: &$crate::http::Response) -> Result<(), $crate::Error> {
+            let then_close = request.should_close();
+            let body = response.clone().for_request(request).encode();
+            self.submit($crate::transceiver::handle::Command::Send {
+                conn: $crate::ConnId::of(request),
+                body,
+                then_close,
+            })
+        }
+
+        /// Answers an HTTP request with `value` as JSON and the given status.
+        pub fn reply_json<T: serde::Serialize + ?Sized>(&$($recv)? self, request: &$crate::request::Request<'_>, status: u16, value: &T) -> Result<(), $crate::Error> {
+            let response = $crate::http::Response::new(status).json(value)?;
+            self.reply_http(request, &response)
+        }
+
+        /// Closes a connection once what is queued for it is written (an empty reply).
+        pub fn close(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Send {
+                conn: conn.clone(),
+                body: Vec::new(),
+                then_close: false,
+            })
+        }
+
+        /// Starts a streamed (chunked) HTTP response; follow with
+        /// [`stream_chunk`](Self::stream_chunk) and [`stream_end`](Self::stream_end).
+        pub fn stream_start(&$($recv)? self, request: &$crate::request::Request<'_>, head: &$crate::http::ChunkedResponse) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Stream {
+                conn: $crate::ConnId::of(request),
+                part: $crate::transceiver::handle::StreamPart::Start,
+                body: head.encode(),
+            })
+        }
+
+        /// Writes one chunk of a streamed response (an empty chunk sends nothing).
+        pub fn stream_chunk(&$($recv)? self, conn: &$crate::ConnId, data: &[u8]) -> Result<(), $crate::Error> {
+            if data.is_empty() {
+                return Ok(());
+            }
+            self.submit($crate::transceiver::handle::Command::Stream {
+                conn: conn.clone(),
+                part: $crate::transceiver::handle::StreamPart::Chunk,
+                body: $crate::http::ChunkedResponse::chunk(data),
+            })
+        }
+
+        /// Ends a streamed response; with `then_close` the connection is closed after it.
+        pub fn stream_end(&$($recv)? self, conn: &$crate::ConnId, then_close: bool) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Stream {
+                conn: conn.clone(),
+                part: $crate::transceiver::handle::StreamPart::End { then_close },
+                body: $crate::http::ChunkedResponse::end().to_vec(),
+            })
+        }
+
+        /// Sends a text message to a WebSocket session.
+        pub fn send_text(&$($recv)? self, conn: &$crate::ConnId, text: &str) -> Result<(), $crate::Error> {
+            self.send_frame(conn, $crate::websocket::Opcode::Text, text.as_bytes())
+        }
+
+        /// Sends a binary message to a WebSocket session.
+        pub fn send_binary(&$($recv)? self, conn: &$crate::ConnId, data: &[u8]) -> Result<(), $crate::Error> {
+            self.send_frame(conn, $crate::websocket::Opcode::Binary, data)
+        }
+
+        /// Sends a ping (payload at most 125 bytes) to a WebSocket session.
+        pub fn send_ping(&$($recv)? self, conn: &$crate::ConnId, payload: &[u8]) -> Result<(), $crate::Error> {
+            if payload.len() > 125 {
+                return Err($crate::Error::Config("a ping payload is at most 125 bytes".into()));
+            }
+            self.send_frame(conn, $crate::websocket::Opcode::Ping, payload)
+        }
+
+        /// Sends one unfragmented frame of any opcode to a WebSocket session.
+        pub fn send_frame(&$($recv)? self, conn: &$crate::ConnId, opcode: $crate::websocket::Opcode, payload: &[u8]) -> Result<(), $crate::Error> {
+            let mut body = Vec::with_capacity(payload.len() + 10);
+            $crate::websocket::encode_frame(opcode, payload, &mut body);
+            self.reply(conn, body)
+        }
+
+        /// Closes a WebSocket session: a close frame with `code` and `reason` (cut to 123
+        /// bytes), then the connection; the loop reports
+        /// [`CloseReason::Handler`]($crate::CloseReason::Handler).
+        pub fn close_session(&$($recv)? self, conn: &$crate::ConnId, code: u16, reason: &str) -> Result<(), $crate::Error> {
+            let frame = $crate::transceiver::close_frame(code, reason);
+            self.submit($crate::transceiver::handle::Command::CloseSession {
+                conn: conn.clone(),
+                code,
+                frame,
+            })
+        }
+
+        /// Sends one body to many connections of one Mongrel2 server, in messages of at most
+        /// `handler_targets` ids each.
+        pub fn deliver(&$($recv)? self, sender: &str, ids: &[u64], body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Deliver {
+                sender: sender.into(),
+                ids: ids.to_vec(),
+                body: body.into(),
+            })
+        }
+
+        /// Sends one body to connections of any servers: grouped by sender, then batched.
+        pub fn deliver_to(&$($recv)? self, conns: &[$crate::ConnId], body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::DeliverTo {
+                conns: conns.to_vec(),
+                body: body.into(),
+            })
+        }
+
+        /// Sends one frame to every open WebSocket session of every Mongrel2 server.
+        pub fn broadcast(&$($recv)? self, opcode: $crate::websocket::Opcode, payload: &[u8]) -> Result<(), $crate::Error> {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            $crate::websocket::encode_frame(opcode, payload, &mut frame);
+            self.submit($crate::transceiver::handle::Command::Broadcast { frame })
+        }
+
+        /// Sends a text message to every open WebSocket session.
+        pub fn broadcast_text(&$($recv)? self, text: &str) -> Result<(), $crate::Error> {
+            self.broadcast($crate::websocket::Opcode::Text, text.as_bytes())
+        }
+
+        /// Resets Mongrel2's idle timer for a connection (extended reply `ctl keep-alive`).
+        pub fn keep_alive(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Control {
+                conn: conn.clone(),
+                control: $crate::transceiver::handle::Control::KeepAlive,
+            })
+        }
+
+        /// Grants upload credits to a streamed upload (extended reply `ctl credits`).
+        pub fn grant_credits(&$($recv)? self, conn: &$crate::ConnId, credits: u64) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Control {
+                conn: conn.clone(),
+                control: $crate::transceiver::handle::Control::Credits(credits),
+            })
+        }
+
+        /// Makes Mongrel2 drop a connection at once (extended reply `ctl cancel`).
+        pub fn cancel(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::handle::Command::Control {
+                conn: conn.clone(),
+                control: $crate::transceiver::handle::Control::Cancel,
+            })
+        }
+    };
+}
+
+pub(crate) use outbound_methods;

@@ -1,0 +1,199 @@
+//! The open WebSocket sessions and their ping bookkeeping.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ConnId;
+
+#[derive(Debug, Default)]
+struct Session {
+    /// Anything arrived from the client since the last ping round.
+    heard: bool,
+    /// A ping round has included this session (it is owed an answer by the next one).
+    pinged: bool,
+}
+
+/// The sessions of every Mongrel2 server, grouped by sender so fan-out can batch per server.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    by_sender: HashMap<Arc<str>, HashMap<u64, Session>>,
+    len: usize,
+}
+
+/// What one ping round decided for one Mongrel2 server.
+pub(crate) struct PingRound {
+    pub(crate) sender: Arc<str>,
+    pub(crate) ping: Vec<u64>,
+    pub(crate) expired: Vec<u64>,
+}
+
+impl Sessions {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn contains(&self, conn: &ConnId) -> bool {
+        self.by_sender
+            .get(&conn.sender)
+            .is_some_and(|ids| ids.contains_key(&conn.id))
+    }
+
+    /// Returns false when the session already existed.
+    pub(crate) fn open(&mut self, conn: &ConnId) -> bool {
+        let ids = self.by_sender.entry(conn.sender.clone()).or_default();
+        let fresh = ids
+            .insert(
+                conn.id,
+                Session {
+                    heard: true,
+                    pinged: false,
+                },
+            )
+            .is_none();
+        if fresh {
+            self.len += 1;
+        }
+        fresh
+    }
+
+    /// Returns false when there was no such session.
+    pub(crate) fn close(&mut self, conn: &ConnId) -> bool {
+        let Some(ids) = self.by_sender.get_mut(&conn.sender) else {
+            return false;
+        };
+        let removed = ids.remove(&conn.id).is_some();
+        if ids.is_empty() {
+            self.by_sender.remove(&conn.sender);
+        }
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Records that the client is alive; returns false for an unknown session.
+    pub(crate) fn heard(&mut self, conn: &ConnId) -> bool {
+        match self
+            .by_sender
+            .get_mut(&conn.sender)
+            .and_then(|ids| ids.get_mut(&conn.id))
+        {
+            Some(session) => {
+                session.heard = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every sender with open sessions and their ids.
+    pub(crate) fn by_sender(&self) -> impl Iterator<Item = (&Arc<str>, Vec<u64>)> {
+        self.by_sender
+            .iter()
+            .map(|(sender, ids)| (sender, ids.keys().copied().collect()))
+    }
+
+    /// Every open session.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_sender
+            .iter()
+            .flat_map(|(sender, ids)| ids.keys().map(move |id| ConnId::new(sender.clone(), *id)))
+    }
+
+    /// One ping round: sessions silent since the previous round expire (and are removed);
+    /// every other session is due a ping and must be heard from before the next round.
+    pub(crate) fn ping_round(&mut self) -> Vec<PingRound> {
+        let mut rounds = Vec::with_capacity(self.by_sender.len());
+        for (sender, ids) in &mut self.by_sender {
+            let mut round = PingRound {
+                sender: sender.clone(),
+                ping: Vec::with_capacity(ids.len()),
+                expired: Vec::new(),
+            };
+            ids.retain(|id, session| {
+                if session.pinged && !session.heard {
+                    round.expired.push(*id);
+                    return false;
+                }
+                session.pinged = true;
+                session.heard = false;
+                round.ping.push(*id);
+                true
+            });
+            self.len -= round.expired.len();
+            rounds.push(round);
+        }
+        self.by_sender.retain(|_, ids| !ids.is_empty());
+        rounds
+    }
+
+    /// Forgets every session of one sender (its Mongrel2 connection was removed).
+    pub(crate) fn remove_sender(&mut self, sender: &str) -> Vec<u64> {
+        match self.by_sender.remove(sender) {
+            Some(ids) => {
+                self.len -= ids.len();
+                ids.into_keys().collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<(Arc<str>, Vec<u64>)> {
+        self.len = 0;
+        self.by_sender
+            .drain()
+            .map(|(sender, ids)| (sender, ids.into_keys().collect()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(sender: &str, id: u64) -> ConnId {
+        ConnId::new(sender, id)
+    }
+
+    #[test]
+    fn same_id_on_two_servers_are_two_sessions() {
+        let mut sessions = Sessions::default();
+        assert!(sessions.open(&conn("a", 1)));
+        assert!(sessions.open(&conn("b", 1)));
+        assert!(!sessions.open(&conn("a", 1)));
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.close(&conn("a", 1)));
+        assert!(sessions.contains(&conn("b", 1)));
+        assert!(!sessions.contains(&conn("a", 1)));
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_session_silent_for_a_whole_interval_expires() {
+        let mut sessions = Sessions::default();
+        sessions.open(&conn("a", 1));
+        sessions.open(&conn("a", 2));
+        let first = sessions.ping_round();
+        assert_eq!(first[0].ping.len(), 2);
+        assert!(first[0].expired.is_empty());
+        assert!(sessions.heard(&conn("a", 2)));
+        let second = sessions.ping_round();
+        assert_eq!(second[0].expired, vec![1]);
+        assert_eq!(second[0].ping, vec![2]);
+        assert_eq!(sessions.len(), 1);
+        let third = sessions.ping_round();
+        assert_eq!(third[0].expired, vec![2]);
+        assert_eq!(sessions.len(), 0);
+        assert!(sessions.ping_round().is_empty());
+    }
+
+    #[test]
+    fn a_session_opened_between_rounds_gets_a_full_interval() {
+        let mut sessions = Sessions::default();
+        sessions.ping_round();
+        sessions.open(&conn("a", 7));
+        let round = sessions.ping_round();
+        assert_eq!(round[0].ping, vec![7]);
+        assert!(round[0].expired.is_empty());
+    }
+}
