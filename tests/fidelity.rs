@@ -98,6 +98,13 @@ fn http_keep_alive_then_close(side: &mut dyn Side) {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("connection"), Some("close"));
     assert!(conn.closed_by_server());
+
+    // The client asks to close.
+    let mut conn = side.http();
+    let resp = conn.request("GET", "/echo/last", &[("Connection", "close")], b"");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(conn.closed_by_server());
 }
 
 fn http_streamed(side: &mut dyn Side) {

@@ -106,12 +106,15 @@ fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
                     .header("x-query", request.query().unwrap_or_default())
                     .body(request.body().to_vec())
                     .for_request(&request);
-                let response = if path.ends_with("/close") {
-                    response.close(true)
+                if path.ends_with("/close") {
+                    // The handler decides to close: answer with Connection: close, then
+                    // the empty reply.
+                    let conn = ConnId::of(&request);
+                    handler.reply(&conn, response.close(true).encode())?;
+                    handler.close(&conn)?;
                 } else {
-                    response
-                };
-                handler.reply_http(&request, &response)?;
+                    handler.reply_http(&request, &response)?;
+                }
             }
         }
         Event::Json(request) => {
