@@ -54,7 +54,13 @@ enum Ws {
 
 /// One keep-alive HTTP connection.
 trait HttpConn {
-    fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp;
+    fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp;
     /// Whether the server closes the connection (waits up to the timeout).
     fn closed_by_server(&mut self) -> bool;
 }
@@ -77,7 +83,12 @@ trait Side {
 
 fn http_echo(side: &mut dyn Side) {
     let mut conn = side.http();
-    let resp = conn.request("POST", "/echo/x?a=1", &[("Content-Type", "text/plain")], b"hello");
+    let resp = conn.request(
+        "POST",
+        "/echo/x?a=1",
+        &[("Content-Type", "text/plain")],
+        b"hello",
+    );
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"hello");
     assert_eq!(resp.header("x-method"), Some("POST"));
@@ -123,7 +134,11 @@ fn ws_echo(side: &mut dyn Side) {
     assert_eq!(ws.recv(), Ws::Text("hello".into()));
     ws.send(Ws::Binary(vec![0, 1, 2, 255]));
     assert_eq!(ws.recv(), Ws::Binary(vec![0, 1, 2, 255]));
-    ws.send(Ws::Fragments(vec!["frag".into(), "ment".into(), "ed".into()]));
+    ws.send(Ws::Fragments(vec![
+        "frag".into(),
+        "ment".into(),
+        "ed".into(),
+    ]));
     assert_eq!(ws.recv(), Ws::Text("fragmented".into()));
 }
 
@@ -169,7 +184,10 @@ fn ws_disconnect(side: &mut dyn Side) {
         if count == Ws::Text("1".into()) {
             break;
         }
-        assert!(Instant::now() < deadline, "session count stuck at {count:?}");
+        assert!(
+            Instant::now() < deadline,
+            "session count stuck at {count:?}"
+        );
     }
 }
 
@@ -227,7 +245,9 @@ impl HarnessSide {
 
 impl Side for HarnessSide {
     fn http(&mut self) -> Box<dyn HttpConn> {
-        Box::new(HarnessHttp(self.server.client(Protocol::Http).expect("client")))
+        Box::new(HarnessHttp(
+            self.server.client(Protocol::Http).expect("client"),
+        ))
     }
 
     fn ws(&mut self, target: &str) -> Box<dyn WsConn> {
@@ -240,7 +260,13 @@ impl Side for HarnessSide {
 struct HarnessHttp(Client);
 
 impl HttpConn for HarnessHttp {
-    fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
         let mut request = HttpRequest::new(method, target).body(body.to_vec());
         for (name, value) in headers {
             request = request.header(name, value);
@@ -315,7 +341,9 @@ struct RealSide {
 
 impl RealSide {
     fn start() -> RealSide {
-        let mongrel2 = Mongrel2::builder().handler(HandlerConf::new("/echo")).start();
+        let mongrel2 = Mongrel2::builder()
+            .handler(HandlerConf::new("/echo"))
+            .start();
         let conf = mongrel2.handler(0);
         let handler = EchoHandler::spawn_with(
             Transceiver::builder(&conf.send_ident)
@@ -341,7 +369,8 @@ impl Side for RealSide {
     fn ws(&mut self, target: &str) -> Box<dyn WsConn> {
         let addr = self.mongrel2.http_addr();
         let url = format!("ws://{addr}{target}");
-        let (socket, response) = tungstenite::client(url.as_str(), connect(addr)).expect("WebSocket handshake");
+        let (socket, response) =
+            tungstenite::client(url.as_str(), connect(addr)).expect("WebSocket handshake");
         assert_eq!(response.status().as_u16(), 101);
         Box::new(RealWs(socket))
     }
@@ -349,7 +378,9 @@ impl Side for RealSide {
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect to Mongrel2");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
     stream.set_nodelay(true).expect("nodelay");
     stream
 }
@@ -376,7 +407,13 @@ impl RealHttp {
 }
 
 impl HttpConn for RealHttp {
-    fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
         let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n");
         for (name, value) in headers {
             raw.push_str(&format!("{name}: {value}\r\n"));
@@ -392,13 +429,20 @@ impl HttpConn for RealHttp {
         let (mut resp, used) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(used) = parsed.parse(&self.buffer).expect("HTTP response") {
+            if let httparse::Status::Complete(used) =
+                parsed.parse(&self.buffer).expect("HTTP response")
+            {
                 let resp = Resp {
                     status: parsed.code.expect("status"),
                     headers: parsed
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect(),
                     body: Vec::new(),
                 };
@@ -471,7 +515,11 @@ impl WsConn for RealWs {
                         OpCode::Data(Data::Continue)
                     };
                     socket
-                        .write(Message::Frame(Frame::message(part.into_bytes(), opcode, index == last)))
+                        .write(Message::Frame(Frame::message(
+                            part.into_bytes(),
+                            opcode,
+                            index == last,
+                        )))
                         .expect("send fragment");
                 }
                 socket.flush()

@@ -12,7 +12,11 @@
 //! // The handler under test, on its own thread, with its control socket on a free port.
 //! let (ready, started) = mpsc::channel();
 //! let handler = std::thread::spawn(move || -> Result<(), Error> {
+//!     // Only the harness reaches this handler: its own Mongrel2 connection points at
+//!     // an endpoint nobody binds, so it cannot steal a real Mongrel2's requests.
 //!     let mut handler = Transceiver::builder("echo")
+//!         .pull("inproc://unused")
+//!         .publish("inproc://unused")
 //!         .control(Some("tcp://127.0.0.1:*"))
 //!         .build()?;
 //!     let control = handler.control_endpoint().expect("control socket is bound");
