@@ -433,3 +433,86 @@ fn a_handler_that_ignores_removal_fails_verification() {
     }
     assert_eq!(server.handlers().collect::<Vec<_>>(), [endpoint.as_str()]);
 }
+
+#[test]
+fn uploads_and_credits_read_as_mongrel2_sends_them() {
+    use crate::request::RequestKind;
+    let handler = FakeHandler::spawn(|_| Vec::new());
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut client = server.client(Protocol::Http).unwrap();
+    client.set_header_protocol(HeaderProtocol::Json);
+    let upload = HttpRequest::post("/handler/upload", Vec::new())
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Length", "5000");
+    client.upload_start(&upload, "/tmp/upload.X").unwrap();
+    client.upload_done(&upload, "/tmp/upload.X").unwrap();
+    client.upload_stream_start(&upload).unwrap();
+    client
+        .upload_stream_chunk(&upload, 0, &[7; 4096], false)
+        .unwrap();
+    client
+        .upload_stream_chunk(&upload, 4096, &[8; 904], true)
+        .unwrap();
+    client.send_credits(41).unwrap();
+    let id = client.id();
+    drop(client);
+    drop(server);
+    let seen = handler.finish();
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|raw| format!("{:?}", Request::parse(raw).unwrap().kind().unwrap()))
+        .collect();
+    assert!(
+        matches!(
+            Request::parse(&seen[0]).unwrap().kind().unwrap(),
+            RequestKind::UploadStart {
+                path: "/tmp/upload.X"
+            }
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            Request::parse(&seen[1]).unwrap().kind().unwrap(),
+            RequestKind::UploadDone {
+                path: "/tmp/upload.X"
+            }
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            Request::parse(&seen[3]).unwrap().kind().unwrap(),
+            RequestKind::UploadChunk {
+                offset: 0,
+                done: false
+            }
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            Request::parse(&seen[4]).unwrap().kind().unwrap(),
+            RequestKind::UploadChunk {
+                offset: 4096,
+                done: true
+            }
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            Request::parse(&seen[5]).unwrap().kind().unwrap(),
+            RequestKind::Credits { credits: 41 }
+        ),
+        "{kinds:?}"
+    );
+    // Chunks carry only the stream headers, exactly like the capture.
+    let chunk = String::from_utf8_lossy(&seen[4]);
+    assert!(
+        chunk.contains(&format!(
+            " {id} /handler/upload 49:{{\"UPLOAD_STREAM\":\"4096\",\"UPLOAD_STREAM_DONE\":\"1\"}},904:"
+        )),
+        "{chunk}"
+    );
+}
