@@ -1,40 +1,4 @@
 //! The Connector: one handler's control socket, seen from the fake Mongrel2.
-//!
-//! It speaks the Transceiver's control protocol over a REQ socket: `PING` (answered
-//! `PONG`) and Mongrel2-encoded requests whose PATH ends in a command (answered
-//! `RECEIVED`): `__add_connection__`, `__remove_connection__`, `__ping__` and
-//! `__disconnect_ping__`.
-//!
-//! Every call is bounded by a timeout. A REQ socket whose answer did not come is stuck
-//! in "waiting for the answer" forever, so after a timeout the socket is thrown away
-//! and the next call opens a new one: the Connector never wedges.
-//!
-//! # How connecting is verified
-//!
-//! [`Connector::connect`] notes which transport connections the Server's PUSH and SUB
-//! have, sends `__add_connection__`, then sends `__ping__` (QUERY `text=GUID`, a fresh
-//! GUID, from a connection id reserved for the probe) again and again until that GUID
-//! comes back on the Server's SUB as a reply. The Transceiver publishes it through the
-//! PUB it connected for this Server, so its arrival proves that the handler's replies
-//! reach the Server: the subscription has propagated (PUB/SUB's slow-joiner window is
-//! over). Then it waits until the PUSH and the SUB each have a transport connection that
-//! was not there before: the handler's PULL and PUB. Requests sent from then on reach the
-//! handler, and nothing it replies is lost.
-//!
-//! # How disconnecting is verified
-//!
-//! [`Connector::disconnect`] sends `__remove_connection__`, then a `__ping__` probe with a
-//! fresh GUID, then `PING`. The Transceiver serves control requests one at a time and
-//! acts on each before it reads the next, so its `PONG` proves the probe was handled
-//! after the removal. Had the removal failed, the probe would have been published
-//! through the PUB that [`Connector::connect`] proved reaches the Server. Then the
-//! Connector waits until the transport connections recorded at connect time have closed
-//! (the socket monitors report each one as gone), lets the Server's reader drain its SUB
-//! once more (everything that connection delivered is read before its closing is
-//! reported), and checks that the probe never arrived. So when it returns, the handler
-//! has dropped this Server, its sockets to it are closed, and nothing it sent after the
-//! removal got through. Without a recorded connection (a Connector used without
-//! `connect`), it falls back to waiting a quiet window for the probe.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -63,8 +27,43 @@ struct Links {
     sub: BTreeSet<u64>,
 }
 
-/// A client of one Transceiver's control socket. See the [module docs](self) for what
-/// `connect` and `disconnect` prove.
+/// A client of one Transceiver's control socket.
+///
+/// It speaks the Transceiver's control protocol over a REQ socket: `PING` (answered
+/// `PONG`) and Mongrel2-encoded requests whose PATH ends in a command (answered
+/// `RECEIVED`): `__add_connection__`, `__remove_connection__`, `__ping__` and
+/// `__disconnect_ping__`.
+///
+/// Every call is bounded by a timeout. A REQ socket whose answer did not come is stuck
+/// in "waiting for the answer" forever, so after a timeout the socket is thrown away
+/// and the next call opens a new one: the Connector never wedges.
+///
+/// # How connecting is verified
+///
+/// [`Connector::connect`] notes which transport connections the Server's PUSH and SUB
+/// have, sends `__add_connection__`, then sends `__ping__` (QUERY `text=GUID`, a fresh
+/// GUID, from a connection id reserved for the probe) again and again until that GUID
+/// comes back on the Server's SUB as a reply. The Transceiver publishes it through the
+/// PUB it connected for this Server, so its arrival proves that the handler's replies
+/// reach the Server: the subscription has propagated (PUB/SUB's slow-joiner window is
+/// over). Then it waits until the PUSH and the SUB each have a transport connection that
+/// was not there before: the handler's PULL and PUB. Requests sent from then on reach the
+/// handler, and nothing it replies is lost.
+///
+/// # How disconnecting is verified
+///
+/// [`Connector::disconnect`] sends `__remove_connection__`, then a `__ping__` probe with a
+/// fresh GUID, then `PING`. The Transceiver serves control requests one at a time and
+/// acts on each before it reads the next, so its `PONG` proves the probe was handled
+/// after the removal. Had the removal failed, the probe would have been published
+/// through the PUB that [`Connector::connect`] proved reaches the Server. Then the
+/// Connector waits until the transport connections recorded at connect time have closed
+/// (the socket monitors report each one as gone), lets the Server's reader drain its SUB
+/// once more (everything that connection delivered is read before its closing is
+/// reported), and checks that the probe never arrived. So when it returns, the handler
+/// has dropped this Server, its sockets to it are closed, and nothing it sent after the
+/// removal got through. Without a recorded connection (a Connector used without
+/// `connect`), it falls back to waiting a quiet window for the probe.
 pub struct Connector {
     context: zmq::Context,
     endpoint: String,
@@ -175,7 +174,7 @@ impl Connector {
         self.call(&message, "__disconnect_ping__", RECEIVED, self.timeout)
     }
 
-    /// Connects the handler to `server` and verifies both directions (module docs).
+    /// Connects the handler to `server` and verifies both directions (see [`Connector`]).
     pub fn connect(&mut self, server: &Server) -> Result<(), HarnessError> {
         self.connect_to(server.shared())
     }
@@ -186,13 +185,12 @@ impl Connector {
         self.verify_connect_to(server.shared())
     }
 
-    /// Disconnects the handler from `server` and verifies that the path is gone (module
-    /// docs).
+    /// Disconnects the handler from `server` and verifies that the path is gone (see [`Connector`]).
     pub fn disconnect(&mut self, server: &Server) -> Result<(), HarnessError> {
         self.disconnect_from(server.shared())
     }
 
-    /// Verifies that the handler no longer talks to `server` (module docs).
+    /// Verifies that the handler no longer talks to `server` (see [`Connector`]).
     pub fn verify_disconnect(&mut self, server: &Server) -> Result<(), HarnessError> {
         self.verify_disconnect_from(server.shared())
     }
