@@ -182,7 +182,8 @@ pub(crate) struct State {
 }
 
 impl Client {
-    /// Sends an HTTP request (as Mongrel2 forwards it, see the module docs for headers).
+    /// Sends an HTTP request as Mongrel2 forwards it (headers: see the
+    /// [harness docs](crate::harness#protocols)).
     pub fn send_http(&mut self, request: &HttpRequest) -> Result<(), HarnessError> {
         self.require(Protocol::Http, "send HTTP requests")?;
         let message = self.encode_http(request.method(), request, &[], request.body_bytes())?;
