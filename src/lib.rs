@@ -46,6 +46,7 @@
 //! and [`websocket`] (frames, close codes, handshake, validation).
 #![deny(missing_docs)]
 
+pub mod harness;
 pub mod http;
 pub mod reply;
 pub mod request;
