@@ -55,16 +55,17 @@ pub enum Handshake {
 }
 
 impl Handshake {
-    /// Accepts with the first of `supported` that the client offered in
-    /// `Sec-WebSocket-Protocol`, or plainly when it offered none of them.
+    /// Accepts with the first of `supported` (the handler's order of preference) that the
+    /// client offered in `Sec-WebSocket-Protocol`, or plainly when it offered none of them.
     pub fn choose_protocol(request: &Request<'_>, supported: &[&str]) -> Handshake {
-        let offered = request.header_all("sec-websocket-protocol");
-        let chosen = offered
+        let offered: Vec<&str> = request
+            .header_all("sec-websocket-protocol")
             .flat_map(|value| value.split(','))
             .map(str::trim)
-            .find(|offer| supported.contains(offer));
+            .collect();
+        let chosen = supported.iter().find(|protocol| offered.contains(protocol));
         match chosen {
-            Some(protocol) => Handshake::AcceptProtocol(protocol.to_owned()),
+            Some(protocol) => Handshake::AcceptProtocol((*protocol).to_owned()),
             None => Handshake::Accept,
         }
     }
