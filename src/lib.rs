@@ -58,3 +58,8 @@ pub use transceiver::{
     Builder, CloseReason, ConnId, Error, Event, Events, Handle, Handshake, Message, Token,
     Transceiver,
 };
+
+/// The README's examples, compiled as doctests so they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
