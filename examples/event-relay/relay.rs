@@ -23,18 +23,18 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
-use crate::dedupe::Dedupe;
-use crate::frame::SessionKind;
-use crate::history::{Encoded, History};
-use crate::metrics::{Counters, Stats};
-use crate::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
-use crate::protocol::{
+use super::config::Config;
+use super::dedupe::Dedupe;
+use super::frame::SessionKind;
+use super::history::{Encoded, History};
+use super::metrics::{Counters, Stats};
+use super::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
+use super::protocol::{
     error_json, event_json, lagged_json, parse_envelope, parse_event_input, reply_json,
     welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source, MAX_EVENT_NAME,
     MAX_HOPS, MAX_ROUTING_KEY,
 };
-use crate::subscriptions::{Index, Pattern};
+use super::subscriptions::{Index, Pattern};
 
 #[cfg(test)]
 mod tests;
@@ -598,6 +598,13 @@ impl<K: SessionKey> Relay<K> {
         self.publish_json(Source::Http, body)
     }
 
+    /// Counts an input refused before it could be parsed (e.g. a multipart ZeroMQ message)
+    /// as rejected from `source`, and returns the ack to answer it with.
+    pub fn reject(&mut self, source: Source, error: ErrorName) -> Ack {
+        self.counters.events_rejected.bump(source);
+        Ack::Rejected(error)
+    }
+
     /// Publishes an already parsed event.
     pub fn publish(&mut self, source: Source, input: EventInput) -> Result<Published, ErrorName> {
         let result = self.publish_inner(input);
@@ -684,6 +691,11 @@ impl<K: SessionKey> Relay<K> {
             );
         }
         self.counters.events_queued += targets.len() as u64;
+        log::debug!(
+            "event {event} on {exchange}/{rk} seq {} queued to {} sessions",
+            recorded.seq,
+            targets.len()
+        );
         Ok(Published::Delivered {
             seq: recorded.seq,
             delivered_to: targets.len(),

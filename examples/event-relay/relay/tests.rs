@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use super::super::frame::split_text_frames;
 use super::*;
-use crate::frame::split_text_frames;
 
 type Key = u32;
 
@@ -700,10 +700,15 @@ fn acks_count_seq_per_key_and_recipients() {
             .unwrap(),
         json!({"ok":true,"seq":4,"delivered_to":2})
     );
+    // Inputs refused before parsing (multipart ZeroMQ messages) count as rejected too.
+    assert_eq!(
+        r.reject(Source::Pull, ErrorName::InvalidPayload),
+        Ack::Rejected(ErrorName::InvalidPayload)
+    );
     let s = r.stats();
     assert_eq!(s.counters.events_in.inject, 6);
     assert_eq!(s.counters.events_rejected.inject, 2);
-    assert_eq!(s.counters.events_rejected.pull, 2);
+    assert_eq!(s.counters.events_rejected.pull, 3);
 }
 
 #[test]
@@ -729,7 +734,7 @@ fn http_publish_needs_the_bearer_token() {
     assert_eq!(
         (ack.http_status(), ack),
         (
-            200,
+            202,
             Ack::Published {
                 seq: 1,
                 delivered_to: 1
