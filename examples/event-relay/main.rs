@@ -91,8 +91,8 @@ pub fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<
             return 2;
         }
     };
-    if options.link_bind.is_some() || !options.links.is_empty() {
-        log::info!("linked relays are not wired yet: --link-bind and --link are ignored");
+    if !options.links.is_empty() {
+        log::warn!("linked relays are not wired yet: --link and --link-bind are ignored");
     }
     let relay = relay::Relay::new(config, &options.sender_id);
     log::info!(
