@@ -80,15 +80,19 @@ pub enum Incoming {
 
 /// Reads the next whole message without waiting; `None` when there is none.
 pub fn recv(socket: &zmq::Socket) -> Result<Option<Incoming>, zmq::Error> {
-    let first = match socket.recv_msg(zmq::DONTWAIT) {
+    let first = match retry_interrupted(|| socket.recv_msg(zmq::DONTWAIT)) {
         Ok(message) => message,
         Err(zmq::Error::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut parts = 1usize;
     // ZeroMQ delivers the parts of a message together, so the rest are already here.
-    while socket.get_rcvmore()? {
-        socket.recv_msg(0)?;
+    // Reading them cannot fail in a way that leaves a REP unanswered: once the first part
+    // is in, the caller replies whatever happens here.
+    while retry_interrupted(|| socket.get_rcvmore()).unwrap_or(false) {
+        if retry_interrupted(|| socket.recv_msg(zmq::DONTWAIT)).is_err() {
+            break;
+        }
         parts += 1;
     }
     Ok(Some(if parts == 1 {
@@ -96,6 +100,16 @@ pub fn recv(socket: &zmq::Socket) -> Result<Option<Incoming>, zmq::Error> {
     } else {
         Incoming::Multipart(parts)
     }))
+}
+
+/// Runs a ZeroMQ call again when a signal interrupted it (SIGTERM arrives at any time).
+fn retry_interrupted<T>(mut call: impl FnMut() -> Result<T, zmq::Error>) -> Result<T, zmq::Error> {
+    loop {
+        match call() {
+            Err(zmq::Error::EINTR) => continue,
+            other => return other,
+        }
+    }
 }
 
 /// What a message amounts to for the relay.
@@ -110,6 +124,7 @@ pub fn publish(relay: &mut Relay<ConnId>, kind: Kind, incoming: &Incoming) -> Ac
 }
 
 /// Answers up to [`INJECT_BATCH`] injector requests. Returns how many were handled.
+/// Socket errors are logged, not returned: a broken injector must not stop the relay.
 pub fn serve_inject(
     transceiver: &Transceiver,
     token: Token,
@@ -117,19 +132,27 @@ pub fn serve_inject(
 ) -> Result<usize, Error> {
     let socket = transceiver.socket(token)?;
     for handled in 0..INJECT_BATCH {
-        let Some(incoming) = recv(socket)? else {
-            return Ok(handled);
+        let incoming = match recv(socket) {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return Ok(handled),
+            Err(e) => {
+                log::warn!("injector socket: {e}");
+                return Ok(handled);
+            }
         };
         let ack = publish(relay, Kind::Inject, &incoming);
         log_ack(Kind::Inject, &ack);
         // A REP routes the reply to the requester and drops it if that peer is gone or
         // full, so this neither blocks nor leaves the socket waiting for a reply.
-        socket.send(ack.to_json(), zmq::DONTWAIT)?;
+        if let Err(e) = retry_interrupted(|| socket.send(ack.to_json(), zmq::DONTWAIT)) {
+            log::warn!("injector reply: {e}");
+        }
     }
     Ok(INJECT_BATCH)
 }
 
-/// Takes up to [`PULL_BATCH`] messages from the PULL socket. Returns how many.
+/// Takes up to [`PULL_BATCH`] messages from the PULL socket. Returns how many. Socket
+/// errors are logged, not returned.
 pub fn drain_pull(
     transceiver: &Transceiver,
     token: Token,
@@ -137,8 +160,13 @@ pub fn drain_pull(
 ) -> Result<usize, Error> {
     let socket = transceiver.socket(token)?;
     for handled in 0..PULL_BATCH {
-        let Some(incoming) = recv(socket)? else {
-            return Ok(handled);
+        let incoming = match recv(socket) {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return Ok(handled),
+            Err(e) => {
+                log::warn!("event PULL socket: {e}");
+                return Ok(handled);
+            }
         };
         let ack = publish(relay, Kind::Pull, &incoming);
         log_ack(Kind::Pull, &ack);
