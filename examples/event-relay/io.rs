@@ -2,15 +2,16 @@
 //! translating between them and the I/O-free [`Relay`].
 //!
 //! Every loop turn takes what is ready, in bounded batches (Mongrel2 requests, injector
-//! requests, PULL messages), then flushes the relay's output once. Flushes are paced
-//! ([`FLUSH_INTERVAL`]): a flush sends at most one Mongrel2 message per session, and
-//! Mongrel2 (without `download.flow_control`) drops a client that has more than 16 messages
-//! queued. It reads queued replies without yielding, so replies that pile up in its socket
-//! while it is descheduled all land in the client's queue at once. Spacing flushes bounds a
-//! session to one message per interval, however fast events arrive; events that arrive in
-//! between are coalesced into the next flush. An event after a quiet spell goes out at once.
-//! With `download.flow_control` the relay also keeps every session within the credits
-//! Mongrel2 grants.
+//! requests, PULL messages), then flushes the relay's output once. Flushes are paced per
+//! session ([`FLUSH_INTERVAL`], `Relay::flush_paced`): a flush sends at most one Mongrel2
+//! message per session, and Mongrel2 (without `download.flow_control`) drops a client that
+//! has more than 16 messages queued. It reads queued replies without yielding, so replies
+//! that pile up in its socket while it is descheduled all land in the client's queue at
+//! once. Spacing each session's messages bounds that, however fast events arrive; events
+//! that arrive in between are coalesced into the session's next message. A session that
+//! has been quiet is served at once, whatever the others are doing. With
+//! `download.flow_control` the relay also keeps every session within the credits Mongrel2
+//! grants.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,15 +23,16 @@ use super::flags::Options;
 use super::frame::SessionKind;
 use super::http_api;
 use super::protocol::ErrorName;
-use super::relay::{OpenOptions, Relay};
+use super::relay::{Flush, OpenOptions, Relay};
 use super::sources::{self, Kind};
 
-/// Least time between two flushes (see the module docs). At most one Mongrel2 message per
-/// session per interval, so Mongrel2 would have to stall for about 16 intervals before a
-/// client that reads could be dropped. Measured against Mongrel2 1.12 (SIGSTOP during an
-/// injector burst): unpaced, a 20 ms stall dropped the client; at 5 ms a 100 ms stall did;
-/// at 10 ms stalls of 50-250 ms were survived. Latency cost: none after a quiet spell, at
-/// most one interval under sustained traffic.
+/// Least time between two flushes to one session (see the module docs). At most one
+/// Mongrel2 message per session per interval, so Mongrel2 would have to stall for about 16
+/// intervals before a client that reads could be dropped. Measured against Mongrel2 1.12
+/// (SIGSTOP during an injector burst to one client): unpaced, a 20 ms stall dropped the
+/// client; at 5 ms a 100 ms stall did; at 10 ms stalls of 50-250 ms were survived. Latency
+/// cost: none for a session that has been quiet for an interval, at most one interval for
+/// a session that is sent to continuously.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Events handled per loop turn before output is flushed (if due).
 const EVENT_BATCH: usize = 1024;
@@ -63,35 +65,6 @@ pub enum RunError {
         /// The cause.
         source: zmq::Error,
     },
-}
-
-/// Spaces flushes at least an interval apart; the first flush after a pause is immediate.
-#[derive(Debug, Clone)]
-pub struct Pacer {
-    interval: Duration,
-    last: Option<Instant>,
-}
-
-impl Pacer {
-    /// A pacer allowing one flush per `interval`.
-    pub fn new(interval: Duration) -> Pacer {
-        Pacer {
-            interval,
-            last: None,
-        }
-    }
-
-    /// How long until a flush is allowed (zero: now).
-    pub fn wait(&self, now: Instant) -> Duration {
-        self.last.map_or(Duration::ZERO, |last| {
-            (last + self.interval).saturating_duration_since(now)
-        })
-    }
-
-    /// Records a flush at `now`.
-    pub fn flushed(&mut self, now: Instant) {
-        self.last = Some(now);
-    }
 }
 
 /// Runs the relay until `stop` is set (and the loop woken through the Transceiver's
@@ -141,11 +114,11 @@ pub fn run(
         relay,
         inject,
         pull,
-        pacer: Pacer::new(FLUSH_INTERVAL),
     };
     let result = server.run(&stop);
     // Whatever replies are queued go out before the goodbye.
-    server.flush();
+    let last = server.relay.flush();
+    server.send(last);
     log::info!(
         "shutting down: closing {} sessions",
         server.transceiver.session_count()
@@ -201,17 +174,15 @@ struct Server {
     relay: Relay<ConnId>,
     inject: Option<Token>,
     pull: Option<Token>,
-    pacer: Pacer,
 }
 
 impl Server {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
         while !stop.load(Ordering::SeqCst) {
-            let wait = if self.relay.has_pending() {
-                self.pacer.wait(Instant::now())
-            } else {
-                IDLE_WAIT
-            };
+            let wait = self
+                .relay
+                .flush_wait(Instant::now(), FLUSH_INTERVAL)
+                .unwrap_or(IDLE_WAIT);
             if let Some(event) = self.transceiver.recv_timeout(wait)? {
                 self.handle(event)?;
                 // Take everything that is ready before flushing, so one flush carries it all.
@@ -222,8 +193,9 @@ impl Server {
                     }
                 }
             }
-            if self.relay.has_pending() && self.pacer.wait(Instant::now()).is_zero() {
-                self.flush();
+            if self.relay.has_pending() {
+                let flush = self.relay.flush_paced(Instant::now(), FLUSH_INTERVAL);
+                self.send(flush);
             }
         }
         Ok(())
@@ -295,9 +267,7 @@ impl Server {
         Ok(())
     }
 
-    fn flush(&mut self) {
-        self.pacer.flushed(Instant::now());
-        let flush = self.relay.flush();
+    fn send(&mut self, flush: Flush<ConnId>) {
         for delivery in flush.deliveries {
             if let Err(e) = self
                 .transceiver
@@ -338,24 +308,5 @@ fn describe(reason: &CloseReason) -> String {
         }
         CloseReason::Handler { code } => format!("by the relay ({code})"),
         CloseReason::Shutdown => "shutdown".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pacer_lets_the_first_flush_through_then_spaces_them() {
-        let mut p = Pacer::new(Duration::from_millis(5));
-        let t0 = Instant::now();
-        assert_eq!(p.wait(t0), Duration::ZERO);
-        p.flushed(t0);
-        assert_eq!(p.wait(t0), Duration::from_millis(5));
-        assert_eq!(
-            p.wait(t0 + Duration::from_millis(2)),
-            Duration::from_millis(3)
-        );
-        assert_eq!(p.wait(t0 + Duration::from_millis(9)), Duration::ZERO);
     }
 }

@@ -26,7 +26,7 @@
 //! injector REP message              -> rep.send(relay.publish_json(Source::Inject, msg).to_json())
 //! events PULL message               -> relay.publish_json(Source::Pull, msg)
 //! HTTP under the route              -> http_api::respond (publish, status, metrics, 404)
-//! after each batch of inputs        -> let f = relay.flush() (paced, see io::FLUSH_INTERVAL);
+//! after each batch of inputs        -> let f = relay.flush_paced(now, io::FLUSH_INTERVAL);
 //!                                      for d in f.deliveries { t.deliver_to(&d.sessions, &d.payload) }
 //!                                      for c in f.close { t.close_session(&c, 1008, "lagging") }
 //! links (later)                     -> relay.enable_forwarding(); send relay.take_forwards() to peers;
