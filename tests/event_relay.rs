@@ -69,6 +69,11 @@ fn relay_child_process() {
     let Some(args) = std::env::var_os(CHILD_ARGS) else {
         return;
     };
+    // If the test that started this relay dies without stopping it, go too.
+    // SAFETY: PR_SET_PDEATHSIG only sets a flag on this process; no memory is involved.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .try_init();
     let args: Vec<String> = args

@@ -174,14 +174,12 @@ pub fn drain_pull(
     Ok(PULL_BATCH)
 }
 
+/// Accepted events are logged by the relay itself (with exchange, key and seq).
 fn log_ack(kind: Kind, ack: &Ack) {
     match ack {
         Ack::Rejected(e) => log::debug!("{} event refused: {e}", kind.source().as_str()),
-        Ack::Published { seq, delivered_to } => log::debug!(
-            "{} event seq {seq} queued to {delivered_to} sessions",
-            kind.source().as_str()
-        ),
         Ack::Duplicate => log::debug!("{} event was a duplicate", kind.source().as_str()),
+        Ack::Published { .. } => {}
     }
 }
 
