@@ -307,7 +307,11 @@ impl Transceiver {
     /// [`Handle::interrupt`] arrived).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
         let event = self.next_event(Instant::now().checked_add(timeout))?;
-        self.interrupted = false;
+        if event.is_none() {
+            // The interrupt (if any) was reported by this `None`; one that arrived while an
+            // event was returned stays set for the next call.
+            self.interrupted = false;
+        }
         Ok(event)
     }
 
