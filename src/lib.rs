@@ -46,6 +46,7 @@
 //! and [`websocket`] (frames, close codes, handshake, validation).
 #![deny(missing_docs)]
 
+pub mod harness;
 pub mod http;
 pub mod reply;
 pub mod request;
@@ -57,3 +58,8 @@ pub use transceiver::{
     Builder, CloseReason, ConnId, Error, Event, Events, Handle, Handshake, Message, Token,
     Transceiver,
 };
+
+/// The README's examples, compiled as doctests so they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -17,7 +17,9 @@
 //! assert_eq!(reply::batched("h", &(0..1000).collect::<Vec<u64>>(), b"x", 128).unwrap().len(), 8);
 //! ```
 
-use crate::tnetstring::{self, split_element, DecimalBuf, Dict, Value};
+use crate::tnetstring::{
+    self, decimal_len, split_element, write_decimal, write_decimal_backwards, Dict, Value,
+};
 
 /// Mongrel2's default `limits.handler_targets`: most ids one message may list.
 pub const DEFAULT_HANDLER_TARGETS: usize = 128;
@@ -74,7 +76,10 @@ pub fn validate_uuid(uuid: &str) -> Result<(), ReplyError> {
 }
 
 fn check_uuid(uuid: &str) -> Result<(), ReplyError> {
-    let ok = !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    // No early exit, so the loop vectorizes: this runs on every reply.
+    let ok = uuid.bytes().fold(!uuid.is_empty(), |ok, b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'-'))
+    });
     if ok {
         Ok(())
     } else {
@@ -82,43 +87,48 @@ fn check_uuid(uuid: &str) -> Result<(), ReplyError> {
     }
 }
 
-fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
-}
-
-/// Length of `ID ID ID` (plus `X ` when extended).
+/// Length of `ID ID ID` (plus `X ` when extended); `ids` is non-empty.
 fn ids_len(ids: &[u64], extended: bool) -> usize {
     let digits: usize = ids.iter().map(|&id| decimal_len(id)).sum();
     digits + ids.len() - 1 + if extended { 2 } else { 0 }
 }
 
-/// Writes `UUID SP LEN:[X ]ID ID, SP`; `ids` is non-empty and `uuid` checked.
-fn write_header(uuid: &str, ids: &[u64], extended: bool, out: &mut Vec<u8>) {
-    let mut digits = DecimalBuf::new();
-    out.extend_from_slice(uuid.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(digits.format_u64(ids_len(ids, extended) as u64));
-    out.push(b':');
-    if extended {
-        out.extend_from_slice(b"X ");
-    }
-    for (i, &id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(digits.format_u64(id));
-    }
-    out.extend_from_slice(b", ");
-}
-
-fn message_len(uuid: &str, ids: &[u64], extended: bool, body_len: usize) -> usize {
+/// Appends `UUID SP LEN:[X ]ID ID, SP BODY`; `ids` is non-empty and `uuid`
+/// checked. The message is sized once (exactly) and the header filled in place,
+/// with no per-id appends.
+fn write_message(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut Vec<u8>) {
     let id_len = ids_len(ids, extended);
-    uuid.len() + 1 + decimal_len(id_len as u64) + 1 + id_len + 2 + body_len
+    let len_digits = decimal_len(id_len as u64);
+    let header_len = uuid.len() + 1 + len_digits + 1 + id_len + 2;
+    out.reserve_exact(header_len + body.len());
+    let start = out.len();
+    out.resize(start + header_len, 0);
+    let buf = &mut out[start..];
+    let mut pos = uuid.len();
+    buf[..pos].copy_from_slice(uuid.as_bytes());
+    buf[pos] = b' ';
+    pos += 1;
+    write_decimal(&mut buf[pos..pos + len_digits], id_len as u64);
+    pos += len_digits;
+    buf[pos] = b':';
+    pos += 1;
+    if extended {
+        buf[pos..pos + 2].copy_from_slice(b"X ");
+        pos += 2;
+    }
+    // Ids are written last to first, each ending where the next one's space is:
+    // digits come out of a number backwards, so no per-id length is needed.
+    let mut end = pos + id_len - if extended { 2 } else { 0 };
+    buf[end] = b',';
+    buf[end + 1] = b' ';
+    for (i, &id) in ids.iter().enumerate().rev() {
+        end = write_decimal_backwards(&mut buf[..end], id);
+        if i > 0 {
+            end -= 1;
+            buf[end] = b' ';
+        }
+    }
+    out.extend_from_slice(body);
 }
 
 /// Appends one reply message to `out`: `UUID SP LEN:ID ID, SP BODY`.
@@ -136,9 +146,7 @@ pub fn encode_reply(
     if ids.is_empty() {
         return Err(ReplyError::EmptyTargets);
     }
-    out.reserve(message_len(uuid, ids, false, body.len()));
-    write_header(uuid, ids, false, out);
-    out.extend_from_slice(body);
+    write_message(uuid, ids, false, body, out);
     Ok(())
 }
 
@@ -212,9 +220,7 @@ impl Batches<'_> {
     pub fn next_into(&mut self, out: &mut Vec<u8>) -> bool {
         match self.chunks.next() {
             Some(ids) => {
-                out.reserve(message_len(self.uuid, ids, false, self.body.len()));
-                write_header(self.uuid, ids, false, out);
-                out.extend_from_slice(self.body);
+                write_message(self.uuid, ids, false, self.body, out);
                 true
             }
             None => false,
@@ -227,9 +233,8 @@ impl Iterator for Batches<'_> {
 
     fn next(&mut self) -> Option<Vec<u8>> {
         let ids = self.chunks.next()?;
-        let mut out = Vec::with_capacity(message_len(self.uuid, ids, false, self.body.len()));
-        write_header(self.uuid, ids, false, &mut out);
-        out.extend_from_slice(self.body);
+        let mut out = Vec::new();
+        write_message(self.uuid, ids, false, self.body, &mut out);
         Some(out)
     }
 
@@ -255,7 +260,7 @@ pub fn encode_extended(
         return Err(ReplyError::EmptyTargets);
     }
     let start = out.len();
-    write_header(uuid, ids, true, out);
+    write_message(uuid, ids, true, b"", out);
     let body_start = out.len();
     tnetstring::write_bytes(out, key.as_bytes());
     if let Err(e) = tnetstring::encode(value, out) {

@@ -21,15 +21,18 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::tnetstring::{self, split_element, write_bytes, write_len_prefix, DecimalBuf, Element};
+use crate::tnetstring::{self, split_element};
 use crate::websocket::{Flags, FlagsError};
 
+mod encode;
 mod headers;
 mod json_headers;
 mod query;
+mod tnet_headers;
 
 pub use headers::{HeaderValue, HeaderValues, Headers};
 pub use query::{parse_query, percent_decode};
+pub(crate) use tnet_headers::TextView;
 
 /// Default for [`RequestLimits::max_headers`]: Mongrel2 allows 1280 client
 /// headers (`limits.header_count`) and adds about a dozen of its own.
@@ -203,7 +206,9 @@ pub enum RequestKind<'r> {
         /// The `x-mongrel2-upload-done` path.
         path: &'r str,
     },
-    /// A chunk of a streamed upload; the body is the data.
+    /// A chunk of a streamed upload; the body is the data. The first message of
+    /// a stream is one too (offset 0, full headers, see
+    /// [`Request::is_upload_stream_start`]).
     UploadChunk {
         /// Byte offset of this chunk in the upload (`UPLOAD_STREAM`).
         offset: u64,
@@ -286,7 +291,10 @@ impl<'a> Request<'a> {
         let header_offset = pos;
         let el = split_element(&input[pos..], pos)?;
         let (headers, protocol) = match el.tag {
-            b'}' => (tnet_headers(&el, limits)?, HeaderProtocol::Tnetstring),
+            b'}' => (
+                tnet_headers::parse(&el, limits)?,
+                HeaderProtocol::Tnetstring,
+            ),
             b',' if el.payload.first() == Some(&b'{') => (
                 json_headers::parse(el.payload, el.payload_offset, limits)?,
                 HeaderProtocol::Json,
@@ -493,6 +501,14 @@ impl<'a> Request<'a> {
             .is_some_and(|v| v != "0")
     }
 
+    /// Whether this is the first message of a streamed upload: it carries
+    /// UPLOAD_STREAM `0` like the next chunk, but also the full request headers
+    /// (METHOD present) and often an empty body. The handler grants credits with
+    /// [`crate::reply::ctl_credits`] to receive the rest.
+    pub fn is_upload_stream_start(&self) -> bool {
+        self.upload_stream().is_some() && self.method().is_some()
+    }
+
     /// `x-mongrel2-upload-start`: temp file of an upload being spooled.
     ///
     /// Mongrel2 lower-cases client header names, so a client can send this header
@@ -593,84 +609,6 @@ impl<'a> Request<'a> {
             _ => RequestKind::Http,
         })
     }
-
-    /// The message as Mongrel2 would send it, in this request's header protocol.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(&mut out);
-        out
-    }
-
-    /// Appends the encoded message to `out`. Headers are written in order; a
-    /// repeated header is a list. JSON headers use Mongrel2's exact form: a
-    /// compact object where only `"` and `\` are escaped.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.sender.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(DecimalBuf::new().format_u64(self.conn_id));
-        out.push(b' ');
-        out.extend_from_slice(self.path.as_bytes());
-        out.push(b' ');
-        let start = out.len();
-        match self.protocol {
-            HeaderProtocol::Tnetstring => {
-                for (name, value) in self.headers.iter() {
-                    write_bytes(out, name.as_bytes());
-                    match value {
-                        HeaderValue::One(v) => write_bytes(out, v.as_bytes()),
-                        HeaderValue::Many(vs) => {
-                            let list_start = out.len();
-                            for v in vs {
-                                write_bytes(out, v.as_bytes());
-                            }
-                            tnetstring::close_container(out, list_start, b']');
-                        }
-                    }
-                }
-                tnetstring::close_container(out, start, b'}');
-            }
-            HeaderProtocol::Json => {
-                out.push(b'{');
-                for (i, (name, value)) in self.headers.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_string(out, name);
-                    out.push(b':');
-                    match value {
-                        HeaderValue::One(v) => json_string(out, v),
-                        HeaderValue::Many(vs) => {
-                            out.push(b'[');
-                            for (j, v) in vs.iter().enumerate() {
-                                if j > 0 {
-                                    out.push(b',');
-                                }
-                                json_string(out, v);
-                            }
-                            out.push(b']');
-                        }
-                    }
-                }
-                out.push(b'}');
-                tnetstring::close_container(out, start, b',');
-            }
-        }
-        write_len_prefix(out, self.body.len());
-        out.extend_from_slice(&self.body);
-        out.push(b',');
-    }
-}
-
-/// Mongrel2's JSON string form: quotes, with only `"` and `\` escaped.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        if b == b'"' || b == b'\\' {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
 }
 
 /// Takes the bytes up to the next space and steps past it.
@@ -701,90 +639,6 @@ fn parse_conn_id(digits: &[u8]) -> Option<u64> {
         }
         acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
-}
-
-/// Header text: borrowed when UTF-8, U+FFFD for invalid bytes (HTTP allows
-/// obs-text, which Mongrel2 passes through).
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
-}
-
-/// The text of a scalar header element (strings, and the wire text of numbers
-/// and booleans), checked like the tnetstring parser would.
-fn scalar_text<'a>(el: &Element<'a>) -> Result<Cow<'a, str>, RequestError> {
-    match el.tag {
-        b',' => {}
-        b'#' => {
-            tnetstring::parse_integer(el.payload, el.payload_offset)?;
-        }
-        b'^' => {
-            tnetstring::parse_float(el.payload, el.payload_offset)?;
-        }
-        b'!' => {
-            tnetstring::parse_bool(el.payload, el.payload_offset)?;
-        }
-        b'~' => tnetstring::parse_null(el.payload, el.payload_offset)?,
-        b']' | b'}' => return Err(RequestError::InvalidHeaderValue { offset: el.start }),
-        tag => {
-            return Err(tnetstring::Error::UnknownTag {
-                offset: el.payload_offset + el.payload.len(),
-                tag,
-            }
-            .into())
-        }
-    }
-    Ok(text(el.payload))
-}
-
-/// Reads a tnetstring header dict straight from the wire, without building a
-/// generic value tree first.
-fn tnet_headers<'a>(
-    dict: &Element<'a>,
-    limits: &RequestLimits,
-) -> Result<Headers<'a>, RequestError> {
-    let payload = dict.payload;
-    let base = dict.payload_offset;
-    let mut headers = Headers::with_capacity(16);
-    let mut pos = 0;
-    while pos < payload.len() {
-        let key_offset = base + pos;
-        if headers.len() == limits.max_headers {
-            return Err(RequestError::TooManyHeaders {
-                max: limits.max_headers,
-                offset: key_offset,
-            });
-        }
-        let key = split_element(&payload[pos..], key_offset)?;
-        if key.tag != b',' {
-            return Err(tnetstring::Error::NonStringKey { offset: key_offset }.into());
-        }
-        pos += key.consumed;
-        if pos == payload.len() {
-            return Err(tnetstring::Error::MissingValue { offset: base + pos }.into());
-        }
-        let value = split_element(&payload[pos..], base + pos)?;
-        pos += value.consumed;
-        let value = if value.tag == b']' {
-            let mut values = Vec::new();
-            let mut at = 0;
-            while at < value.payload.len() {
-                if values.len() == limits.max_values_per_header {
-                    return Err(RequestError::TooManyValues {
-                        max: limits.max_values_per_header,
-                        offset: value.start,
-                    });
-                }
-                let item = split_element(&value.payload[at..], value.payload_offset + at)?;
-                values.push(scalar_text(&item)?);
-                at += item.consumed;
-            }
-            HeaderValue::Many(values)
-        } else {
-            HeaderValue::One(scalar_text(&value)?)
-        };
-        headers.append_raw(text(key.payload), value);
-    }
-    Ok(headers)
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::protocol::ErrorName;
-use crate::subscriptions::Pattern;
+use super::protocol::ErrorName;
+use super::subscriptions::Pattern;
 
 /// Names of the actions the relay implements itself; config `actions` may not shadow them.
 pub const BUILT_IN_ACTIONS: [&str; 6] = [

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
-use crate::frame::SessionKind;
+use super::frame::SessionKind;
 
 /// One event's client JSON, framed once for WebSocket and (lazily) once for SSE, shared by
 /// history and every outbox that queues it.

@@ -3,35 +3,46 @@
 //!
 //! Layout: `flags` and `config` (startup), `protocol` (wire JSON), `subscriptions`,
 //! `history`, `outbox`, `dedupe` (state), `relay` (the I/O-free core tying them together),
-//! `metrics` (status and Prometheus), `frame` (WebSocket/SSE framing).
+//! `metrics` (status and Prometheus), `frame` (WebSocket/SSE framing); then `http_api`
+//! (HTTP endpoints), `sources` (ZeroMQ event sockets) and `io` (the loop) for I/O.
 //!
-//! For now `main` parses flags and environment, loads the config and prints the effective
-//! settings (secrets redacted). The I/O loop is wired once the Transceiver lands; it only
-//! translates between sockets and `relay::Relay`:
+//! ```text
+//! cargo run --release --example event-relay -- [--config relay.json] [--inject tcp://127.0.0.1:9996] ...
+//! ```
+//!
+//! Run with Mongrel2 and the repository's mongrel2.conf (route `/events`); see `--help` for
+//! every flag (each also settable as `RELAY_…` in the environment) and the README for a
+//! walk-through. Exit status: 0 after SIGINT/SIGTERM (every session closed with 1001),
+//! 1 when the loop fails, 2 for bad flags or config.
+//!
+//! The loop (`io`) only translates between sockets and `relay::Relay`:
 //!
 //! ```text
 //! Event::Opened { conn, request }   -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
-//! Event::Message { conn, message }  -> if let Some(call) = relay.on_message(&conn, bytes) { forward to call.endpoint;
-//!                                      later relay.rpc_reply(&call.session, call.tag.as_ref(), result) }
+//! Event::Message { conn, message }  -> relay.on_message(&conn, bytes) (RPC actions: answered InvalidAction for now;
+//!                                      later forward to call.endpoint and relay.rpc_reply(..))
 //! Event::Closed { conn, .. }        -> relay.close(&conn)
 //! Event::Credits { conn, credits }  -> relay.credits(&conn, credits)
 //! injector REP message              -> rep.send(relay.publish_json(Source::Inject, msg).to_json())
 //! events PULL message               -> relay.publish_json(Source::Pull, msg)
-//! POST /events/publish              -> ack = relay.http_publish(req.header("authorization"), req.body());
-//!                                      reply ack.http_status() with ack.to_json()
-//! GET /events/status | /metrics     -> relay.stats().to_json() | .to_prometheus() (text/plain; version=0.0.4)
-//! every loop turn (or a few-ms tick) -> let f = relay.flush();
+//! HTTP under the route              -> http_api::respond (publish, status, metrics, 404)
+//! after each batch of inputs        -> let f = relay.flush_paced(now, io::FLUSH_INTERVAL);
 //!                                      for d in f.deliveries { t.deliver_to(&d.sessions, &d.payload) }
 //!                                      for c in f.close { t.close_session(&c, 1008, "lagging") }
-//!                                      relay.has_pending() => use a short recv timeout
 //! links (later)                     -> relay.enable_forwarding(); send relay.take_forwards() to peers;
 //!                                      peers' events -> relay.publish_json(Source::Link, msg)
 //! ```
 //!
-//! Set the Transceiver's `max_message_size` at or above `limits.message_size`, so oversized
-//! client messages get `InvalidPayload` from the relay instead of a 1009 close.
+//! The Transceiver's `max_message_size` is `sources::transport_limit(limits.message_size)`,
+//! above the relay's own limit, so oversized client messages get `InvalidPayload` from the
+//! relay instead of a 1009 close (and only messages beyond that bound are closed).
+//!
+//! Modules refer to each other with `super::` so that the whole example can also be
+//! compiled as a module: the integration tests (tests/event_relay.rs) embed it and run
+//! [`cli`] in a child process.
 
-// Until the I/O loop is wired, most of the core is reached only from unit tests.
+// The core's seams for the next issues (SSE sessions, linked relays, RPC) are reached only
+// from unit tests until those land.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod config;
@@ -39,10 +50,13 @@ mod dedupe;
 mod flags;
 mod frame;
 mod history;
+mod http_api;
+mod io;
 mod metrics;
 mod outbox;
 mod protocol;
 mod relay;
+mod sources;
 mod subscriptions;
 
 use std::process::ExitCode;
@@ -53,37 +67,44 @@ use flags::Parsed;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let env = |name: &str| std::env::var(name).ok();
-    let options = match flags::parse(std::env::args().skip(1), &env) {
+    ExitCode::from(cli(std::env::args().skip(1), &env))
+}
+
+/// Runs the relay with command-line `args` (without the program name) and `env` for the
+/// `RELAY_…` variables; returns the exit status. Stops on SIGINT/SIGTERM.
+pub fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<String>) -> u8 {
+    let options = match flags::parse(args, env) {
         Ok(Parsed::Run(o)) => *o,
         Ok(Parsed::Help) => {
             print!("{}", flags::USAGE);
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             eprintln!("event-relay: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
-    let config = match Config::load(options.config.as_deref(), &env) {
+    let config = match Config::load(options.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("event-relay: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
-    // Building the relay validates that the config is usable; the I/O loop comes next.
-    let relay: relay::Relay<(std::sync::Arc<str>, u64)> =
-        relay::Relay::new(config, &options.sender_id);
-    let summary = serde_json::json!({
-        "options": options,
-        "config": relay.config().redacted(),
-    });
-    match serde_json::to_string_pretty(&summary) {
-        Ok(text) => println!("{text}"),
+    if !options.links.is_empty() {
+        log::warn!("linked relays are not wired yet: --link and --link-bind are ignored");
+    }
+    let relay = relay::Relay::new(config, &options.sender_id);
+    log::info!(
+        "config: {}",
+        serde_json::json!({ "options": options, "config": relay.config().redacted() })
+    );
+    match io::run(&options, relay, io::stop_on_signal) {
+        Ok(()) => 0,
         Err(e) => {
+            log::error!("{e}");
             eprintln!("event-relay: {e}");
-            return ExitCode::FAILURE;
+            1
         }
     }
-    ExitCode::SUCCESS
 }

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::history::HistorySize;
-use crate::protocol::Source;
+use super::history::HistorySize;
+use super::protocol::Source;
 
 /// A count per event source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

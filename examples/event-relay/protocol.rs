@@ -479,10 +479,11 @@ impl Ack {
         v.to_string().into_bytes()
     }
 
-    /// HTTP status for `POST /events/publish`.
+    /// HTTP status for `POST /events/publish`: 202 Accepted (the event is queued for its
+    /// subscribers, not yet delivered), 401 without the publish token, 400 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
-            Ack::Published { .. } | Ack::Duplicate => 200,
+            Ack::Published { .. } | Ack::Duplicate => 202,
             Ack::Rejected(ErrorName::AuthRequired) => 401,
             Ack::Rejected(_) => 400,
         }
@@ -805,7 +806,7 @@ mod tests {
             delivered_to: 2,
         };
         assert_eq!(v(&a.to_json()), json!({"ok":true,"seq":3,"delivered_to":2}));
-        assert_eq!(a.http_status(), 200);
+        assert_eq!(a.http_status(), 202);
         let r = Ack::Rejected(ErrorName::InvalidExchange);
         assert_eq!(
             v(&r.to_json()),

@@ -19,22 +19,22 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
-use crate::dedupe::Dedupe;
-use crate::frame::SessionKind;
-use crate::history::{Encoded, History};
-use crate::metrics::{Counters, Stats};
-use crate::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
-use crate::protocol::{
+use super::config::Config;
+use super::dedupe::Dedupe;
+use super::frame::SessionKind;
+use super::history::{Encoded, History};
+use super::metrics::{Counters, Stats};
+use super::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
+use super::protocol::{
     error_json, event_json, lagged_json, parse_envelope, parse_event_input, reply_json,
     welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source, MAX_EVENT_NAME,
     MAX_HOPS, MAX_ROUTING_KEY,
 };
-use crate::subscriptions::{Index, Pattern};
+use super::subscriptions::{Index, Pattern};
 
 #[cfg(test)]
 mod tests;
@@ -134,6 +134,8 @@ struct Session {
     outbox: Outbox,
     dirty: bool,
     overflowed: bool,
+    /// When a paced flush last sent to this session.
+    last_flush: Option<Instant>,
 }
 
 /// Unique 16-hex-digit session ids: a counter from a random start through a bijective
@@ -232,6 +234,7 @@ impl<K: SessionKey> Relay<K> {
                 outbox: Outbox::with_credits(options.credits),
                 dirty: false,
                 overflowed: false,
+                last_flush: None,
             },
         );
         self.counters.sessions_opened += 1;
@@ -598,6 +601,13 @@ impl<K: SessionKey> Relay<K> {
         self.publish_json(Source::Http, body)
     }
 
+    /// Counts an input refused before it could be parsed (e.g. a multipart ZeroMQ message)
+    /// as rejected from `source`, and returns the ack to answer it with.
+    pub fn reject(&mut self, source: Source, error: ErrorName) -> Ack {
+        self.counters.events_rejected.bump(source);
+        Ack::Rejected(error)
+    }
+
     /// Publishes an already parsed event.
     pub fn publish(&mut self, source: Source, input: EventInput) -> Result<Published, ErrorName> {
         let result = self.publish_inner(input);
@@ -684,6 +694,11 @@ impl<K: SessionKey> Relay<K> {
             );
         }
         self.counters.events_queued += targets.len() as u64;
+        log::debug!(
+            "event {event} on {exchange}/{rk} seq {} queued to {} sessions",
+            recorded.seq,
+            targets.len()
+        );
         Ok(Published::Delivered {
             seq: recorded.seq,
             delivered_to: targets.len(),
@@ -722,10 +737,46 @@ impl<K: SessionKey> Relay<K> {
     /// credits), and groups sessions whose bytes are identical so one event to many
     /// sessions stays one batched send.
     ///
-    /// Call once per loop turn, or on a short tick (a few ms) under load: every call can
-    /// produce one Mongrel2 message per session, and Mongrel2 drops a client with more than
-    /// 16 messages queued (without flow control).
+    /// Every call can produce one Mongrel2 message per session, and Mongrel2 drops a client
+    /// with more than 16 messages queued (without flow control): a loop should use
+    /// [`Relay::flush_paced`], which spaces each session's messages.
     pub fn flush(&mut self) -> Flush<K> {
+        self.flush_where(None)
+    }
+
+    /// Like [`Relay::flush`], but only for sessions last sent to at least `gap` before
+    /// `now` (or never); the others keep their output for a later call. One message per
+    /// session per `gap` however fast events arrive, while a session that has been quiet
+    /// is served at once, whatever the others are doing.
+    pub fn flush_paced(&mut self, now: Instant, gap: Duration) -> Flush<K> {
+        self.flush_where(Some((now, gap)))
+    }
+
+    /// How long after `now` [`Relay::flush_paced`] with `gap` will have something to send:
+    /// `None` when no output is waiting, zero when some is due already.
+    pub fn flush_wait(&self, now: Instant, gap: Duration) -> Option<Duration> {
+        let mut wait: Option<Duration> = None;
+        for key in &self.dirty {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            if !s.dirty {
+                continue;
+            }
+            let due_in = match s.last_flush {
+                Some(last) if !s.overflowed => (last + gap).saturating_duration_since(now),
+                // Never sent to, or to be closed: due now.
+                _ => Duration::ZERO,
+            };
+            if due_in.is_zero() {
+                return Some(Duration::ZERO);
+            }
+            wait = Some(wait.map_or(due_in, |w| w.min(due_in)));
+        }
+        wait
+    }
+
+    fn flush_where(&mut self, paced: Option<(Instant, Duration)>) -> Flush<K> {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -742,11 +793,19 @@ impl<K: SessionKey> Relay<K> {
             if !s.dirty {
                 continue;
             }
-            s.dirty = false;
             if s.overflowed {
+                s.dirty = false;
                 close.push(key);
                 continue;
             }
+            if let Some((now, gap)) = paced {
+                if s.last_flush.is_some_and(|last| now < last + gap) {
+                    // Not yet: stays dirty for a later flush.
+                    self.dirty.push(key);
+                    continue;
+                }
+            }
+            s.dirty = false;
             let kind = s.kind;
             let taken = s.outbox.take(flush_bytes, |e, rk, seq| {
                 kind.framed(&lagged_json(e, rk, seq))
@@ -756,6 +815,9 @@ impl<K: SessionKey> Relay<K> {
             }
             if taken.chunks.is_empty() {
                 continue;
+            }
+            if let Some((now, _)) = paced {
+                s.last_flush = Some(now);
             }
             self.counters.frames_out += taken.chunks.len() as u64;
             // Live chunks cannot share an address, and each group keeps its chunks alive

@@ -72,6 +72,12 @@ impl<'a> From<&'a str> for HeaderValue<'a> {
     }
 }
 
+impl<'a> From<Cow<'a, str>> for HeaderValue<'a> {
+    fn from(v: Cow<'a, str>) -> Self {
+        HeaderValue::One(v)
+    }
+}
+
 impl From<String> for HeaderValue<'_> {
     fn from(v: String) -> Self {
         HeaderValue::One(Cow::Owned(v))

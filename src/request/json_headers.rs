@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use super::headers::{HeaderValue, Headers};
-use super::{RequestError, RequestLimits};
+use super::{RequestError, RequestLimits, TextView};
 
 /// Parses the object in `input`, which sits at `base` in the whole message.
 pub(crate) fn parse<'a>(
@@ -22,6 +22,7 @@ pub(crate) fn parse<'a>(
         input,
         pos: 0,
         base,
+        view: TextView::new(input, base),
     };
     let mut headers = Headers::with_capacity(16);
     p.skip_ws();
@@ -62,6 +63,7 @@ struct Cursor<'a> {
     input: &'a [u8],
     pos: usize,
     base: usize,
+    view: TextView<'a>,
 }
 
 impl<'a> Cursor<'a> {
@@ -166,8 +168,8 @@ impl<'a> Cursor<'a> {
         while self.peek().is_some_and(&accept) {
             self.pos += 1;
         }
-        // Only ASCII bytes were accepted.
-        String::from_utf8_lossy(&self.input[start..self.pos])
+        self.view
+            .text(&self.input[start..self.pos], self.base + start)
     }
 
     fn string(&mut self) -> Result<Cow<'a, str>, RequestError> {
@@ -175,7 +177,10 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         loop {
             match self.next() {
-                Some(b'"') => return Ok(String::from_utf8_lossy(&self.input[start..self.pos - 1])),
+                Some(b'"') => {
+                    let raw = &self.input[start..self.pos - 1];
+                    return Ok(self.view.text(raw, self.base + start));
+                }
                 Some(b'\\') => break,
                 Some(_) => {}
                 None => return Err(self.error("unterminated string")),

@@ -623,3 +623,27 @@ fn query_decoding() {
     assert!(parse_query("").is_empty());
     assert!(Request::new("s", 1, "/").query_pairs().is_empty());
 }
+
+#[test]
+fn headers_set_push_and_iterate() {
+    let mut h = Headers::new();
+    assert!(h.is_empty());
+    h.push("a", "1");
+    h.push("a", "2");
+    h.set("b", "x");
+    h.set("b", String::from("y"));
+    h.set("c", HeaderValue::Many(vec!["p".into(), "q".into()]));
+    assert_eq!(h.len(), 3);
+    assert_eq!(h.all("A").collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(h.first("b"), Some("y"));
+    assert_eq!(h.get("c").map(HeaderValue::len), Some(2));
+    assert_eq!(h.get_exact("B"), None);
+    assert_eq!(h.all("c").rev().collect::<Vec<_>>(), ["q", "p"]);
+    let names: Vec<&str> = h.iter().map(|(k, _)| k).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let owned: Headers<'static> = h.clone().into_owned();
+    assert_eq!(owned, h);
+    let mut req = Request::new("s", 1, "/");
+    req.headers_mut().push("x", "1");
+    assert_eq!(req.header("X"), Some("1"));
+}

@@ -506,3 +506,32 @@ fn value_serializes_into_json_too() {
         r#"{"a":[1,true],"b":null}"#
     );
 }
+
+#[test]
+fn decimal_helpers_match_std_formatting() {
+    let mut samples: Vec<u64> = vec![0, 1, 9, 10, 11, 99, 100, 101, u64::MAX, u64::MAX - 1];
+    for p in 0..20u32 {
+        let v = 10u64.pow(p);
+        samples.extend([v - 1, v, v + 1, v.saturating_mul(7) / 3]);
+    }
+    samples.extend([
+        u64::from(u32::MAX) - 1,
+        u64::from(u32::MAX),
+        u64::from(u32::MAX) + 1,
+    ]);
+    for n in samples {
+        let text = n.to_string();
+        assert_eq!(decimal_len(n), text.len(), "{n}");
+        let mut buf = vec![b'?'; text.len() + 3];
+        let len = buf.len();
+        let start = write_decimal_backwards(&mut buf, n);
+        assert_eq!(&buf[start..], text.as_bytes());
+        assert_eq!(start, len - text.len());
+        let mut d = DecimalBuf::new();
+        assert_eq!(d.format_u64(n), text.as_bytes());
+        let i = n as i64;
+        assert_eq!(d.format_i64(i), i.to_string().as_bytes());
+    }
+    let mut d = DecimalBuf::new();
+    assert_eq!(d.format_i64(i64::MIN), b"-9223372036854775808");
+}

@@ -55,16 +55,17 @@ pub enum Handshake {
 }
 
 impl Handshake {
-    /// Accepts with the first of `supported` that the client offered in
-    /// `Sec-WebSocket-Protocol`, or plainly when it offered none of them.
+    /// Accepts with the first of `supported` (the handler's order of preference) that the
+    /// client offered in `Sec-WebSocket-Protocol`, or plainly when it offered none of them.
     pub fn choose_protocol(request: &Request<'_>, supported: &[&str]) -> Handshake {
-        let offered = request.header_all("sec-websocket-protocol");
-        let chosen = offered
+        let offered: Vec<&str> = request
+            .header_all("sec-websocket-protocol")
             .flat_map(|value| value.split(','))
             .map(str::trim)
-            .find(|offer| supported.contains(offer));
+            .collect();
+        let chosen = supported.iter().find(|protocol| offered.contains(protocol));
         match chosen {
-            Some(protocol) => Handshake::AcceptProtocol(protocol.to_owned()),
+            Some(protocol) => Handshake::AcceptProtocol((*protocol).to_owned()),
             None => Handshake::Accept,
         }
     }
@@ -306,7 +307,11 @@ impl Transceiver {
     /// [`Handle::interrupt`] arrived).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
         let event = self.next_event(Instant::now().checked_add(timeout))?;
-        self.interrupted = false;
+        if event.is_none() {
+            // The interrupt (if any) was reported by this `None`; one that arrived while an
+            // event was returned stays set for the next call.
+            self.interrupted = false;
+        }
         Ok(event)
     }
 

@@ -1,11 +1,12 @@
 //! Behaviour of the relay core as a client and a publisher see it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::super::frame::split_text_frames;
 use super::*;
-use crate::frame::split_text_frames;
 
 type Key = u32;
 
@@ -700,10 +701,15 @@ fn acks_count_seq_per_key_and_recipients() {
             .unwrap(),
         json!({"ok":true,"seq":4,"delivered_to":2})
     );
+    // Inputs refused before parsing (multipart ZeroMQ messages) count as rejected too.
+    assert_eq!(
+        r.reject(Source::Pull, ErrorName::InvalidPayload),
+        Ack::Rejected(ErrorName::InvalidPayload)
+    );
     let s = r.stats();
     assert_eq!(s.counters.events_in.inject, 6);
     assert_eq!(s.counters.events_rejected.inject, 2);
-    assert_eq!(s.counters.events_rejected.pull, 2);
+    assert_eq!(s.counters.events_rejected.pull, 3);
 }
 
 #[test]
@@ -729,7 +735,7 @@ fn http_publish_needs_the_bearer_token() {
     assert_eq!(
         (ack.http_status(), ack),
         (
-            200,
+            202,
             Ack::Published {
                 seq: 1,
                 delivered_to: 1
@@ -1349,4 +1355,61 @@ fn the_relay_can_move_to_the_io_thread() {
     assert_send::<Relay<(Arc<str>, u64)>>();
     assert_send::<Flush<(Arc<str>, u64)>>();
     assert_send::<RpcCall<(Arc<str>, u64)>>();
+}
+
+// ----- paced flushes --------------------------------------------------------------------------
+
+/// Who got what from one flush: session -> frames.
+fn received(f: Flush<Key>) -> BTreeMap<Key, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    for d in f.deliveries {
+        for s in d.sessions {
+            out.insert(s, decode(&d.payload));
+        }
+    }
+    out
+}
+
+#[test]
+fn paced_flushes_space_each_session_and_serve_quiet_ones_at_once() {
+    let ms = Duration::from_millis;
+    let gap = ms(10);
+    let mut r = relay();
+    let t0 = Instant::now();
+    assert_eq!(r.flush_wait(t0, gap), None, "nothing pending");
+    r.open(1);
+    r.open(2);
+    assert_eq!(r.flush_wait(t0, gap), Some(Duration::ZERO), "never sent to");
+    let got = received(r.flush_paced(t0, gap));
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 2]);
+
+    // Session 1 was just sent to: its next message waits for the gap.
+    r.on_message(&1, br#"{"action":"Ping","tag":"p"}"#);
+    assert_eq!(r.flush_wait(t0 + ms(4), gap), Some(ms(6)));
+    assert!(r.flush_paced(t0 + ms(4), gap).deliveries.is_empty());
+    assert!(r.has_pending(), "kept for later");
+    let got = received(r.flush_paced(t0 + gap, gap));
+    assert_eq!(got[&1][0]["event"], "Pong");
+    assert!(!r.has_pending());
+
+    // Session 2 has been quiet since t0: served at once while 1 would wait.
+    r.on_message(&1, br#"{"action":"Ping"}"#);
+    r.on_message(&2, br#"{"action":"Ping"}"#);
+    let got = received(r.flush_paced(t0 + ms(12), gap));
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(r.flush_wait(t0 + ms(12), gap), Some(ms(8)));
+    let got = received(r.flush_paced(t0 + ms(20), gap));
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1]);
+
+    // Events that arrive within the gap are coalesced into the session's next message.
+    sub(&mut r, 2, "calls", "q");
+    for name in ["a", "b", "c"] {
+        assert_eq!(delivered(&publish(&mut r, "calls", "q", name)), 1);
+    }
+    let now = t0 + ms(40);
+    let got = received(r.flush_paced(now, gap));
+    assert_eq!(seqs_of(&got[&2]), [1, 2, 3]);
+    assert_eq!(delivered(&publish(&mut r, "calls", "q", "d")), 1);
+    assert!(r.flush_paced(now + ms(9), gap).deliveries.is_empty());
+    assert_eq!(seqs_of(&received(r.flush_paced(now + gap, gap))[&2]), [4]);
 }

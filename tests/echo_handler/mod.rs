@@ -1,0 +1,141 @@
+//! An echo handler on its own thread, for the harness and fidelity tests.
+//!
+//! HTTP: `…/stream` answers a chunked `one`,`two`,`three`; `…/close` answers and closes;
+//! anything else echoes the body with `x-method`, `x-path` and `x-query` headers.
+//! JSON socket messages are echoed raw. WebSocket: `broadcast:TEXT` sends TEXT to every
+//! session, `count` answers the number of open sessions, `close:CODE` closes the session
+//! with CODE; other messages are echoed.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mongrel2_transceiver::http::{ChunkedResponse, Response};
+use mongrel2_transceiver::transceiver::Builder;
+use mongrel2_transceiver::{ConnId, Error, Event, Handle, Message, Transceiver};
+
+/// A running echo handler; dropping it stops the thread.
+pub struct EchoHandler {
+    control: String,
+    handle: Handle,
+    thread: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl EchoHandler {
+    /// A handler that only talks to harness Servers (through its control socket).
+    pub fn spawn() -> EchoHandler {
+        // Its own Mongrel2 connection points at an endpoint nobody will ever bind (a TCP
+        // port could be reused by a parallel test's Mongrel2, which would then lose
+        // requests to this handler): the harness connects it to Servers at run time.
+        let nowhere = format!("inproc://nowhere-{}", uuid::Uuid::new_v4());
+        EchoHandler::spawn_with(
+            Transceiver::builder("nobody")
+                .pull(&nowhere)
+                .publish(&nowhere),
+            false,
+        )
+    }
+
+    /// A handler built from `builder` (its control socket is put on a free port). With
+    /// `wait_ready` it starts serving once its Mongrel2 has subscribed.
+    pub fn spawn_with(builder: Builder, wait_ready: bool) -> EchoHandler {
+        let (ready, started) = mpsc::channel();
+        let thread = std::thread::spawn(move || -> Result<(), Error> {
+            let mut handler = builder.control(Some("tcp://127.0.0.1:*")).build()?;
+            if wait_ready && !handler.wait_ready(Duration::from_secs(10))? {
+                panic!("Mongrel2 never subscribed to the echo handler");
+            }
+            let control = handler.control_endpoint().expect("control socket bound");
+            ready
+                .send((control, handler.handle()))
+                .expect("test is waiting");
+            loop {
+                match handler.recv() {
+                    Ok(event) => serve(&mut handler, event)?,
+                    Err(Error::Interrupted) => return Ok(()),
+                    Err(err) => return Err(err),
+                }
+            }
+        });
+        let (control, handle) = started.recv().expect("echo handler failed to start");
+        EchoHandler {
+            control,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// The control endpoint to give a harness Server.
+    pub fn control(&self) -> &str {
+        &self.control
+    }
+}
+
+impl Drop for EchoHandler {
+    fn drop(&mut self) {
+        let _ = self.handle.interrupt();
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => eprintln!("echo handler failed: {err}"),
+                Err(_) if std::thread::panicking() => {}
+                Err(_) => panic!("echo handler panicked"),
+            }
+        }
+    }
+}
+
+fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
+    match event {
+        Event::Http(request) => {
+            let path = request.path().to_owned();
+            if path.ends_with("/stream") {
+                let head = ChunkedResponse::start(200).header("content-type", "text/plain");
+                handler.stream_start(&request, &head)?;
+                let conn = ConnId::of(&request);
+                for part in ["one", "two", "three"] {
+                    handler.stream_chunk(&conn, part.as_bytes())?;
+                }
+                handler.stream_end(&conn, false)?;
+            } else {
+                let response = Response::ok()
+                    .header("x-method", request.method().unwrap_or_default())
+                    .header("x-path", &path)
+                    .header("x-query", request.query().unwrap_or_default())
+                    .body(request.body().to_vec())
+                    .for_request(&request);
+                if path.ends_with("/close") {
+                    // The handler decides to close: answer with Connection: close, then
+                    // the empty reply.
+                    let conn = ConnId::of(&request);
+                    handler.reply(&conn, response.close(true).encode())?;
+                    handler.close(&conn)?;
+                } else {
+                    handler.reply_http(&request, &response)?;
+                }
+            }
+        }
+        Event::Json(request) => {
+            handler.reply(&ConnId::of(&request), request.body().to_vec())?;
+        }
+        Event::Message { conn, message } => match message {
+            Message::Text(text) => {
+                if let Some(rest) = text.strip_prefix("broadcast:") {
+                    handler.broadcast_text(rest)?;
+                } else if text == "count" {
+                    let count = handler.session_count().to_string();
+                    handler.send_text(&conn, &count)?;
+                } else if let Some(code) = text.strip_prefix("close:") {
+                    handler.close_session(&conn, code.parse().unwrap_or(1000), "bye")?;
+                } else {
+                    handler.send_text(&conn, &text)?;
+                }
+            }
+            Message::Binary(data) => handler.send_binary(&conn, &data)?,
+        },
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Transceiver behaviour checked through the harness (fast, no Mongrel2): handshake
+//! decisions, hostile input, batching, extended replies, shutdown.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use mongrel2_transceiver::harness::{HttpRequest, Protocol, Server};
+use mongrel2_transceiver::http::Response;
+use mongrel2_transceiver::{
+    Builder, ConnId, Error, Event, Handle, Handshake, Message, Transceiver,
+};
+
+/// A Transceiver on a thread that echoes text, runs `extra` on other events, and reports
+/// every event's debug form.
+struct Running {
+    control: String,
+    handle: Handle,
+    events: mpsc::Receiver<String>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn run(configure: impl FnOnce(Builder) -> Builder + Send + 'static) -> Running {
+    let (ready, started) = mpsc::channel();
+    let (seen, events) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let nowhere = format!("inproc://nowhere-{}", uuid::Uuid::new_v4());
+        let builder = Transceiver::builder("features")
+            .pull(&nowhere)
+            .publish(&nowhere)
+            .control(Some("tcp://127.0.0.1:*"));
+        let mut t = configure(builder).build().expect("builds");
+        ready
+            .send((t.control_endpoint().unwrap(), t.handle()))
+            .unwrap();
+        loop {
+            let event = match t.recv() {
+                Ok(event) => event,
+                Err(Error::Interrupted) => return,
+                Err(err) => panic!("loop failed: {err}"),
+            };
+            let _ = seen.send(format!("{event:?}"));
+            match event {
+                Event::Message {
+                    conn,
+                    message: Message::Text(text),
+                } => {
+                    if text == "keep-alive" {
+                        t.keep_alive(&conn).unwrap();
+                    } else if text == "credits" {
+                        t.grant_credits(&conn, 4096).unwrap();
+                    } else if text == "cancel" {
+                        t.cancel(&conn).unwrap();
+                    } else if text == "shutdown" {
+                        t.shutdown();
+                        return;
+                    } else {
+                        t.send_text(&conn, &text).unwrap();
+                    }
+                }
+                Event::Http(request) => t.reply_http(&request, &Response::ok().body("ok")).unwrap(),
+                _ => {}
+            }
+        }
+    });
+    let (control, handle) = started.recv().expect("started");
+    Running {
+        control,
+        handle,
+        events,
+        thread: Some(thread),
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.handle.interrupt();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() && !std::thread::panicking() {
+                panic!("handler thread panicked");
+            }
+        }
+    }
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Handle>();
+    fn assert_send<T: Send>() {}
+    assert_send::<Transceiver>();
+}
+
+#[test]
+fn a_handshake_callback_picks_a_subprotocol_or_rejects() {
+    let handler = run(|b| {
+        b.on_handshake(|request| {
+            if request.path() == "/private" {
+                Handshake::Reject(Response::new(403).body("no"))
+            } else {
+                Handshake::choose_protocol(request, &["chat.v2", "chat.v1"])
+            }
+        })
+    });
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+
+    let mut ws = server.client(Protocol::WebSocket).unwrap();
+    let response = ws
+        .try_handshake(
+            HttpRequest::get("/chat").header("Sec-WebSocket-Protocol", "chat.v1, chat.v2"),
+        )
+        .unwrap();
+    assert_eq!(response.status, 101);
+    assert_eq!(response.header("sec-websocket-protocol"), Some("chat.v2"));
+
+    let mut refused = server.client(Protocol::WebSocket).unwrap();
+    let response = refused.try_handshake(HttpRequest::get("/private")).unwrap();
+    assert_eq!(response.status, 403);
+    assert_eq!(response.body, b"no");
+    refused.recv_close().unwrap();
+}
+
+#[test]
+fn hostile_input_is_skipped_and_the_loop_keeps_serving() {
+    let handler = run(|b| b);
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut http = server.client(Protocol::Http).unwrap();
+    let id = server.reserve_conn_id();
+    for garbage in [
+        &b""[..],
+        b"no spaces at all",
+        b"sender 12 /path 999999999999:",
+        b"sender notanumber /path 2:{},0:,",
+        b"sender 1 /path 5:1:a,}0:,",
+        b"sender 1 /path 9999999999:x",
+        &[0xff; 300][..],
+    ] {
+        server.send_raw(garbage).unwrap();
+    }
+    // A frame for an unknown session with bad FLAGS, and a frame whose FLAGS are garbage.
+    let bad_flags = mongrel2_transceiver::request::Request::new(server.sender_id(), id, "/ws")
+        .with_header("METHOD", "WEBSOCKET")
+        .with_header("FLAGS", "0xZZ")
+        .with_body(b"hi".to_vec());
+    server.send(&bad_flags).unwrap();
+    let response = http.get("/still/alive").unwrap();
+    assert_eq!((response.status, response.body), (200, b"ok".to_vec()));
+}
+
+#[test]
+fn a_thousand_sessions_cost_eight_messages() {
+    let handler = run(|b| b);
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut clients: Vec<_> = (0..1000)
+        .map(|_| {
+            let mut ws = server.client(Protocol::WebSocket).unwrap();
+            ws.handshake("/ws").unwrap();
+            ws
+        })
+        .collect();
+    handler.handle.broadcast_text("everyone").unwrap();
+    let mut batches = BTreeSet::new();
+    let mut reached = BTreeSet::new();
+    for ws in &mut clients {
+        let reply = ws.recv().unwrap();
+        assert!(reply.ids.len() <= 128);
+        reached.extend(reply.ids.iter().copied());
+        batches.insert(reply.ids);
+    }
+    assert_eq!(reached.len(), 1000);
+    assert_eq!(batches.len(), 8, "1000 ids in messages of at most 128");
+    assert!(server.take_rejected().is_empty());
+}
+
+#[test]
+fn extended_replies_reach_mongrel2_as_ctl() {
+    let handler = run(|b| b);
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut ws = server.client(Protocol::WebSocket).unwrap();
+    ws.handshake("/ws").unwrap();
+    for (text, key) in [
+        ("keep-alive", "keep-alive"),
+        ("credits", "credits"),
+        ("cancel", "cancel"),
+    ] {
+        ws.send_text(text).unwrap();
+        let reply = ws.recv().unwrap();
+        assert!(reply.extended, "{text} is an extended reply");
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(body.contains("ctl") && body.contains(key), "{body}");
+    }
+}
+
+#[test]
+fn shutdown_closes_every_session_with_1001() {
+    let handler = run(|b| b);
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut first = server.client(Protocol::WebSocket).unwrap();
+    first.handshake("/ws").unwrap();
+    let mut second = server.client(Protocol::WebSocket).unwrap();
+    second.handshake("/ws").unwrap();
+    first.send_text("shutdown").unwrap();
+    for ws in [&mut first, &mut second] {
+        assert_eq!(ws.recv_close_frame().unwrap(), Some(1001));
+    }
+}
+
+#[test]
+fn the_same_conn_id_on_two_servers_is_two_sessions() {
+    let handler = run(|b| b);
+    let mut one = Server::new([handler.control.as_str()]).unwrap();
+    let mut two = Server::new([handler.control.as_str()]).unwrap();
+    let mut a = one.client(Protocol::WebSocket).unwrap();
+    let mut b = two.client(Protocol::WebSocket).unwrap();
+    assert_eq!(
+        a.id(),
+        b.id(),
+        "fresh servers hand out the same first conn id"
+    );
+    a.handshake("/ws").unwrap();
+    b.handshake("/ws").unwrap();
+    a.send_close(Some((1000, "only a"))).unwrap();
+    assert_eq!(a.recv_close_frame().unwrap(), Some(1000));
+    b.send_text("b is still open").unwrap();
+    assert_eq!(b.recv_text().unwrap(), "b is still open");
+    let opened = handler
+        .events
+        .try_iter()
+        .filter(|e| e.starts_with("Opened"))
+        .count();
+    assert_eq!(opened, 2);
+    let conns: BTreeSet<ConnId> = [
+        ConnId::new(one.sender_id(), a.id()),
+        ConnId::new(two.sender_id(), b.id()),
+    ]
+    .into();
+    assert_eq!(conns.len(), 2);
+}
