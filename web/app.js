@@ -14,8 +14,10 @@
 // - `Lagged` (events dropped for this page) is repaired with a Resume as well.
 // - A relay that restarted has lost its history and numbers every key from 1 again, so a
 //   Resume from an old seq could skip its new events. On each Welcome the page learns which
-//   run of the relay it talks to (`Welcome.payload.run` if the relay sends one, else the start
-//   time derived from `GET /events/status`); after a restart every key resumes from 0.
+//   run of the relay it talks to (`Welcome.payload.run` if the relay sends one, else the
+//   relay's start time and sessions-opened count from `GET /events/status`: within one run
+//   the start time stays put and the count grows by at least this page's new session);
+//   after a restart every key resumes from 0.
 // Limitation: history is per exact key, so keys under a wildcard that had no event before the
 // disconnect cannot be resumed; their gap events are not replayed.
 (function () {
@@ -215,8 +217,8 @@
     }, PING_EVERY_MS);
   }
 
-  // Calls done(id of the relay's current run, or null if unknown): `run` from the Welcome,
-  // else the relay's start time from its status document.
+  // Calls done(what identifies the relay's current run, or null if unknown): `run` from the
+  // Welcome, else {start, opened} from its status document.
   function relayRun(payload, done) {
     if (typeof payload.run === 'string') { done(payload.run); return; }
     if (typeof fetch !== 'function' || typeof AbortController !== 'function') { done(null); return; }
@@ -227,15 +229,20 @@
       .then(function (status) {
         clearTimeout(timer);
         var up = status && status.uptime_seconds;
-        done(typeof up === 'number' && isFinite(up) ? Date.now() - up * 1000 : null);
+        var opened = status && status.sessions_opened;
+        if (typeof up !== 'number' || !isFinite(up)) { done(null); return; }
+        done({ start: Date.now() - up * 1000,
+               opened: typeof opened === 'number' && isFinite(opened) ? opened : null });
       })
       .catch(function () { clearTimeout(timer); done(null); });
   }
 
+  // Is `b` (seen at this Welcome) the same run of the relay as `a` (seen at the previous one)?
   function sameRun(a, b) {
     if (a === null || b === null) { return true; }
-    if (typeof a === 'number' && typeof b === 'number') { return Math.abs(a - b) < SAME_RUN_MS; }
-    return a === b;
+    if (typeof a === 'string' || typeof b === 'string') { return a === b; }
+    if (Math.abs(a.start - b.start) >= SAME_RUN_MS) { return false; }
+    return a.opened === null || b.opened === null || b.opened > a.opened;
   }
 
   function onWelcome(payload) {
