@@ -113,7 +113,8 @@ impl CallCentre {
         self.tick += 1;
         let waiting = self.calls.iter().filter(|c| c.agent.is_none()).count();
         let talking = self.calls.len() - waiting;
-        let free_agent = (0..AGENTS.len()).find(|&a| !self.busy[a]);
+        let free: Vec<usize> = (0..AGENTS.len()).filter(|&a| !self.busy[a]).collect();
+        let free_agent = (!free.is_empty()).then(|| free[self.rng.below(free.len())]);
         // Weighted choice among what is possible right now.
         let mut options: Vec<(u8, u32)> = Vec::new();
         if waiting < MAX_WAITING {
