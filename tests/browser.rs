@@ -118,12 +118,12 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    fn spawn(m2: &Mongrel2) -> RelayProcess {
+    fn spawn(m2: &Mongrel2, limits: &Value) -> RelayProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("relay.json");
         let config_json = json!({
             "exchanges": {"calls": {"public": true}, "agents": {"public": true}},
-            "limits": {"history_per_key": 100}
+            "limits": limits,
         });
         fs::write(&config, config_json.to_string()).expect("write config");
         let log = dir.path().join("relay.log");
@@ -434,17 +434,9 @@ fn wait_subscriptions(m2: &Mongrel2, exchange: &str, want: u64) {
     );
 }
 
-// ----- the test --------------------------------------------------------------------------
-
-#[test]
-fn the_page_shows_live_events_and_catches_up_after_restarts() {
-    let Some(tools) = browser_tools() else {
-        return;
-    };
-    let mut m2 = mongrel2_with_page();
-    let mut relay = RelayProcess::spawn(&m2);
-    relay_status_eventually(&m2, &mut relay);
-    let browser = match Browser::start(&tools, free_tcp_port()) {
+/// Headless Chromium showing the page from `m2`, once it is live.
+fn open_page(tools: &Tools, m2: &Mongrel2) -> Browser {
+    let browser = match Browser::start(tools, free_tcp_port()) {
         Ok(b) => b,
         Err(e) => panic!("headless Chromium did not start: {e}"),
     };
@@ -452,6 +444,21 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
         .goto(&format!("{}/", m2.base_url()))
         .expect("load the page through Mongrel2");
     wait_state(&browser, "live", 1);
+    browser
+}
+
+// ----- the tests -------------------------------------------------------------------------
+
+#[test]
+fn the_page_shows_live_events_and_catches_up_after_restarts() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let limits = json!({"history_per_key": 100});
+    let mut m2 = mongrel2_with_page();
+    let mut relay = RelayProcess::spawn(&m2, &limits);
+    relay_status_eventually(&m2, &mut relay);
+    let browser = open_page(&tools, &m2);
     let title = browser
         .execute("return document.title;", &[])
         .expect("title");
@@ -524,7 +531,7 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
     m2.stop();
     wait_state_is(&browser, "reconnecting");
     relay.stop();
-    let mut relay = RelayProcess::spawn(&m2);
+    let mut relay = RelayProcess::spawn(&m2, &limits);
     inject(&relay, "calls", "queue.sales", "CallOffered", 11);
     inject(&relay, "calls", "queue.sales", "CallAnswered", 12);
     for n in 13..=15 {
@@ -569,4 +576,38 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
             == 1
     );
     save_screenshot(&browser, "page.png");
+}
+
+#[test]
+fn a_gap_longer_than_one_replay_is_resumed_in_parts() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    // A six-frame outbox: one Resume replays at most five events and answers `more`, so
+    // the page has to resume again from `last_seq`, several times.
+    let limits = json!({"history_per_key": 100, "pending_frames": 6});
+    let mut m2 = mongrel2_with_page();
+    let mut relay = RelayProcess::spawn(&m2, &limits);
+    relay_status_eventually(&m2, &mut relay);
+    let browser = open_page(&tools, &m2);
+    subscribe(&browser, "calls", "queue.sales");
+    inject(&relay, "calls", "queue.sales", "CallOffered", 1);
+    wait_shown(&browser, &[1]);
+
+    m2.stop();
+    wait_state_is(&browser, "reconnecting");
+    for n in 2..=40 {
+        inject(&relay, "calls", "queue.sales", "CallOffered", n);
+    }
+    m2.start();
+    wait_state(&browser, "live", 2);
+    let all: Vec<u64> = (1..=40).collect();
+    let rows = wait_shown(&browser, &all);
+    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        all.iter().rev().copied().collect::<Vec<_>>(),
+        "in seq order, newest first"
+    );
+    assert_eq!(counters(&browser), BTreeMap::from([("calls".into(), 40)]));
 }
