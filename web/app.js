@@ -37,6 +37,8 @@
   var RESUME_KEYS_MAX = 50;
   var RESUMES_IN_FLIGHT = 8;
   var NOTICES_MAX = 6;
+  // Keys tracked for dedupe and Resume; the least recently active is forgotten beyond this.
+  var KEYS_MAX = 5000;
   // A connection that has not been welcomed by then is given up and retried (Mongrel2
   // holds a handshake while no relay is connected).
   var WELCOME_TIMEOUT_MS = 10000;
@@ -107,11 +109,20 @@
   function keyState(exchange, key) {
     var k = keys.get(id(exchange, key));
     if (!k) {
+      if (keys.size >= KEYS_MAX) { forgetStalestKey(); }
       k = { exchange: exchange, key: key, upto: null, seen: new Set(), resume: null, held: [],
             implicit: false, touched: 0 };
       keys.set(id(exchange, key), k);
     }
     return k;
+  }
+
+  function forgetStalestKey() {
+    var stalest = null;
+    keys.forEach(function (k, kid) {
+      if (!k.resume && (stalest === null || k.touched < keys.get(stalest).touched)) { stalest = kid; }
+    });
+    if (stalest !== null) { keys.delete(stalest); }
   }
 
   // Records seq as seen; false if it was seen before.
