@@ -3,6 +3,12 @@
 //! [`Relay::flush`], which hands back coalesced payloads grouped by identical bytes, ready
 //! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime).
 //!
+//! Sessions are WebSocket or SSE ([`Relay::open_stream`]); they differ only in framing.
+//! Configured RPC actions come back from [`Relay::on_message`] as an [`RpcCall`] and are
+//! answered with [`Relay::rpc_reply`]. With [`Relay::enable_forwarding`], every accepted
+//! event is queued for linked relays with its origin (relay run id, that relay's seq, hops);
+//! linked events are dropped when already seen by origin or beyond `limits.max_hops`.
+//!
 //! Resume semantics (decided here): `Resume` needs the same authorisation as `Subscribe`,
 //! and subscribes the exact key if it is not subscribed yet (no `AlreadySubscribed` error
 //! if it is), so a reconnecting client gets no gap between the replay and live events.
@@ -49,6 +55,8 @@ const DEDUPE_WINDOW: usize = 4096;
 const DEDUPE_ORIGINS: usize = 64;
 /// Events waiting to be forwarded to linked relays before the oldest are dropped.
 const FORWARD_QUEUE: usize = 10_000;
+/// Room for the `origin` a forwarding relay adds to an event (and for re-encoding).
+pub const LINK_ENVELOPE: usize = 1024;
 /// Outbox bytes kept free for the `Resumed` reply when a replay is sized.
 const RESUMED_REPLY_RESERVE: usize = 1024;
 
@@ -709,9 +717,14 @@ impl<K: SessionKey> Relay<K> {
     // ----- publishing --------------------------------------------------------------------
 
     /// Publishes a raw event (injector, PULL, HTTP body or link) and returns the ack.
+    /// Events from links may be [`LINK_ENVELOPE`] bytes over `limits.message_size`: the
+    /// forwarding relay added the origin to an event that was within the limit.
     pub fn publish_json(&mut self, source: Source, body: &[u8]) -> Ack {
-        let result = parse_event_input(body, self.config.limits.message_size)
-            .and_then(|input| self.publish_inner(input));
+        let limit = match source {
+            Source::Link => self.config.limits.message_size + LINK_ENVELOPE,
+            _ => self.config.limits.message_size,
+        };
+        let result = parse_event_input(body, limit).and_then(|input| self.publish_inner(input));
         self.count(source, &result);
         match result {
             Ok(Published::Delivered {

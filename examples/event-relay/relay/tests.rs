@@ -1126,6 +1126,25 @@ fn download_credits_are_never_overdrawn() {
 }
 
 #[test]
+fn forwarded_events_may_exceed_the_size_limit_by_their_envelope() {
+    let mut r = relay_with(r#"{"limits":{"message_size":200}}"#);
+    let pad = "p".repeat(140);
+    let plain = json!({"exchange":"calls","event":"E","payload":{"pad":pad}}).to_string();
+    let linked = json!({"exchange":"calls","event":"E","payload":{"pad":pad},
+                        "origin":{"relay":"relay-b.0123456789abcdef","seq":1,"hops":1}})
+    .to_string();
+    assert!(plain.len() <= 200 && linked.len() > 200);
+    assert!(matches!(
+        r.publish_json(Source::Link, linked.as_bytes()),
+        Ack::Published { .. }
+    ));
+    assert_eq!(
+        r.publish_json(Source::Inject, linked.as_bytes()),
+        Ack::Rejected(ErrorName::InvalidPayload)
+    );
+}
+
+#[test]
 fn the_hop_limit_is_configurable() {
     let mut r = relay_with(r#"{"limits":{"max_hops":2}}"#);
     r.enable_forwarding();
