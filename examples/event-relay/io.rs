@@ -76,7 +76,8 @@ pub enum RunError {
 }
 
 /// Runs the relay until `stop` is set (and the loop woken through the Transceiver's
-/// [`Handle`], which [`stop_on_signal`] does), then closes every session with 1001.
+/// [`Handle`], which [`stop_on_signal`] does), then ends every SSE stream (terminating
+/// chunk) and closes every WebSocket session with 1001.
 pub fn run(
     options: &Options,
     mut relay: Relay<ConnId>,
@@ -152,7 +153,9 @@ pub fn run(
         next_heartbeat: Instant::now() + timing.sse_heartbeat(),
     };
     let result = server.run(&stop);
-    // Whatever replies are queued go out before the goodbye.
+    // Whatever events and replies are queued go out before the goodbye.
+    let forwards = server.relay.take_forwards();
+    server.links.publish(&server.transceiver, forwards);
     let last = server.relay.flush();
     server.send(last);
     let streams = server.relay.streams();

@@ -18,9 +18,10 @@
 //! and nothing says when that is. So each SUB subscribes to `ev`, then `hello`, then a topic
 //! of its own, `id/RELAY_ID`, that carries nothing: it tells the XPUB who subscribed. The
 //! XPUB sees that subscription arrive and answers it with a hello at once (and sends one
-//! every `timing.link_heartbeat_ms` anyway). Subscriptions arrive in order, so when the
-//! `id/` one is in, `ev` is too; a hello that reaches the SUB went through that very
-//! subscription. From the first hello on, the link is **verified**: every event the peer
+//! every `timing.link_heartbeat_ms` anyway). A SUB sends its subscriptions on every
+//! (re)connect in lexical order (libzmq walks its subscription trie), and `ev` < `hello` <
+//! `id/`, so when the `id/` one is in, `ev` is too; a hello that reaches the SUB went
+//! through that very subscription. From the first hello on, the link is **verified**: every event the peer
 //! publishes afterwards reaches us, in order (one TCP connection, ZeroMQ's FIFO).
 //!
 //! Hellos carry the peer's run id and how many events it has published (`sent`); between
@@ -463,7 +464,8 @@ fn sub(
     socket.set_linger(0)?;
     socket.set_rcvhwm(HWM)?;
     socket.set_maxmsgsize(i64::try_from(max_frame).unwrap_or(i64::MAX))?;
-    // Order matters: the publisher greets the `id/` subscription, which arrives last.
+    // The publisher greets the `id/` subscription, which reaches it last: subscriptions go
+    // out in lexical order, and `ev` < `hello` < `id/` (see the module docs).
     socket.set_subscribe(TOPIC_EVENT)?;
     socket.set_subscribe(TOPIC_HELLO)?;
     socket.set_subscribe(&[TOPIC_ID, relay_id.as_bytes()].concat())?;
@@ -474,6 +476,11 @@ fn sub(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_topic_sorts_last_so_its_greeting_proves_the_others() {
+        assert!(TOPIC_EVENT < TOPIC_HELLO && TOPIC_HELLO < TOPIC_ID);
+    }
 
     #[test]
     fn hello_round_trip_and_bounds() {
