@@ -88,9 +88,34 @@ fn relay_child_process() {
 
 // ----- fixture ---------------------------------------------------------------------------
 
+/// How a relay child is set up: which Mongrel2 handler it serves, its config, and its links.
+struct Setup<'a> {
+    handler: usize,
+    config: &'a Value,
+    /// `--link-bind` (None: off).
+    link_bind: Option<String>,
+    /// `--link`s.
+    links: Vec<String>,
+}
+
+impl<'a> Setup<'a> {
+    fn new(config: &'a Value) -> Setup<'a> {
+        Setup {
+            handler: 0,
+            config,
+            link_bind: None,
+            links: Vec::new(),
+        }
+    }
+}
+
 /// The relay child process; killed (after a SIGTERM) and reaped on drop.
 struct RelayProcess {
     child: Option<Child>,
+    /// The child's command line, one argument per line (kept for restarts).
+    args: String,
+    /// Mongrel2 route, e.g. `/events`.
+    route: String,
     inject: String,
     pull_events: String,
     log: PathBuf,
@@ -99,13 +124,17 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn spawn(m2: &Mongrel2, config: &Value) -> RelayProcess {
+        RelayProcess::start(m2, Setup::new(config))
+    }
+
+    fn start(m2: &Mongrel2, setup: Setup<'_>) -> RelayProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("relay.json");
-        fs::write(&config_path, config.to_string()).expect("write config");
+        fs::write(&config_path, setup.config.to_string()).expect("write config");
         let log = dir.path().join("relay.log");
-        let h = m2.handler(0);
+        let h = m2.handler(setup.handler);
         let (inject, pull_events) = (free_endpoint(), free_endpoint());
-        let args = [
+        let mut args: Vec<String> = [
             "--sender-id",
             &h.send_ident,
             "--pull",
@@ -123,9 +152,34 @@ impl RelayProcess {
             "--ping-interval",
             "30",
             "--link-bind",
-            "off",
+            setup.link_bind.as_deref().unwrap_or("off"),
         ]
-        .join("\n");
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        for link in &setup.links {
+            args.extend(["--link".to_owned(), link.clone()]);
+        }
+        let mut relay = RelayProcess {
+            child: None,
+            args: args.join("\n"),
+            route: h.route.clone(),
+            inject,
+            pull_events,
+            log,
+            _dir: dir,
+        };
+        relay.launch();
+        relay
+    }
+
+    /// Starts the child (again), appending to the same log.
+    fn launch(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("relay log file");
         let mut command = Command::new(std::env::current_exe().expect("test binary path"));
         command
             .args([
@@ -134,28 +188,30 @@ impl RelayProcess {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_ARGS, args)
+            .env(CHILD_ARGS, &self.args)
             .env(
                 "RUST_LOG",
                 std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("relay log file"));
+            .stderr(log);
         // Only the flags above configure the child, whatever the caller's environment holds.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("RELAY_") {
                 command.env_remove(name);
             }
         }
-        let child = command.spawn().expect("spawn the relay");
-        RelayProcess {
-            child: Some(child),
-            inject,
-            pull_events,
-            log,
-            _dir: dir,
-        }
+        self.child = Some(command.spawn().expect("spawn the relay"));
+    }
+
+    /// Stops the child with SIGTERM (it must exit 0) and starts it again with the same
+    /// command line.
+    fn restart(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(WAIT).expect("the relay stops on SIGTERM");
+        assert!(status.success(), "{status}\n{}", self.log_tail());
+        self.launch();
     }
 
     fn pid(&self) -> libc::pid_t {
@@ -196,6 +252,61 @@ impl RelayProcess {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+
+    /// Waits until the relay answers `GET ROUTE/status` through Mongrel2 (each attempt
+    /// waits up to 300 ms for the answer).
+    fn wait_ready(&mut self, m2: &Mongrel2) {
+        let deadline = Instant::now() + WAIT;
+        let path = format!("{}/status", self.route);
+        loop {
+            if let Some(response) = try_get(m2, &path) {
+                assert_eq!(response.status, 200);
+                return;
+            }
+            assert!(
+                self.is_running(),
+                "the relay exited early:\n{}",
+                self.log_tail()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not answer in time:\n{}\n{}",
+                self.log_tail(),
+                m2.log_tail(20)
+            );
+        }
+    }
+
+    fn status(&self, m2: &Mongrel2) -> Value {
+        let response = get(m2, &format!("{}/status", self.route));
+        assert_eq!(response.status, 200);
+        response.json()
+    }
+
+    /// Polls the status until `check` accepts it.
+    fn status_eventually(&self, m2: &Mongrel2, mut check: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.status(m2);
+            if check(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never matched: {status}\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ws(&self, m2: &Mongrel2) -> Client {
+        Client::connect_at(m2, &self.route)
+    }
+
+    fn injector(&self) -> Injector {
+        Injector::connect(&self.inject)
+    }
 }
 
 impl Drop for RelayProcess {
@@ -231,33 +342,9 @@ impl Fixture {
             builder = builder.setting(key, *value);
         }
         let m2 = builder.start();
-        let relay = RelayProcess::spawn(&m2, config);
-        let mut fixture = Fixture { relay, m2 };
-        fixture.wait_ready();
-        fixture
-    }
-
-    /// Waits until the relay answers `GET /events/status` through Mongrel2 (each attempt
-    /// waits up to 300 ms for the answer).
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(response) = try_get(self, "/events/status") {
-                assert_eq!(response.status, 200);
-                return;
-            }
-            assert!(
-                self.relay.is_running(),
-                "the relay exited early:\n{}",
-                self.relay.log_tail()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not answer in time:\n{}\n{}",
-                self.relay.log_tail(),
-                self.m2.log_tail(20)
-            );
-        }
+        let mut relay = RelayProcess::spawn(&m2, config);
+        relay.wait_ready(&m2);
+        Fixture { relay, m2 }
     }
 
     fn http(&self) -> HttpClient {
@@ -265,29 +352,31 @@ impl Fixture {
     }
 
     fn get(&self, path: &str) -> HttpResponse {
-        self.http()
-            .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
-            .expect("answered")
+        get(&self.m2, path)
     }
 
     fn status(&self) -> Value {
-        let response = self.get("/events/status");
-        assert_eq!(response.status, 200);
-        response.json()
+        self.relay.status(&self.m2)
     }
 
     fn ws(&self) -> Client {
-        Client::connect(self)
+        self.relay.ws(&self.m2)
     }
 
     fn injector(&self) -> Injector {
-        Injector::connect(&self.relay.inject)
+        self.relay.injector()
     }
 }
 
+fn get(m2: &Mongrel2, path: &str) -> HttpResponse {
+    HttpClient::connect(m2.http_addr())
+        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        .expect("answered")
+}
+
 /// One GET on a fresh connection with a short timeout (the relay may not be there yet).
-fn try_get(fixture: &Fixture, path: &str) -> Option<HttpResponse> {
-    let mut client = fixture.http();
+fn try_get(m2: &Mongrel2, path: &str) -> Option<HttpResponse> {
+    let mut client = HttpClient::connect(m2.http_addr());
     client.set_timeout(Duration::from_millis(300));
     client
         .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
@@ -301,8 +390,8 @@ struct Client {
 }
 
 impl Client {
-    fn connect(fixture: &Fixture) -> Client {
-        let mut ws = ws_connect(fixture.m2.http_addr(), "/events");
+    fn connect_at(m2: &Mongrel2, route: &str) -> Client {
+        let mut ws = ws_connect(m2.http_addr(), route);
         let welcome = read_json(&mut ws);
         assert_eq!(welcome["event"], "Welcome", "{welcome}");
         let id = welcome["payload"]["id"]
@@ -425,16 +514,8 @@ fn event_json(exchange: &str, routing_key: &str, event: &str, payload: Value, se
 }
 
 /// Polls `/events/status` until `check` accepts it.
-fn status_eventually(fixture: &Fixture, mut check: impl FnMut(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = fixture.status();
-        if check(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "status never matched: {status}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn status_eventually(fixture: &Fixture, check: impl FnMut(&Value) -> bool) -> Value {
+    fixture.relay.status_eventually(&fixture.m2, check)
 }
 
 // ----- the protocol ------------------------------------------------------------------------
@@ -1170,3 +1251,12 @@ fn sigterm_closes_every_session_with_1001_and_exits_0() {
         .log_tail()
         .contains("shutting down: closing 3 sessions"));
 }
+
+#[path = "event_relay/network.rs"]
+mod network;
+
+#[path = "event_relay/rpc.rs"]
+mod rpc;
+
+#[path = "event_relay/sse.rs"]
+mod sse;

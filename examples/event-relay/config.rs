@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::protocol::ErrorName;
+use super::protocol::{ErrorName, DEFAULT_MAX_HOPS};
 use super::subscriptions::Pattern;
 
 /// Names of the actions the relay implements itself; config `actions` may not shadow them.
@@ -105,6 +106,11 @@ pub struct Limits {
     pub pending_bytes: usize,
     /// Most bytes sent to one session per flush (one Mongrel2 message); the rest waits.
     pub flush_bytes: usize,
+    /// Most links an event from a linked relay may have crossed; more is refused (and an
+    /// event that has crossed this many is not forwarded again).
+    pub max_hops: u32,
+    /// RPC calls one session may have waiting for their backends at once.
+    pub rpc_calls_per_session: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +124,8 @@ impl Default for Limits {
             pending_frames: 4096,
             pending_bytes: 4 * 1024 * 1024,
             flush_bytes: 256 * 1024,
+            max_hops: DEFAULT_MAX_HOPS,
+            rpc_calls_per_session: 256,
         }
     }
 }
@@ -130,6 +138,7 @@ impl Limits {
             ("history_keys", self.history_keys),
             ("pending_frames", self.pending_frames),
             ("flush_bytes", self.flush_bytes),
+            ("rpc_calls_per_session", self.rpc_calls_per_session),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
@@ -141,7 +150,73 @@ impl Limits {
                 "limits.pending_bytes must be at least limits.message_size + 1024".into(),
             ));
         }
+        if self.max_hops > MAX_HOPS_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_hops must be at most {MAX_HOPS_LIMIT}"
+            )));
+        }
         Ok(())
+    }
+}
+
+/// Highest `limits.max_hops` accepted.
+const MAX_HOPS_LIMIT: u32 = 255;
+/// Longest interval accepted in `timing` (one day).
+const MAX_TIMING_MS: u64 = 86_400_000;
+
+/// Timers, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// How long an RPC call waits for its backend's answer before the client gets
+    /// `BackendTimeout` (a later answer is dropped).
+    pub rpc_timeout_ms: u64,
+    /// Interval of the comment lines that keep idle SSE streams (and proxies) alive.
+    pub sse_heartbeat_ms: u64,
+    /// Interval of the hello this relay publishes to linked relays; a link that has not
+    /// heard its peer's hello for three of the peer's intervals counts as stale.
+    pub link_heartbeat_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            rpc_timeout_ms: 5_000,
+            sse_heartbeat_ms: 15_000,
+            link_heartbeat_ms: 1_000,
+        }
+    }
+}
+
+impl Timing {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, ms) in [
+            ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("sse_heartbeat_ms", self.sse_heartbeat_ms),
+            ("link_heartbeat_ms", self.link_heartbeat_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMING_MS {
+                return Err(ConfigError::Invalid(format!(
+                    "timing.{name} must be 1..={MAX_TIMING_MS}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `rpc_timeout_ms` as a duration.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    /// `sse_heartbeat_ms` as a duration.
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.sse_heartbeat_ms)
+    }
+
+    /// `link_heartbeat_ms` as a duration.
+    pub fn link_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.link_heartbeat_ms)
     }
 }
 
@@ -156,6 +231,8 @@ struct ConfigFile {
     limits: Limits,
     #[serde(default)]
     actions: BTreeMap<String, String>,
+    #[serde(default)]
+    timing: Timing,
 }
 
 /// The effective configuration.
@@ -169,8 +246,11 @@ pub struct Config {
     pub publish_token: Option<String>,
     /// Limits.
     pub limits: Limits,
-    /// RPC actions: action name -> backend endpoint (stored; forwarding is a later issue).
+    /// RPC actions: action name -> backend endpoint (a ZeroMQ ROUTER the relay connects a
+    /// DEALER to).
     pub actions: BTreeMap<String, String>,
+    /// Timers.
+    pub timing: Timing,
 }
 
 impl Default for Config {
@@ -196,6 +276,7 @@ impl Default for Config {
             publish_token: None,
             limits: Limits::default(),
             actions: BTreeMap::new(),
+            timing: Timing::default(),
         }
     }
 }
@@ -238,6 +319,7 @@ impl Config {
                     publish_token: file.publish_token,
                     limits: file.limits,
                     actions: file.actions,
+                    timing: file.timing,
                 }
             }
         };
@@ -255,6 +337,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
+        self.timing.validate()?;
         if self.exchanges.keys().any(|e| e.is_empty()) {
             return Err(ConfigError::Invalid(
                 "exchange names must not be empty".into(),
@@ -331,6 +414,7 @@ impl Config {
             "publish_token": if self.publish_token.is_some() { "set" } else { "unset (HTTP publish answers 401)" },
             "limits": self.limits,
             "actions": self.actions,
+            "timing": self.timing,
         })
     }
 }
@@ -385,6 +469,10 @@ mod tests {
         assert_eq!(c.limits.subscriptions_per_session, 100);
         assert_eq!(c.limits.message_size, 65536);
         assert_eq!(c.limits.history_per_key, 100);
+        assert_eq!(c.limits.max_hops, 8);
+        assert_eq!(c.timing.rpc_timeout(), Duration::from_secs(5));
+        assert_eq!(c.timing.sse_heartbeat(), Duration::from_secs(15));
+        assert_eq!(c.timing.link_heartbeat(), Duration::from_secs(1));
     }
 
     #[test]
@@ -430,7 +518,8 @@ mod tests {
             "tokens": {"ops": "file-token"},
             "publish_token": "p1",
             "limits": {"subscriptions_per_session": 5, "history_per_key": 3},
-            "actions": {"moveCar": "tcp://127.0.0.1:9100"}
+            "actions": {"moveCar": "tcp://127.0.0.1:9100"},
+            "timing": {"rpc_timeout_ms": 250}
         }"#;
         let env = |k: &str| (k == "RELAY_TOKENS").then(|| "ops:env-token,x:y".to_owned());
         let c = Config::from_parts(Some(text), &env).unwrap();
@@ -450,6 +539,11 @@ mod tests {
         assert_eq!(c.limits.history_per_key, 3);
         assert_eq!(c.limits.message_size, 65536, "unset limits keep defaults");
         assert_eq!(c.actions["moveCar"], "tcp://127.0.0.1:9100");
+        assert_eq!(c.timing.rpc_timeout_ms, 250);
+        assert_eq!(
+            c.timing.sse_heartbeat_ms, 15_000,
+            "unset timers keep defaults"
+        );
 
         let q = &c.exchange("queues").unwrap().1;
         assert_eq!(q.check(&Pattern::parse("queue.sales"), None), Ok(()));
@@ -501,6 +595,11 @@ mod tests {
             r#"{"tokens": {"a": ""}}"#,
             r#"{"exchanges": {"": {"public": true}}}"#,
             r#"{"publish_token": ""}"#,
+            r#"{"limits": {"max_hops": 256}}"#,
+            r#"{"limits": {"rpc_calls_per_session": 0}}"#,
+            r#"{"timing": {"rpc_timeout_ms": 0}}"#,
+            r#"{"timing": {"sse_heartbeat_ms": 86400001}}"#,
+            r#"{"timing": {"link_hello_ms": 5}}"#,
             "not json",
         ] {
             assert!(Config::from_parts(Some(bad), &no_env).is_err(), "{bad}");

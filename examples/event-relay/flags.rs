@@ -13,7 +13,8 @@ const MAX_PING_INTERVAL_SECS: u64 = 86_400;
 
 /// Usage text.
 pub const USAGE: &str = "\
-event-relay: relay events from ZeroMQ/HTTP to WebSocket subscribers through Mongrel2
+event-relay: relay events from ZeroMQ, HTTP and linked relays to WebSocket and SSE
+subscribers through Mongrel2, and forward configured actions to RPC backends
 
 USAGE: event-relay [FLAGS]
 
@@ -26,10 +27,12 @@ Endpoints marked (off-able) accept `off` to disable them.
   --control ADDR        control REP socket (off-able)  [RELAY_CONTROL; tcp://127.0.0.1:9997]
   --inject ADDR         event injector REP (off-able)  [RELAY_INJECT; tcp://127.0.0.1:9996]
   --pull-events ADDR    event PULL socket (off-able)   [RELAY_PULL_EVENTS; tcp://127.0.0.1:9995]
-  --config FILE         JSON config (exchanges, tokens, limits, actions) [RELAY_CONFIG; built-in]
+  --config FILE         JSON config (exchanges, tokens, limits, actions, timing) [RELAY_CONFIG; built-in]
   --ping-interval SECS  WebSocket ping interval, 0 = off [RELAY_PING_INTERVAL; 30]
-  --link-bind ADDR      linked-relay listener (off-able) [RELAY_LINK_BIND; tcp://127.0.0.1:9994]
-  --link ADDR           linked relay to connect to, repeatable [RELAY_LINK, comma-separated]
+  --link-bind ADDR      XPUB re-publishing every accepted event to linked relays (off-able)
+                        [RELAY_LINK_BIND; tcp://127.0.0.1:9994]
+  --link ADDR           another relay's --link-bind to subscribe to, repeatable
+                        [RELAY_LINK, comma-separated]
   -h, --help            this text
 
 Secrets come from the config file or the environment only:

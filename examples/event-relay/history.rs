@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
-use super::frame::SessionKind;
+use mongrel2_transceiver::http::ChunkedResponse;
+
+use super::frame::{sse_event_with_head, sse_head, Meta, SessionKind};
 
 /// One event's client JSON, framed once for WebSocket and (lazily) once for SSE, shared by
 /// history and every outbox that queues it.
@@ -16,16 +18,19 @@ use super::frame::SessionKind;
 pub struct Encoded {
     ws: Arc<[u8]>,
     header: usize,
+    /// The SSE `id:` and `event:` lines, kept so the SSE frame can be built on first use.
+    sse_head: Box<str>,
     sse: OnceLock<Arc<[u8]>>,
 }
 
 impl Encoded {
-    /// Frames `json` for WebSocket now.
-    pub fn new(json: &[u8]) -> Encoded {
-        let ws = SessionKind::WebSocket.framed(json);
+    /// Frames `json` for WebSocket now; `meta` names it for SSE.
+    pub fn new(json: &[u8], meta: &Meta<'_>) -> Encoded {
+        let ws = SessionKind::WebSocket.framed(json, meta);
         Encoded {
             header: ws.len() - json.len(),
             ws,
+            sse_head: sse_head(meta).into_boxed_str(),
             sse: OnceLock::new(),
         }
     }
@@ -39,13 +44,19 @@ impl Encoded {
     pub fn frame(&self, kind: SessionKind) -> Arc<[u8]> {
         match kind {
             SessionKind::WebSocket => self.ws.clone(),
-            SessionKind::Sse => self.sse.get_or_init(|| kind.framed(self.json())).clone(),
+            SessionKind::Sse => self
+                .sse
+                .get_or_init(|| {
+                    let event = sse_event_with_head(self.sse_head.as_bytes(), self.json());
+                    ChunkedResponse::chunk(&event).into()
+                })
+                .clone(),
         }
     }
 
-    /// Bytes held (WebSocket frame; SSE frames are the same size again when present).
+    /// Bytes held (WebSocket frame and SSE head; the SSE frame again when built).
     pub fn size(&self) -> usize {
-        self.ws.len() + self.sse.get().map_or(0, |s| s.len())
+        self.ws.len() + self.sse_head.len() + self.sse.get().map_or(0, |s| s.len())
     }
 }
 
@@ -267,7 +278,7 @@ mod tests {
 
     fn rec(h: &mut History, e: &Arc<str>, k: &str) -> u64 {
         h.record(e, k, |seq| {
-            Encoded::new(format!("{{\"seq\":{seq}}}").as_bytes())
+            Encoded::new(format!("{{\"seq\":{seq}}}").as_bytes(), &Meta::named("E"))
         })
         .seq
     }
@@ -339,7 +350,7 @@ mod tests {
 
     #[test]
     fn byte_budget_is_kept() {
-        let one = Encoded::new(br#"{"seq":1}"#).size();
+        let one = Encoded::new(br#"{"seq":1}"#, &Meta::named("E")).size();
         let mut h = History::new(100, 100, one * 3);
         let e = Arc::from("calls");
         for _ in 0..5 {
@@ -364,11 +375,11 @@ mod tests {
 
     #[test]
     fn sse_frame_is_built_once_and_shared() {
-        let enc = Encoded::new(b"{}");
+        let enc = Encoded::new(b"{}", &Meta::named("E"));
         let a = enc.frame(SessionKind::Sse);
         let b = enc.frame(SessionKind::Sse);
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(&*a, b"a\r\ndata: {}\n\n\r\n");
+        assert_eq!(&*a, b"13\r\nevent: E\ndata: {}\n\n\r\n");
         assert_eq!(&enc.frame(SessionKind::WebSocket)[..], b"\x81\x02{}");
     }
 }

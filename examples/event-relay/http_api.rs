@@ -9,6 +9,7 @@
 //! | `/publish`              | POST       | 202 + ack JSON; 401 without the bearer token; 400    |
 //! | `/status`               | GET, HEAD  | 200 + status JSON                                    |
 //! | `/metrics`              | GET, HEAD  | 200 + Prometheus text (format 0.0.4)                 |
+//! | `/stream`               | GET        | SSE stream, opened by the loop (see `sse`)           |
 //! | anything else           | any        | 404 `{"ok":false,"error":"NotFound"}`                |
 //!
 //! A known path with another method gets 405 with `Allow`.
@@ -17,6 +18,7 @@ use mongrel2_transceiver::http::Response;
 use mongrel2_transceiver::request::Request;
 use serde_json::json;
 
+use super::metrics::Stats;
 use super::protocol::{Ack, ErrorName, Source};
 use super::relay::{Relay, SessionKey};
 
@@ -32,6 +34,8 @@ pub enum Endpoint {
     Status,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /stream` (SSE).
+    Stream,
     /// Anything else.
     NotFound,
 }
@@ -47,6 +51,7 @@ impl Endpoint {
             "/publish" => Endpoint::Publish,
             "/status" => Endpoint::Status,
             "/metrics" => Endpoint::Metrics,
+            "/stream" => Endpoint::Stream,
             _ => Endpoint::NotFound,
         }
     }
@@ -56,13 +61,20 @@ impl Endpoint {
         match self {
             Endpoint::Publish => &["POST"],
             Endpoint::Status | Endpoint::Metrics => &["GET", "HEAD"],
+            Endpoint::Stream => &["GET"],
             Endpoint::NotFound => &[],
         }
     }
 }
 
-/// Answers an HTTP request to the relay's route.
-pub fn respond<K: SessionKey>(relay: &mut Relay<K>, request: &Request<'_>) -> Response {
+/// Answers an HTTP request to the relay's route; `fill` adds what the I/O layer knows to
+/// the status (links, RPC). `GET /stream` is the loop's to open (it starts a streamed
+/// response): here it gets 400.
+pub fn respond<K: SessionKey>(
+    relay: &mut Relay<K>,
+    request: &Request<'_>,
+    fill: &dyn Fn(&mut Stats),
+) -> Response {
     let endpoint = Endpoint::of(request.path(), request.pattern());
     let method = request.method().unwrap_or("");
     if endpoint == Endpoint::NotFound {
@@ -76,14 +88,20 @@ pub fn respond<K: SessionKey>(relay: &mut Relay<K>, request: &Request<'_>) -> Re
             let ack = relay.http_publish(request.header("authorization"), request.body());
             publish_response(&ack)
         }
-        Endpoint::Status => Response::ok()
-            .header("Content-Type", "application/json")
-            .header("Cache-Control", "no-store")
-            .body(relay.stats().to_json()),
-        Endpoint::Metrics => Response::ok()
-            .header("Content-Type", PROMETHEUS_CONTENT_TYPE)
-            .header("Cache-Control", "no-store")
-            .body(relay.stats().to_prometheus()),
+        Endpoint::Status | Endpoint::Metrics => {
+            let mut stats = relay.stats();
+            fill(&mut stats);
+            let (content_type, body) = if endpoint == Endpoint::Status {
+                ("application/json", stats.to_json())
+            } else {
+                (PROMETHEUS_CONTENT_TYPE, stats.to_prometheus().into_bytes())
+            };
+            Response::ok()
+                .header("Content-Type", content_type)
+                .header("Cache-Control", "no-store")
+                .body(body)
+        }
+        Endpoint::Stream => error(400, "InvalidPayload"),
         Endpoint::NotFound => error(404, "NotFound"),
     }
 }
@@ -140,7 +158,7 @@ mod tests {
     }
 
     fn answer(relay: &mut Relay<u32>, r: &Request<'_>) -> (u16, Vec<(String, String)>, Value) {
-        let resp = respond(relay, r);
+        let resp = respond(relay, r, &|_| {});
         let headers = resp
             .headers()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
@@ -155,6 +173,7 @@ mod tests {
         assert_eq!(Endpoint::of("/events/publish", p), Endpoint::Publish);
         assert_eq!(Endpoint::of("/events/status/", p), Endpoint::Status);
         assert_eq!(Endpoint::of("/events/metrics", p), Endpoint::Metrics);
+        assert_eq!(Endpoint::of("/events/stream", p), Endpoint::Stream);
         assert_eq!(Endpoint::of("/events", p), Endpoint::NotFound);
         assert_eq!(Endpoint::of("/events/statusx", p), Endpoint::NotFound);
         assert_eq!(
@@ -204,11 +223,18 @@ mod tests {
         assert_eq!(status, 200);
         assert!(headers.contains(&("Content-Type".to_owned(), "application/json".to_owned())));
         assert_eq!(json["sessions"], 0);
-        let resp = respond(&mut r, &request("GET", "/events/metrics", None, b""));
+        let resp = respond(
+            &mut r,
+            &request("GET", "/events/metrics", None, b""),
+            &|s| s.streams = 9,
+        );
         assert_eq!(resp.status(), 200);
         assert!(std::str::from_utf8(resp.body_bytes())
             .unwrap()
             .contains("relay_sessions 0\n"));
+        assert!(std::str::from_utf8(resp.body_bytes())
+            .unwrap()
+            .contains("relay_streams 9\n"));
         let (status, _, json) = answer(&mut r, &request("POST", "/events/status", None, b""));
         assert_eq!(
             (status, json["error"].as_str()),

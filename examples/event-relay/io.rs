@@ -12,19 +12,27 @@
 //! has been quiet is served at once, whatever the others are doing. With
 //! `download.flow_control` the relay also keeps every session within the credits Mongrel2
 //! grants.
+//!
+//! Besides Mongrel2, the loop polls the injector REP and event PULL sockets (`sources`), the
+//! link sockets (`links`) and the RPC backends' DEALERs (`rpc`), and keeps three timers:
+//! RPC deadlines, the link hello and the SSE heartbeat. Each bounds how long the loop waits
+//! for input, so nothing ever blocks it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongrel2_transceiver::request::Request;
 use mongrel2_transceiver::{CloseReason, ConnId, Event, Handle, Token, Transceiver};
 
 use super::flags::Options;
 use super::frame::SessionKind;
-use super::http_api;
-use super::protocol::ErrorName;
+use super::http_api::{self, Endpoint};
+use super::links::Links;
 use super::relay::{Flush, OpenOptions, Relay};
+use super::rpc::Rpc;
 use super::sources::{self, Kind};
+use super::sse;
 
 /// Least time between two flushes to one session (see the module docs). At most one
 /// Mongrel2 message per session per interval, so Mongrel2 would have to stall for about 16
@@ -55,7 +63,7 @@ pub enum RunError {
     /// The Transceiver failed (connecting to Mongrel2, polling, sending).
     #[error("transceiver: {0}")]
     Transceiver(#[from] mongrel2_transceiver::Error),
-    /// An event source socket could not be set up.
+    /// An event source, link or RPC socket could not be set up.
     #[error("{what} socket on {endpoint}: {source}")]
     Source {
         /// Which socket.
@@ -68,10 +76,11 @@ pub enum RunError {
 }
 
 /// Runs the relay until `stop` is set (and the loop woken through the Transceiver's
-/// [`Handle`], which [`stop_on_signal`] does), then closes every session with 1001.
+/// [`Handle`], which [`stop_on_signal`] does), then ends every SSE stream (terminating
+/// chunk) and closes every WebSocket session with 1001.
 pub fn run(
     options: &Options,
-    relay: Relay<ConnId>,
+    mut relay: Relay<ConnId>,
     on_start: impl FnOnce(&Transceiver) -> Arc<AtomicBool>,
 ) -> Result<(), RunError> {
     let limit = sources::transport_limit(relay.config().limits.message_size);
@@ -94,6 +103,28 @@ pub fn run(
         options.pull_events.as_deref(),
         limit,
     )?;
+    let socket_error = |what: &'static str| {
+        move |(endpoint, source): (String, zmq::Error)| RunError::Source {
+            what,
+            endpoint,
+            source,
+        }
+    };
+    let rpc =
+        Rpc::start(&mut transceiver, relay.config(), limit).map_err(socket_error("RPC backend"))?;
+    let timing = relay.config().timing.clone();
+    let links = Links::start(
+        &mut transceiver,
+        relay.origin_id(),
+        options.link_bind.as_deref(),
+        &options.links,
+        timing.link_heartbeat(),
+        limit,
+    )
+    .map_err(socket_error("link"))?;
+    if links.publishes() {
+        relay.enable_forwarding();
+    }
     let stop = on_start(&transceiver);
     if !transceiver.wait_ready(READY_WAIT)? {
         log::info!(
@@ -102,23 +133,38 @@ pub fn run(
         );
     }
     log::info!(
-        "event relay {} ready: Mongrel2 {} / {}, inject {}, pull {}",
-        options.sender_id,
+        "event relay {} ready: Mongrel2 {} / {}, inject {}, pull {}, link-bind {}, links [{}]",
+        relay.origin_id(),
         options.pull,
         options.publish,
         options.inject.as_deref().unwrap_or("off"),
         options.pull_events.as_deref().unwrap_or("off"),
+        options.link_bind.as_deref().unwrap_or("off"),
+        options.links.join(", "),
     );
     let mut server = Server {
         transceiver,
         relay,
         inject,
         pull,
+        rpc,
+        links,
+        sse_heartbeat: timing.sse_heartbeat(),
+        next_heartbeat: Instant::now() + timing.sse_heartbeat(),
     };
     let result = server.run(&stop);
-    // Whatever replies are queued go out before the goodbye.
+    // Whatever events and replies are queued go out before the goodbye.
+    let forwards = server.relay.take_forwards();
+    server.links.publish(&server.transceiver, forwards);
     let last = server.relay.flush();
     server.send(last);
+    let streams = server.relay.streams();
+    if !streams.is_empty() {
+        log::info!("shutting down: ending {} SSE streams", streams.len());
+    }
+    for conn in streams {
+        reply_logged(server.transceiver.stream_end(&conn, true));
+    }
     log::info!(
         "shutting down: closing {} sessions",
         server.transceiver.session_count()
@@ -174,15 +220,28 @@ struct Server {
     relay: Relay<ConnId>,
     inject: Option<Token>,
     pull: Option<Token>,
+    rpc: Rpc,
+    links: Links,
+    sse_heartbeat: Duration,
+    next_heartbeat: Instant,
 }
 
 impl Server {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
         while !stop.load(Ordering::SeqCst) {
-            let wait = self
+            let now = Instant::now();
+            let mut wait = self
                 .relay
-                .flush_wait(Instant::now(), FLUSH_INTERVAL)
+                .flush_wait(now, FLUSH_INTERVAL)
                 .unwrap_or(IDLE_WAIT);
+            let timers = [
+                self.rpc.next_deadline(),
+                self.links.next_tick(),
+                Some(self.next_heartbeat),
+            ];
+            for at in timers.into_iter().flatten() {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
             if let Some(event) = self.transceiver.recv_timeout(wait)? {
                 self.handle(event)?;
                 // Take everything that is ready before flushing, so one flush carries it all.
@@ -193,12 +252,26 @@ impl Server {
                     }
                 }
             }
+            self.timers(Instant::now());
+            let forwards = self.relay.take_forwards();
+            if !forwards.is_empty() {
+                self.links.publish(&self.transceiver, forwards);
+            }
             if self.relay.has_pending() {
                 let flush = self.relay.flush_paced(Instant::now(), FLUSH_INTERVAL);
                 self.send(flush);
             }
         }
         Ok(())
+    }
+
+    fn timers(&mut self, now: Instant) {
+        self.rpc.expire(now, &mut self.relay);
+        self.links.tick(&self.transceiver, now);
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.sse_heartbeat;
+            self.relay.sse_heartbeat();
+        }
     }
 
     fn handle(&mut self, event: Event) -> Result<(), RunError> {
@@ -223,26 +296,31 @@ impl Server {
             }
             Event::Message { conn, message } => {
                 if let Some(call) = relay.on_message(&conn, message.as_bytes()) {
-                    // Configured RPC actions are forwarded by a later version; until then
-                    // the client learns the action is not available.
-                    log::warn!(
-                        "action {} from {conn}: RPC forwarding is not available",
-                        call.action
-                    );
-                    relay.rpc_reply(
-                        &call.session,
-                        call.tag.as_ref(),
-                        Err(ErrorName::InvalidAction),
-                    );
+                    self.rpc.call(t, relay, call, Instant::now());
                 }
             }
             Event::Closed { conn, reason } => {
                 relay.close(&conn);
                 log::info!("session {conn} closed: {}", describe(&reason));
             }
+            Event::Disconnected(conn) => {
+                if relay.close(&conn) {
+                    log::info!("stream {conn} closed: disconnected");
+                }
+            }
             Event::Credits { conn, credits } => relay.credits(&conn, credits),
+            Event::Http(request)
+                if Endpoint::of(request.path(), request.pattern()) == Endpoint::Stream
+                    && request.method() == Some("GET") =>
+            {
+                open_stream(t, relay, &request);
+            }
             Event::Http(request) => {
-                let response = http_api::respond(relay, &request);
+                let (rpc, links) = (&self.rpc, &self.links);
+                let response = http_api::respond(relay, &request, &|stats| {
+                    stats.rpc = Some(rpc.stats());
+                    stats.links = Some(links.stats(Instant::now()));
+                });
                 log::debug!(
                     "{} {} -> {}",
                     request.method().unwrap_or("?"),
@@ -261,6 +339,12 @@ impl Server {
             }
             Event::Readable(token) if Some(token) == self.pull => {
                 sources::drain_pull(t, token, relay)?;
+            }
+            Event::Readable(token) if self.links.owns(token) => {
+                self.links.on_readable(t, token, relay, Instant::now());
+            }
+            Event::Readable(token) if self.rpc.owns(token) => {
+                self.rpc.on_readable(t, token, relay);
             }
             other => log::debug!("ignored: {other:?}"),
         }
@@ -285,6 +369,38 @@ impl Server {
                 self.transceiver
                     .close_session(&conn, CLOSE_OVERFLOW, "lagging"),
             );
+        }
+        for conn in flush.end_streams {
+            log::info!("stream {conn} is too far behind; ending it");
+            reply_logged(self.transceiver.stream_end(&conn, true));
+        }
+    }
+}
+
+/// `GET /stream`: checks the request and opens an SSE session, or answers the refusal.
+fn open_stream(t: &mut Transceiver, relay: &mut Relay<ConnId>, request: &Request<'_>) {
+    let conn = ConnId::of(request);
+    let credits = request
+        .download_credits()
+        .map(|c| c.saturating_sub(CREDIT_MARGIN));
+    let opened = sse::stream_request(request)
+        .and_then(|stream| relay.open_stream(conn.clone(), &stream, credits));
+    match opened {
+        Ok(id) => {
+            // The head goes out now; Welcome (queued by the relay) follows in the next flush.
+            if let Err(e) = t.stream_start(request, &sse::stream_head().for_request(request)) {
+                log::warn!("stream {conn}: {e}");
+                relay.close(&conn);
+                return;
+            }
+            log::info!(
+                "stream {conn} opened: id {id} from {}",
+                request.remote_addr().unwrap_or("?")
+            );
+        }
+        Err(e) => {
+            log::debug!("stream {conn} refused: {e}");
+            reply_logged(t.reply_http(request, &sse::stream_refused(e)));
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Event relay: fans events from ZeroMQ injectors, a PULL socket, HTTP and linked relays out
-//! to WebSocket subscribers behind Mongrel2, speaking Myxi's action/event protocol.
+//! to WebSocket and Server-Sent-Events subscribers behind Mongrel2, speaking Myxi's
+//! action/event protocol, and forwards configured actions to RPC backends.
 //!
 //! Layout: `flags` and `config` (startup), `protocol` (wire JSON), `subscriptions`,
 //! `history`, `outbox`, `dedupe` (state), `relay` (the I/O-free core tying them together),
 //! `metrics` (status and Prometheus), `frame` (WebSocket/SSE framing); then `http_api`
-//! (HTTP endpoints), `sources` (ZeroMQ event sockets) and `io` (the loop) for I/O.
+//! (HTTP endpoints), `sse` (event streams), `sources` (ZeroMQ event sockets), `links`
+//! (linked relays), `rpc` (actions forwarded to backends) and `io` (the loop) for I/O.
 //!
 //! ```text
 //! cargo run --release --example event-relay -- [--config relay.json] [--inject tcp://127.0.0.1:9996] ...
@@ -19,18 +21,24 @@
 //!
 //! ```text
 //! Event::Opened { conn, request }   -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
-//! Event::Message { conn, message }  -> relay.on_message(&conn, bytes) (RPC actions: answered InvalidAction for now;
-//!                                      later forward to call.endpoint and relay.rpc_reply(..))
+//! Event::Message { conn, message }  -> relay.on_message(&conn, bytes); a configured RPC action
+//!                                      -> rpc.call(..): DEALER to call.endpoint; its answer or
+//!                                      deadline -> relay.rpc_reply(..)
 //! Event::Closed { conn, .. }        -> relay.close(&conn)
+//! Event::Disconnected(conn)         -> relay.close(&conn) (SSE streams)
 //! Event::Credits { conn, credits }  -> relay.credits(&conn, credits)
 //! injector REP message              -> rep.send(relay.publish_json(Source::Inject, msg).to_json())
 //! events PULL message               -> relay.publish_json(Source::Pull, msg)
-//! HTTP under the route              -> http_api::respond (publish, status, metrics, 404)
-//! after each batch of inputs        -> let f = relay.flush_paced(now, io::FLUSH_INTERVAL);
+//! HTTP GET /stream                  -> relay.open_stream(..) + t.stream_start(..) (see `sse`)
+//! other HTTP under the route        -> http_api::respond (publish, status, metrics, 404)
+//! link SUB message                  -> relay.publish_json(Source::Link, msg) (see `links`)
+//! after each batch of inputs        -> links.publish(relay.take_forwards());
+//!                                      let f = relay.flush_paced(now, io::FLUSH_INTERVAL);
 //!                                      for d in f.deliveries { t.deliver_to(&d.sessions, &d.payload) }
 //!                                      for c in f.close { t.close_session(&c, 1008, "lagging") }
-//! links (later)                     -> relay.enable_forwarding(); send relay.take_forwards() to peers;
-//!                                      peers' events -> relay.publish_json(Source::Link, msg)
+//!                                      for c in f.end_streams { t.stream_end(&c, true) }
+//! timers                            -> rpc.expire (BackendTimeout), links.tick (hello),
+//!                                      relay.sse_heartbeat()
 //! ```
 //!
 //! The Transceiver's `max_message_size` is `sources::transport_limit(limits.message_size)`,
@@ -41,8 +49,8 @@
 //! compiled as a module: the integration tests (tests/event_relay.rs) embed it and run
 //! [`cli`] in a child process.
 
-// The core's seams for the next issues (SSE sessions, linked relays, RPC) are reached only
-// from unit tests until those land.
+// A few conveniences of the core (`Relay::open`, `publish`, `is_idle`, ...) are reached only
+// from unit tests.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod config;
@@ -52,11 +60,14 @@ mod frame;
 mod history;
 mod http_api;
 mod io;
+mod links;
 mod metrics;
 mod outbox;
 mod protocol;
 mod relay;
+mod rpc;
 mod sources;
+mod sse;
 mod subscriptions;
 
 use std::process::ExitCode;
@@ -91,9 +102,6 @@ pub fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<
             return 2;
         }
     };
-    if !options.links.is_empty() {
-        log::warn!("linked relays are not wired yet: --link and --link-bind are ignored");
-    }
     let relay = relay::Relay::new(config, &options.sender_id);
     log::info!(
         "config: {}",

@@ -72,13 +72,72 @@ pub struct Counters {
     pub forward_dropped: u64,
 }
 
+/// RPC forwarding counters, kept by the I/O layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RpcStats {
+    /// Calls waiting for an answer.
+    pub in_flight: usize,
+    /// Calls sent to a backend.
+    pub calls: u64,
+    /// Answers passed on as `Result`.
+    pub results: u64,
+    /// Answers passed on as `BackendError` (backend errors and malformed answers).
+    pub errors: u64,
+    /// Calls answered `BackendTimeout`.
+    pub timeouts: u64,
+    /// Calls refused before reaching a backend (`TooManyCalls`, `BackendUnavailable`).
+    pub refused: u64,
+    /// Answers dropped because they came after the timeout (or named no call at all).
+    pub late: u64,
+    /// Answers dropped because the calling session had gone.
+    pub orphaned: u64,
+}
+
+/// Linked-relay state, kept by the I/O layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinkStats {
+    /// This relay's id on the link network (relay id plus run suffix).
+    pub relay: String,
+    /// Where this relay publishes to linked relays (`None`: it does not).
+    pub bind: Option<String>,
+    /// Relays whose subscription to our publisher is in place (as the publisher sees it).
+    pub subscribers: Vec<String>,
+    /// Events published to linked relays.
+    pub published: u64,
+    /// One entry per `--link`.
+    pub peers: Vec<PeerStats>,
+}
+
+/// One `--link` subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStats {
+    /// The peer's publisher address.
+    pub endpoint: String,
+    /// The peer's relay id (from its hello; `None` until heard).
+    pub relay: Option<String>,
+    /// `connecting` (no hello heard yet), `verified` (a hello came through this
+    /// subscription recently, so everything the peer publishes from now on reaches us), or
+    /// `stale` (the peer's hello is overdue).
+    pub state: &'static str,
+    /// `state == "verified"`.
+    pub verified: bool,
+    /// Event messages received from this peer.
+    pub events: u64,
+    /// Events the peer published that never arrived (counted from its hellos).
+    pub missed: u64,
+    /// Times the peer restarted (its relay id changed).
+    pub restarts: u64,
+}
+
 /// A snapshot of the relay's state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
     /// Seconds since the relay started.
     pub uptime_seconds: u64,
-    /// Open sessions.
+    /// Open sessions (WebSocket and SSE).
     pub sessions: usize,
+    /// Open SSE streams (included in `sessions`).
+    pub streams: usize,
     /// Subscriptions per configured exchange.
     pub subscriptions: BTreeMap<String, usize>,
     /// Counters.
@@ -86,6 +145,12 @@ pub struct Stats {
     pub counters: Counters,
     /// History sizes.
     pub history: HistorySize,
+    /// RPC forwarding (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<RpcStats>,
+    /// Linked relays (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<LinkStats>,
 }
 
 impl Stats {
@@ -106,7 +171,7 @@ impl Stats {
                 .map(|s| (vec![("source", s.as_str().to_owned())], counts.get(*s)))
                 .collect::<Vec<_>>()
         };
-        let families: [(&str, &str, &str, Samples); 14] = [
+        let mut families: Vec<(&str, &str, &str, Samples)> = vec![
             (
                 "relay_uptime_seconds",
                 "gauge",
@@ -118,6 +183,12 @@ impl Stats {
                 "gauge",
                 "Open subscriber sessions.",
                 plain(self.sessions as u64),
+            ),
+            (
+                "relay_streams",
+                "gauge",
+                "Open SSE streams (included in relay_sessions).",
+                plain(self.streams as u64),
             ),
             (
                 "relay_subscriptions",
@@ -205,6 +276,59 @@ impl Stats {
                 plain(c.overflowed),
             ),
         ];
+        if let Some(rpc) = &self.rpc {
+            let outcome = |name: &str, v: u64| (vec![("outcome", name.to_owned())], v);
+            families.push((
+                "relay_rpc_in_flight",
+                "gauge",
+                "RPC calls waiting for their backend.",
+                plain(rpc.in_flight as u64),
+            ));
+            families.push((
+                "relay_rpc_calls_total",
+                "counter",
+                "RPC calls by outcome (sent counts every call handed to a backend).",
+                vec![
+                    outcome("sent", rpc.calls),
+                    outcome("result", rpc.results),
+                    outcome("error", rpc.errors),
+                    outcome("timeout", rpc.timeouts),
+                    outcome("refused", rpc.refused),
+                    outcome("late", rpc.late),
+                    outcome("orphaned", rpc.orphaned),
+                ],
+            ));
+        }
+        if let Some(links) = &self.links {
+            let count = |state: &str| {
+                let n = links.peers.iter().filter(|p| p.state == state).count();
+                (vec![("state", state.to_owned())], n as u64)
+            };
+            families.push((
+                "relay_link_peers",
+                "gauge",
+                "Linked relays this relay subscribes to, by state.",
+                vec![count("connecting"), count("verified"), count("stale")],
+            ));
+            families.push((
+                "relay_link_subscribers",
+                "gauge",
+                "Linked relays subscribed to this relay.",
+                plain(links.subscribers.len() as u64),
+            ));
+            families.push((
+                "relay_link_published_total",
+                "counter",
+                "Events published to linked relays.",
+                plain(links.published),
+            ));
+            families.push((
+                "relay_link_missed_total",
+                "counter",
+                "Events linked relays published that never arrived here.",
+                plain(links.peers.iter().map(|p| p.missed).sum()),
+            ));
+        }
         for (name, kind, help, samples) in families {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -256,6 +380,7 @@ mod tests {
         Stats {
             uptime_seconds: 12,
             sessions: 3,
+            streams: 1,
             subscriptions: [("calls".to_owned(), 2), ("we\"ird\\\n".to_owned(), 1)]
                 .into_iter()
                 .collect(),
@@ -265,6 +390,22 @@ mod tests {
                 events: 2,
                 bytes: 30,
             },
+            rpc: Some(RpcStats {
+                calls: 4,
+                ..RpcStats::default()
+            }),
+            links: Some(LinkStats {
+                peers: vec![PeerStats {
+                    endpoint: "tcp://127.0.0.1:1".into(),
+                    relay: None,
+                    state: "connecting",
+                    verified: false,
+                    events: 0,
+                    missed: 2,
+                    restarts: 0,
+                }],
+                ..LinkStats::default()
+            }),
         }
     }
 
@@ -284,6 +425,10 @@ mod tests {
         assert!(text.contains("relay_subscriptions{exchange=\"we\\\"ird\\\\\\n\"} 1\n"));
         assert!(text.contains("relay_history{kind=\"bytes\"} 30\n"));
         assert!(text.contains("# TYPE relay_frames_out_total counter\nrelay_frames_out_total 7\n"));
+        assert!(text.contains("relay_streams 1\n"));
+        assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
+        assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
+        assert!(text.contains("relay_link_missed_total 2\n"));
         // Every sample line belongs to a family declared just before it.
         let mut declared = None;
         for line in text.lines() {
@@ -310,5 +455,12 @@ mod tests {
         assert_eq!(v["events_in"]["pull"], 0);
         assert_eq!(v["frames_out"], 7);
         assert_eq!(v["history"]["events"], 2);
+        assert_eq!(v["rpc"]["calls"], 4);
+        assert_eq!(v["links"]["peers"][0]["state"], "connecting");
+        let mut bare = sample();
+        bare.rpc = None;
+        bare.links = None;
+        let v: serde_json::Value = serde_json::from_slice(&bare.to_json()).unwrap();
+        assert!(v.get("rpc").is_none() && v.get("links").is_none(), "{v}");
     }
 }

@@ -11,8 +11,9 @@ pub const MAX_ROUTING_KEY: usize = 256;
 pub const MAX_EVENT_NAME: usize = 128;
 /// Longest token accepted by `Authenticate` (bytes).
 pub const MAX_TOKEN: usize = 1024;
-/// Most hops a linked event may have travelled before it is refused (loop guard).
-pub const MAX_HOPS: u32 = 16;
+/// Default for `limits.max_hops`: most links an event may cross before it is refused (a
+/// guard against loops the dedupe window cannot catch).
+pub const DEFAULT_MAX_HOPS: u32 = 8;
 
 /// Error names sent to clients (`{"event":"Error","payload":{"error":NAME}}`) and in acks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,8 +36,15 @@ pub enum ErrorName {
     InvalidToken,
     /// The session would exceed its subscription limit.
     TooManySubscriptions,
-    /// An RPC action's backend did not answer in time (RPC forwarding seam).
+    /// An RPC action's backend did not answer in time.
     BackendTimeout,
+    /// An RPC action's backend answered with an error (its `code` and `message` are in the
+    /// payload too) or with something that is not an answer.
+    BackendError,
+    /// An RPC call could not be handed to its backend (its queue is full).
+    BackendUnavailable,
+    /// The session has `limits.rpc_calls_per_session` calls waiting for answers already.
+    TooManyCalls,
 }
 
 impl ErrorName {
@@ -53,6 +61,9 @@ impl ErrorName {
             ErrorName::InvalidToken => "InvalidToken",
             ErrorName::TooManySubscriptions => "TooManySubscriptions",
             ErrorName::BackendTimeout => "BackendTimeout",
+            ErrorName::BackendError => "BackendError",
+            ErrorName::BackendUnavailable => "BackendUnavailable",
+            ErrorName::TooManyCalls => "TooManyCalls",
         }
     }
 }
@@ -286,6 +297,16 @@ pub fn reply_json(event: &str, tag: Option<&Value>, payload: &Value) -> Vec<u8> 
 /// `{"event":"Error","tag":TAG,"payload":{"error":NAME}}`.
 pub fn error_json(error: ErrorName, tag: Option<&Value>) -> Vec<u8> {
     reply_json("Error", tag, &json!({ "error": error.as_str() }))
+}
+
+/// `{"event":"Error","tag":TAG,"payload":{"error":"BackendError","code":CODE,"message":TEXT}}`:
+/// an RPC backend's error, passed on.
+pub fn backend_error_json(tag: Option<&Value>, code: &Value, message: &str) -> Vec<u8> {
+    reply_json(
+        "Error",
+        tag,
+        &json!({ "error": ErrorName::BackendError.as_str(), "code": code, "message": message }),
+    )
 }
 
 /// An application event as clients receive it:
@@ -729,6 +750,9 @@ mod tests {
             ErrorName::InvalidToken,
             ErrorName::TooManySubscriptions,
             ErrorName::BackendTimeout,
+            ErrorName::BackendError,
+            ErrorName::BackendUnavailable,
+            ErrorName::TooManyCalls,
         ]
         .iter()
         .map(|e| e.as_str())
@@ -745,7 +769,10 @@ mod tests {
                 "AuthRequired",
                 "InvalidToken",
                 "TooManySubscriptions",
-                "BackendTimeout"
+                "BackendTimeout",
+                "BackendError",
+                "BackendUnavailable",
+                "TooManyCalls"
             ]
         );
     }

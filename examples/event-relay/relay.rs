@@ -3,6 +3,12 @@
 //! [`Relay::flush`], which hands back coalesced payloads grouped by identical bytes, ready
 //! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime).
 //!
+//! Sessions are WebSocket or SSE ([`Relay::open_stream`]); they differ only in framing.
+//! Configured RPC actions come back from [`Relay::on_message`] as an [`RpcCall`] and are
+//! answered with [`Relay::rpc_reply`]. With [`Relay::enable_forwarding`], every accepted
+//! event is queued for linked relays with its origin (relay run id, that relay's seq, hops);
+//! linked events are dropped when already seen by origin or beyond `limits.max_hops`.
+//!
 //! Resume semantics (decided here): `Resume` needs the same authorisation as `Subscribe`,
 //! and subscribes the exact key if it is not subscribed yet (no `AlreadySubscribed` error
 //! if it is), so a reconnecting client gets no gap between the replay and live events.
@@ -25,14 +31,14 @@ use serde_json::{json, Map, Value};
 
 use super::config::Config;
 use super::dedupe::Dedupe;
-use super::frame::SessionKind;
+use super::frame::{sse_comment_chunk, EventId, Meta, SessionKind};
 use super::history::{Encoded, History};
 use super::metrics::{Counters, Stats};
 use super::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
 use super::protocol::{
-    error_json, event_json, lagged_json, parse_envelope, parse_event_input, reply_json,
-    welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source, MAX_EVENT_NAME,
-    MAX_HOPS, MAX_ROUTING_KEY,
+    backend_error_json, error_json, event_json, lagged_json, parse_envelope, parse_event_input,
+    reply_json, welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source,
+    MAX_EVENT_NAME, MAX_ROUTING_KEY,
 };
 use super::subscriptions::{Index, Pattern};
 
@@ -49,6 +55,8 @@ const DEDUPE_WINDOW: usize = 4096;
 const DEDUPE_ORIGINS: usize = 64;
 /// Events waiting to be forwarded to linked relays before the oldest are dropped.
 const FORWARD_QUEUE: usize = 10_000;
+/// Room for the `origin` a forwarding relay adds to an event (and for re-encoding).
+pub const LINK_ENVELOPE: usize = 1024;
 /// Outbox bytes kept free for the `Resumed` reply when a replay is sized.
 const RESUMED_REPLY_RESERVE: usize = 1024;
 
@@ -86,8 +94,11 @@ pub struct Delivery<K> {
 pub struct Flush<K> {
     /// Payloads to send; sessions with identical pending bytes share one.
     pub deliveries: Vec<Delivery<K>>,
-    /// Sessions whose outbox overflowed: close them (WebSocket 1008). Already forgotten.
+    /// WebSocket sessions whose outbox overflowed: close them (1008). Already forgotten.
     pub close: Vec<K>,
+    /// SSE streams whose outbox overflowed: end them (terminating chunk, then close the
+    /// connection). Already forgotten.
+    pub end_streams: Vec<K>,
 }
 
 /// A successful publish.
@@ -104,6 +115,35 @@ pub enum Published {
     },
     /// A linked event already seen (or our own coming back): nothing done.
     Duplicate,
+}
+
+/// What an SSE stream asks for (from its URL and headers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamRequest {
+    /// Exchange to subscribe.
+    pub exchange: String,
+    /// Routing key or `prefix*` pattern.
+    pub routing_key: String,
+    /// Token for exchanges that need one.
+    pub token: Option<String>,
+    /// `Last-Event-ID`, already parsed: an exact key and the last seq the client saw on it.
+    pub last_event: Option<(String, u64)>,
+}
+
+/// A backend's answer to an [`RpcCall`], as the client will see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RpcOutcome {
+    /// `{"event":"Result","tag":TAG,"payload":RESULT}`.
+    Result(Value),
+    /// `Error` with `"error":"BackendError"` and the backend's code and message.
+    BackendError {
+        /// The backend's error code.
+        code: Value,
+        /// The backend's message.
+        message: String,
+    },
+    /// `Error` with this name and nothing else (e.g. `BackendTimeout`).
+    Failed(ErrorName),
 }
 
 /// A client action that is not built in but configured in `actions`: the I/O layer forwards
@@ -238,8 +278,66 @@ impl<K: SessionKey> Relay<K> {
             },
         );
         self.counters.sessions_opened += 1;
-        self.send(&key, welcome_json(&id));
+        self.send(&key, "Welcome", welcome_json(&id));
         id
+    }
+
+    /// Opens an SSE stream: checks the token and the subscription first (nothing is
+    /// created when they fail), then queues `Welcome`, subscribes, and replays history after
+    /// `last_event` (then `Resumed`) when it names a key the stream covers. Only that one
+    /// key can be replayed: an SSE client reports just the last id it saw.
+    pub fn open_stream(
+        &mut self,
+        key: K,
+        request: &StreamRequest,
+        credits: Option<u64>,
+    ) -> Result<String, ErrorName> {
+        let identity: Option<Arc<str>> = match &request.token {
+            Some(token) => Some(Arc::from(
+                self.config
+                    .token_name(token)
+                    .ok_or(ErrorName::InvalidToken)?,
+            )),
+            None => None,
+        };
+        let rk = request.routing_key.as_str();
+        if rk.len() > MAX_ROUTING_KEY {
+            return Err(ErrorName::InvalidPayload);
+        }
+        let pattern = Pattern::parse(rk);
+        let (_, rule) = self
+            .config
+            .exchange(&request.exchange)
+            .ok_or(ErrorName::InvalidExchange)?;
+        rule.check(&pattern, identity.as_deref())?;
+        let id = self.open_with(
+            key.clone(),
+            OpenOptions {
+                kind: SessionKind::Sse,
+                credits,
+            },
+        );
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.identity = identity;
+        }
+        let subscribed = self.subscribe(&key, &request.exchange, rk);
+        if let Err(e) = subscribed {
+            self.close(&key);
+            return Err(e);
+        }
+        if let Some((last_key, since)) = &request.last_event {
+            if last_key.ends_with('*') || !pattern.matches(last_key) {
+                log::debug!("stream {key:?}: Last-Event-ID names {last_key}, not covered");
+            } else {
+                match self.resume(&key, &request.exchange, last_key, *since) {
+                    Ok((event, payload)) => {
+                        self.send(&key, event, reply_json(event, None, &payload))
+                    }
+                    Err(e) => self.send_error(&key, e, None),
+                }
+            }
+        }
+        Ok(id)
     }
 
     /// The session closed, disconnected or timed out: forget it and its subscriptions.
@@ -267,6 +365,37 @@ impl<K: SessionKey> Relay<K> {
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The Welcome id of the session open under `key`.
+    pub fn session_id(&self, key: &K) -> Option<&str> {
+        self.sessions.get(key).map(|s| s.id.as_str())
+    }
+
+    /// Every open SSE stream.
+    pub fn streams(&self) -> Vec<K> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.kind == SessionKind::Sse)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Queues a heartbeat comment on every SSE stream (idle streams stay visibly alive
+    /// for clients and proxies).
+    pub fn sse_heartbeat(&mut self) {
+        let chunk: Arc<[u8]> = sse_comment_chunk("heartbeat").into();
+        let bounds = bounds(&self.config);
+        for (key, s) in &mut self.sessions {
+            if s.kind != SessionKind::Sse {
+                continue;
+            }
+            let item = Item {
+                bytes: chunk.clone(),
+                event: None,
+            };
+            enqueue(s, key, item, bounds, &mut self.counters, &mut self.dirty);
+        }
     }
 
     /// True when no session and no subscription remain.
@@ -328,26 +457,35 @@ impl<K: SessionKey> Relay<K> {
             },
         };
         match result {
-            Ok((event, payload)) => self.send(key, reply_json(event, tag, &payload)),
+            Ok((event, payload)) => self.send(key, event, reply_json(event, tag, &payload)),
             Err(e) => self.send_error(key, e, tag),
         }
         None
     }
 
-    /// Answers an [`RpcCall`]: `Ok((event, payload))` from the backend, or an error such as
-    /// `BackendTimeout`. Ignored if the session has gone.
+    /// Answers an [`RpcCall`] made by the session whose Welcome id is `session_id`.
+    /// Returns false (and sends nothing) when that session has gone, even if another one
+    /// now has the same key.
     pub fn rpc_reply(
         &mut self,
         key: &K,
+        session_id: &str,
         tag: Option<&Value>,
-        result: Result<(String, Map<String, Value>), ErrorName>,
-    ) {
-        match result {
-            Ok((event, payload)) => {
-                self.send(key, reply_json(&event, tag, &Value::Object(payload)))
-            }
-            Err(e) => self.send_error(key, e, tag),
+        outcome: RpcOutcome,
+    ) -> bool {
+        if self.session_id(key) != Some(session_id) {
+            return false;
         }
+        match outcome {
+            RpcOutcome::Result(result) => {
+                self.send(key, "Result", reply_json("Result", tag, &result))
+            }
+            RpcOutcome::BackendError { code, message } => {
+                self.send(key, "Error", backend_error_json(tag, &code, &message))
+            }
+            RpcOutcome::Failed(e) => self.send_error(key, e, tag),
+        }
+        true
     }
 
     /// Subscribes a session to `routing_key` (exact or `prefix*`) on `exchange`, with the
@@ -560,11 +698,12 @@ impl<K: SessionKey> Relay<K> {
         ))
     }
 
-    fn send(&mut self, key: &K, json: Vec<u8>) {
+    /// Queues a reply or notice; `event` is its name (for SSE framing).
+    fn send(&mut self, key: &K, event: &str, json: Vec<u8>) {
         let bounds = bounds(&self.config);
         if let Some(s) = self.sessions.get_mut(key) {
             let item = Item {
-                bytes: s.kind.framed(&json),
+                bytes: s.kind.framed(&json, &Meta::named(event)),
                 event: None,
             };
             enqueue(s, key, item, bounds, &mut self.counters, &mut self.dirty);
@@ -572,15 +711,20 @@ impl<K: SessionKey> Relay<K> {
     }
 
     fn send_error(&mut self, key: &K, error: ErrorName, tag: Option<&Value>) {
-        self.send(key, error_json(error, tag));
+        self.send(key, "Error", error_json(error, tag));
     }
 
     // ----- publishing --------------------------------------------------------------------
 
     /// Publishes a raw event (injector, PULL, HTTP body or link) and returns the ack.
+    /// Events from links may be [`LINK_ENVELOPE`] bytes over `limits.message_size`: the
+    /// forwarding relay added the origin to an event that was within the limit.
     pub fn publish_json(&mut self, source: Source, body: &[u8]) -> Ack {
-        let result = parse_event_input(body, self.config.limits.message_size)
-            .and_then(|input| self.publish_inner(input));
+        let limit = match source {
+            Source::Link => self.config.limits.message_size + LINK_ENVELOPE,
+            _ => self.config.limits.message_size,
+        };
+        let result = parse_event_input(body, limit).and_then(|input| self.publish_inner(input));
         self.count(source, &result);
         match result {
             Ok(Published::Delivered {
@@ -638,8 +782,9 @@ impl<K: SessionKey> Relay<K> {
         {
             return Err(ErrorName::InvalidPayload);
         }
+        let max_hops = self.config.limits.max_hops;
         let origin = match input.origin {
-            Some(o) if o.hops > MAX_HOPS => return Err(ErrorName::InvalidPayload),
+            Some(o) if o.hops > max_hops => return Err(ErrorName::InvalidPayload),
             Some(o) if *o.relay == *self.origin_id => return Ok(Published::Duplicate),
             Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(Published::Duplicate),
             Some(o) => o,
@@ -653,7 +798,7 @@ impl<K: SessionKey> Relay<K> {
             }
         };
         let (event, payload) = (&input.event, &input.payload);
-        if self.forwarding && origin.hops < MAX_HOPS {
+        if self.forwarding && origin.hops < max_hops {
             if self.forward.len() >= FORWARD_QUEUE {
                 self.forward.pop_front();
                 self.counters.forward_dropped += 1;
@@ -668,7 +813,15 @@ impl<K: SessionKey> Relay<K> {
             self.forward.push_back(linked.to_string().into_bytes());
         }
         let recorded = self.history.record(&exchange, rk, |seq| {
-            Encoded::new(&event_json(event, payload, &exchange, rk, seq))
+            let meta = Meta {
+                event,
+                id: Some(EventId {
+                    exchange: &exchange,
+                    routing_key: rk,
+                    seq,
+                }),
+            };
+            Encoded::new(&event_json(event, payload, &exchange, rk, seq), &meta)
         });
         let targets = self.index.matching(&exchange, rk);
         let bounds = bounds(&self.config);
@@ -719,7 +872,8 @@ impl<K: SessionKey> Relay<K> {
     }
 
     /// Accepted events to send to every linked relay, as event-input JSON with `origin`
-    /// (hops already incremented). Events that have travelled `MAX_HOPS` are not forwarded;
+    /// (hops already incremented). Events that have crossed `limits.max_hops` links are
+    /// not forwarded;
     /// if the link layer falls more than 10,000 behind, the oldest are dropped (counted).
     pub fn take_forwards(&mut self) -> Vec<Vec<u8>> {
         self.forward.drain(..).collect()
@@ -786,6 +940,7 @@ impl<K: SessionKey> Relay<K> {
         let mut by_frames: HashMap<Vec<(usize, usize)>, usize> = HashMap::new();
         let mut groups: Vec<Group<K>> = Vec::new();
         let mut close = Vec::new();
+        let mut end_streams = Vec::new();
         for key in dirty {
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
@@ -795,7 +950,10 @@ impl<K: SessionKey> Relay<K> {
             }
             if s.overflowed {
                 s.dirty = false;
-                close.push(key);
+                match s.kind {
+                    SessionKind::WebSocket => close.push(key),
+                    SessionKind::Sse => end_streams.push(key),
+                }
                 continue;
             }
             if let Some((now, gap)) = paced {
@@ -808,7 +966,7 @@ impl<K: SessionKey> Relay<K> {
             s.dirty = false;
             let kind = s.kind;
             let taken = s.outbox.take(flush_bytes, |e, rk, seq| {
-                kind.framed(&lagged_json(e, rk, seq))
+                kind.framed(&lagged_json(e, rk, seq), &Meta::named("Lagged"))
             });
             if !s.outbox.is_empty() && !taken.credit_blocked {
                 mark_dirty(s, &key, &mut self.dirty);
@@ -854,12 +1012,16 @@ impl<K: SessionKey> Relay<K> {
             d.sessions.sort_unstable();
         }
         self.counters.payloads_out += deliveries.len() as u64;
-        for key in &close {
+        for key in close.iter().chain(&end_streams) {
             log::warn!("session {key:?} overflowed its outbox; closing it");
             self.counters.overflowed += 1;
             self.close(key);
         }
-        Flush { deliveries, close }
+        Flush {
+            deliveries,
+            close,
+            end_streams,
+        }
     }
 
     // ----- status ------------------------------------------------------------------------
@@ -869,6 +1031,11 @@ impl<K: SessionKey> Relay<K> {
         Stats {
             uptime_seconds: self.started.elapsed().as_secs(),
             sessions: self.sessions.len(),
+            streams: self
+                .sessions
+                .values()
+                .filter(|s| s.kind == SessionKind::Sse)
+                .count(),
             subscriptions: self
                 .config
                 .exchanges
@@ -877,6 +1044,8 @@ impl<K: SessionKey> Relay<K> {
                 .collect(),
             counters: self.counters.clone(),
             history: self.history.size(),
+            rpc: None,
+            links: None,
         }
     }
 }

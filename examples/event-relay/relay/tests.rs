@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::super::frame::split_text_frames;
+use super::super::protocol::DEFAULT_MAX_HOPS;
 use super::*;
 
 type Key = u32;
@@ -169,7 +170,8 @@ fn churn_leaves_session_and_subscription_tables_empty() {
         r.flush(),
         Flush {
             deliveries: vec![],
-            close: vec![]
+            close: vec![],
+            end_streams: vec![],
         }
     );
     assert!(!r.has_pending());
@@ -1124,6 +1126,187 @@ fn download_credits_are_never_overdrawn() {
 }
 
 #[test]
+fn forwarded_events_may_exceed_the_size_limit_by_their_envelope() {
+    let mut r = relay_with(r#"{"limits":{"message_size":200}}"#);
+    let pad = "p".repeat(140);
+    let plain = json!({"exchange":"calls","event":"E","payload":{"pad":pad}}).to_string();
+    let linked = json!({"exchange":"calls","event":"E","payload":{"pad":pad},
+                        "origin":{"relay":"relay-b.0123456789abcdef","seq":1,"hops":1}})
+    .to_string();
+    assert!(plain.len() <= 200 && linked.len() > 200);
+    assert!(matches!(
+        r.publish_json(Source::Link, linked.as_bytes()),
+        Ack::Published { .. }
+    ));
+    assert_eq!(
+        r.publish_json(Source::Inject, linked.as_bytes()),
+        Ack::Rejected(ErrorName::InvalidPayload)
+    );
+}
+
+#[test]
+fn the_hop_limit_is_configurable() {
+    let mut r = relay_with(r#"{"limits":{"max_hops":2}}"#);
+    r.enable_forwarding();
+    let linked = |seq: u64, hops: u32| {
+        json!({"exchange":"calls","event":"L","origin":{"relay":"b.1","seq":seq,"hops":hops}})
+            .to_string()
+            .into_bytes()
+    };
+    assert!(matches!(
+        r.publish_json(Source::Link, &linked(1, 1)),
+        Ack::Published { .. }
+    ));
+    assert!(matches!(
+        r.publish_json(Source::Link, &linked(2, 2)),
+        Ack::Published { .. }
+    ));
+    assert_eq!(
+        r.publish_json(Source::Link, &linked(3, 3)),
+        Ack::Rejected(ErrorName::InvalidPayload)
+    );
+    let hops: Vec<u64> = r
+        .take_forwards()
+        .iter()
+        .map(|f| {
+            serde_json::from_slice::<Value>(f).unwrap()["origin"]["hops"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        [2],
+        "the event that crossed two links goes no further"
+    );
+}
+
+/// SSE events from one flush: (id, event name, data JSON) per `data:` event; comments as
+/// (None, ":comment", Null).
+fn sse_events(payload: &[u8]) -> Vec<(Option<String>, String, Value)> {
+    let mut out = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let len =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+        let body = std::str::from_utf8(&rest[line_end + 2..line_end + 2 + len]).unwrap();
+        rest = &rest[line_end + 2 + len + 2..];
+        let (mut id, mut event, mut data) = (None, String::new(), Value::Null);
+        for line in body.trim_end_matches('\n').lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(v).unwrap();
+            } else if let Some(v) = line.strip_prefix(": ") {
+                event = format!(":{v}");
+            }
+        }
+        out.push((id, event, data));
+    }
+    out
+}
+
+fn stream(exchange: &str, routing_key: &str) -> StreamRequest {
+    StreamRequest {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        ..StreamRequest::default()
+    }
+}
+
+#[test]
+fn streams_check_tokens_and_rights_before_anything_is_opened() {
+    let mut r = relay();
+    let mut admin = stream("admin", "*");
+    assert_eq!(r.open_stream(1, &admin, None), Err(ErrorName::AuthRequired));
+    admin.token = Some("nope".into());
+    assert_eq!(r.open_stream(1, &admin, None), Err(ErrorName::InvalidToken));
+    admin.token = Some("ops-secret".into());
+    assert_eq!(
+        r.open_stream(1, &admin, None),
+        Err(ErrorName::SubscriptionDenied)
+    );
+    assert_eq!(
+        r.open_stream(1, &stream("nope", "*"), None),
+        Err(ErrorName::InvalidExchange)
+    );
+    assert_eq!(r.session_count(), 0, "nothing opened");
+    assert!(!r.has_pending());
+    admin.token = Some("admin-secret".into());
+    let id = r.open_stream(1, &admin, None).unwrap();
+    assert_eq!(r.streams(), [1]);
+    assert_eq!(r.session_id(&1), Some(id.as_str()));
+    publish(&mut r, "admin", "k", "Secret");
+    let events = sse_events(&r.flush().deliveries[0].payload);
+    assert_eq!(events[0].1, "Welcome");
+    assert_eq!(events[0].2["payload"]["id"], json!(id));
+    assert_eq!(
+        events[1],
+        (
+            Some("admin/k/1".into()),
+            "Secret".into(),
+            json!({"event":"Secret","payload":{"n":"Secret"},"mq":{"e":"admin","rk":"k","seq":1}})
+        )
+    );
+    assert_eq!(r.stats().streams, 1);
+}
+
+#[test]
+fn a_stream_resumes_after_its_last_event_id() {
+    let mut r = relay();
+    for n in 1..=4 {
+        publish(&mut r, "calls", "q.a", &format!("A{n}"));
+    }
+    publish(&mut r, "calls", "q.b", "B1");
+    let mut req = stream("calls", "q.*");
+    req.last_event = Some(("q.a".into(), 2));
+    r.open_stream(1, &req, None).unwrap();
+    publish(&mut r, "calls", "q.a", "A5");
+    let events = sse_events(&r.flush().deliveries[0].payload);
+    let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names, ["Welcome", "A3", "A4", "Resumed", "A5"]);
+    assert_eq!(events[1].0.as_deref(), Some("calls/q.a/3"));
+    assert_eq!(
+        events[3].2,
+        json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q.a",
+               "recovered":true,"more":false,"last_seq":4}})
+    );
+    assert_eq!(events[4].0.as_deref(), Some("calls/q.a/5"), "live, once");
+
+    // An id for a key the stream does not cover is ignored.
+    let mut other = stream("calls", "q.b");
+    other.last_event = Some(("q.a".into(), 0));
+    r.open_stream(2, &other, None).unwrap();
+    let events = sse_events(&r.flush().deliveries[0].payload);
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+#[test]
+fn streams_get_heartbeats_and_end_when_they_overflow() {
+    let mut r = relay_with(r#"{"limits":{"pending_frames":3}}"#);
+    r.open(1);
+    r.open_stream(2, &stream("calls", "q"), None).unwrap();
+    r.flush();
+    r.sse_heartbeat();
+    let f = r.flush();
+    assert_eq!(f.deliveries.len(), 1);
+    assert_eq!(f.deliveries[0].sessions, [2], "only streams");
+    assert_eq!(
+        sse_events(&f.deliveries[0].payload),
+        [(None, ":heartbeat".to_owned(), Value::Null)]
+    );
+    for _ in 0..4 {
+        r.sse_heartbeat();
+    }
+    let f = r.flush();
+    assert_eq!((f.close, f.end_streams), (vec![], vec![2]));
+    assert!(r.streams().is_empty());
+}
+
+#[test]
 fn sse_sessions_get_sse_framing_and_share_event_encoding() {
     let mut r = relay();
     r.open_with(
@@ -1142,8 +1325,11 @@ fn sse_sessions_get_sse_framing_and_share_event_encoding() {
     publish(&mut r, "calls", "q", "E");
     let f = r.flush();
     let text = String::from_utf8(f.deliveries[0].payload.clone()).unwrap();
-    assert!(text.contains("data: {\"event\":\"Welcome\""), "{text}");
-    assert!(text.ends_with("data: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1}}\n\n\r\n"), "{text}");
+    assert!(
+        text.contains("event: Welcome\ndata: {\"event\":\"Welcome\""),
+        "{text}"
+    );
+    assert!(text.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1}}\n\n\r\n"), "{text}");
 }
 
 // ----- RPC seam, linked relays, status ------------------------------------------------------
@@ -1167,15 +1353,30 @@ fn configured_actions_are_handed_out_for_forwarding() {
     assert!(!r.has_pending(), "no reply until the backend answers");
     let mut ok = serde_json::Map::new();
     ok.insert("moved".into(), json!(true));
-    r.rpc_reply(&1, call.tag.as_ref(), Ok(("CarMoved".into(), ok)));
-    r.rpc_reply(&1, call.tag.as_ref(), Err(ErrorName::BackendTimeout));
+    let tag = call.tag.as_ref();
+    assert!(r.rpc_reply(&1, &id, tag, RpcOutcome::Result(Value::Object(ok))));
+    assert!(r.rpc_reply(&1, &id, tag, RpcOutcome::Result(json!([1, "two"]))));
+    let failed = RpcOutcome::BackendError {
+        code: json!(-32601),
+        message: "no such method".into(),
+    };
+    assert!(r.rpc_reply(&1, &id, tag, failed));
+    assert!(r.rpc_reply(&1, &id, tag, RpcOutcome::Failed(ErrorName::BackendTimeout)));
     assert_eq!(
         flush(&mut r)[&1],
         vec![
-            json!({"event":"CarMoved","tag":"m1","payload":{"moved":true}}),
+            json!({"event":"Result","tag":"m1","payload":{"moved":true}}),
+            json!({"event":"Result","tag":"m1","payload":[1, "two"]}),
+            json!({"event":"Error","tag":"m1","payload":{"error":"BackendError","code":-32601,"message":"no such method"}}),
             json!({"event":"Error","tag":"m1","payload":{"error":"BackendTimeout"}}),
         ]
     );
+    // The caller went (or another session took its key): the answer is dropped.
+    r.close(&1);
+    assert!(!r.rpc_reply(&1, &id, tag, RpcOutcome::Result(json!(1))));
+    open(&mut r, 1);
+    assert!(!r.rpc_reply(&1, &id, tag, RpcOutcome::Result(json!(1))));
+    assert!(!r.has_pending());
     assert_eq!(
         act1(&mut r, 1, json!({"action":"stopCar","tag":2})),
         json!({"event":"Error","tag":2,"payload":{"error":"InvalidAction"}})
@@ -1211,7 +1412,7 @@ fn linked_events_are_deduplicated_by_origin() {
         "our own, come back"
     );
     assert_eq!(
-        r.publish_json(Source::Link, &linked("relay-c", 1, MAX_HOPS + 1)),
+        r.publish_json(Source::Link, &linked("relay-c", 1, DEFAULT_MAX_HOPS + 1)),
         Ack::Rejected(ErrorName::InvalidPayload)
     );
     // Local events get this relay as origin, one counter across keys.
@@ -1323,7 +1524,7 @@ fn accepted_events_are_queued_for_linked_relays_with_one_more_hop() {
     publish(&mut r, "calls", "q", "Local");
     let far = json!({"exchange":"agents","routing_key":"a","event":"Far","origin":{"relay":"relay-b.1","seq":9,"hops":2}});
     r.publish_json(Source::Link, far.to_string().as_bytes());
-    let edge = json!({"exchange":"agents","event":"Edge","origin":{"relay":"relay-b.1","seq":10,"hops":MAX_HOPS}});
+    let edge = json!({"exchange":"agents","event":"Edge","origin":{"relay":"relay-b.1","seq":10,"hops":DEFAULT_MAX_HOPS}});
     r.publish_json(Source::Link, edge.to_string().as_bytes());
     publish(&mut r, "nope", "q", "Rejected");
     let sent: Vec<Value> = r
