@@ -13,11 +13,8 @@
 // - `Resumed.more` means the replay was cut short: resume again from `last_seq`.
 // - `Lagged` (events dropped for this page) is repaired with a Resume as well.
 // - A relay that restarted has lost its history and numbers every key from 1 again, so a
-//   Resume from an old seq could skip its new events. On each Welcome the page learns which
-//   run of the relay it talks to (`Welcome.payload.run` if the relay sends one, else the
-//   relay's start time and sessions-opened count from `GET /events/status`: within one run
-//   the start time stays put and the count grows by at least this page's new session);
-//   after a restart every key resumes from 0.
+//   Resume from an old seq could skip its new events. Each Welcome names the relay's run
+//   (`payload.run`); after a restart every key resumes from 0.
 // Limitation: history is per exact key, so keys under a wildcard that had no event before the
 // disconnect cannot be resumed; their gap events are not replayed.
 (function () {
@@ -42,9 +39,6 @@
   // A connection that has not been welcomed by then is given up and retried (Mongrel2
   // holds a handshake while no relay is connected).
   var WELCOME_TIMEOUT_MS = 10000;
-  var STATUS_TIMEOUT_MS = 3000;
-  // Start times estimated from whole-second uptimes differ by this much within one run.
-  var SAME_RUN_MS = 2500;
   var PAYLOAD_SHOWN = 400;
 
   var $ = function (id) { return document.getElementById(id); };
@@ -82,7 +76,7 @@
   var welcomes = 0;
   var retryTimer = null;
   var welcomeTimer = null;
-  // Which run of the relay the keys' seqs belong to (see relayRun).
+  // Which run of the relay the keys' seqs belong to (Welcome.payload.run).
   var run = null;
   var pingTimer = null;
   var pongTimer = null;
@@ -228,34 +222,6 @@
     }, PING_EVERY_MS);
   }
 
-  // Calls done(what identifies the relay's current run, or null if unknown): `run` from the
-  // Welcome, else {start, opened} from its status document.
-  function relayRun(payload, done) {
-    if (typeof payload.run === 'string') { done(payload.run); return; }
-    if (typeof fetch !== 'function' || typeof AbortController !== 'function') { done(null); return; }
-    var abort = new AbortController();
-    var timer = setTimeout(function () { abort.abort(); }, STATUS_TIMEOUT_MS);
-    fetch('/events/status', { cache: 'no-store', signal: abort.signal })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (status) {
-        clearTimeout(timer);
-        var up = status && status.uptime_seconds;
-        var opened = status && status.sessions_opened;
-        if (typeof up !== 'number' || !isFinite(up)) { done(null); return; }
-        done({ start: Date.now() - up * 1000,
-               opened: typeof opened === 'number' && isFinite(opened) ? opened : null });
-      })
-      .catch(function () { clearTimeout(timer); done(null); });
-  }
-
-  // Is `b` (seen at this Welcome) the same run of the relay as `a` (seen at the previous one)?
-  function sameRun(a, b) {
-    if (a === null || b === null) { return true; }
-    if (typeof a === 'string' || typeof b === 'string') { return a === b; }
-    if (Math.abs(a.start - b.start) >= SAME_RUN_MS) { return false; }
-    return a.opened === null || b.opened === null || b.opened > a.opened;
-  }
-
   function onWelcome(payload) {
     clearTimeout(welcomeTimer);
     attempt = 0;
@@ -264,23 +230,20 @@
     ui.state.dataset.welcomes = String(welcomes);
     setState('live');
     schedulePing();
-    var sock = ws;
-    relayRun(payload, function (current) {
-      if (ws !== sock) { return; }
-      // From here on actions go out at once; until now they waited for restore().
-      live = true;
-      if (!sameRun(run, current)) {
-        if (run !== null && keys.size > 0) {
-          notice('The relay restarted; replaying what it has kept since then.');
-        }
-        // Seqs start again at 1 in a new run: forget the old ones and resume from 0.
-        keys.forEach(function (k) {
-          if (k.upto !== null) { k.upto = 0; k.seen.clear(); }
-        });
+    // From here on actions go out at once; until now they waited for restore().
+    live = true;
+    var current = typeof payload.run === 'string' ? payload.run : null;
+    if (run !== null && current !== null && current !== run) {
+      if (keys.size > 0) {
+        notice('The relay restarted; replaying what it has kept since then.');
       }
-      if (current !== null) { run = current; }
-      restore();
-    });
+      // Seqs start again at 1 in a new run: forget the old ones and resume from 0.
+      keys.forEach(function (k) {
+        if (k.upto !== null) { k.upto = 0; k.seen.clear(); }
+      });
+    }
+    if (current !== null) { run = current; }
+    restore();
   }
 
   function restore() {

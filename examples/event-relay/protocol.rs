@@ -343,9 +343,10 @@ pub fn lagged_json(exchange: &str, rk: &str, last_seq: u64) -> Vec<u8> {
     )
 }
 
-/// `{"event":"Welcome","payload":{"id":ID}}`.
-pub fn welcome_json(id: &str) -> Vec<u8> {
-    reply_json("Welcome", None, &json!({ "id": id }))
+/// `{"event":"Welcome","payload":{"id":ID,"run":RUN}}`: `run` names this run of the relay,
+/// so a reconnecting client can tell a restarted relay (whose seqs began again at 1).
+pub fn welcome_json(id: &str, run: &str) -> Vec<u8> {
+    reply_json("Welcome", None, &json!({ "id": id, "run": run }))
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
@@ -722,8 +723,8 @@ mod tests {
             br#"{"event":"Error","tag":1,"payload":{"error":"InvalidJSON"}}"#
         );
         assert_eq!(
-            v(&welcome_json("00ff00ff00ff00ff")),
-            json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff"}})
+            v(&welcome_json("00ff00ff00ff00ff", "relay.0000002a")),
+            json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff","run":"relay.0000002a"}})
         );
         assert_eq!(
             v(&lagged_json("calls", "q", 7)),

@@ -278,7 +278,8 @@ impl<K: SessionKey> Relay<K> {
             },
         );
         self.counters.sessions_opened += 1;
-        self.send(&key, "Welcome", welcome_json(&id));
+        let welcome = welcome_json(&id, &self.origin_id);
+        self.send(&key, "Welcome", welcome);
         id
     }
 

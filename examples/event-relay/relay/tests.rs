@@ -59,7 +59,11 @@ fn flush(r: &mut Relay<Key>) -> BTreeMap<Key, Vec<Value>> {
 fn open(r: &mut Relay<Key>, k: Key) -> String {
     let id = r.open(k);
     let got = flush(r).remove(&k).unwrap();
-    assert_eq!(got, vec![json!({"event":"Welcome","payload":{"id":id}})]);
+    let run = r.origin_id().to_owned();
+    assert_eq!(
+        got,
+        vec![json!({"event":"Welcome","payload":{"id":id,"run":run}})]
+    );
     id
 }
 
