@@ -9,7 +9,7 @@
 //! ```
 
 #[path = "common/flags.rs"]
-mod flags;
+pub mod flags;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,7 +40,11 @@ fn describe(request: &Request<'_>) -> serde_json::Value {
 
 fn main() -> Result<(), mongrel2_transceiver::Error> {
     env_logger::init();
-    let flags = flags::Flags::parse("echo");
+    run(&flags::Flags::parse("echo"))
+}
+
+/// Serves until SIGINT/SIGTERM, then shuts down cleanly.
+pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
     let mut transceiver = flags.builder().build()?;
     let stop = flags::stop_on_signal(&transceiver);
     log::info!("echo handler {} ready", flags.sender_id);

@@ -3,13 +3,17 @@
 //! `cargo run --release --example hello` (flags as the echo example; see mongrel2.conf).
 
 #[path = "common/flags.rs"]
-mod flags;
+pub mod flags;
 
 use mongrel2_transceiver::{http::Response, Event};
 
 fn main() -> Result<(), mongrel2_transceiver::Error> {
     env_logger::init();
-    let flags = flags::Flags::parse("hello");
+    run(&flags::Flags::parse("hello"))
+}
+
+/// Serves until SIGINT/SIGTERM, then shuts down cleanly.
+pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
     let mut transceiver = flags.builder().build()?;
     let stop = flags::stop_on_signal(&transceiver);
     let hello = Response::ok()

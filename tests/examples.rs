@@ -1,27 +1,56 @@
-//! The example binaries against a real Mongrel2: they serve, and SIGTERM shuts them down
-//! cleanly (close 1001 to open sessions, exit 0).
+//! The hello and echo examples against a real Mongrel2: they serve, and SIGTERM shuts them
+//! down cleanly (close 1001 to open sessions, exit 0).
+//!
+//! Each example runs as a CHILD PROCESS so signals and exit codes are real. The child is
+//! this test binary: both examples are compiled in, and the test `example_child_process`
+//! runs one of them when [`CHILD`] is set (in a normal run it does nothing). That way the
+//! example under test is always built from the current sources; a separate example binary
+//! may be missing or stale depending on how `cargo test` was invoked.
+
+// Both examples include examples/common/flags.rs; each keeps its own copy, as in its binary.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+#[allow(dead_code)]
+#[path = "../examples/echo.rs"]
+mod echo;
+
+#[allow(dead_code)]
+#[path = "../examples/hello.rs"]
+mod hello;
+
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{HandlerConf, Mongrel2};
 use mongrel2_transceiver::websocket::Opcode;
 use support::{close_code, get_eventually, RawWebSocket};
 
-/// `cargo test` builds the examples next to the test binaries' `deps/` directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is built by cargo test", path.display());
-    path
+/// Set in the child: the example's name, then its flags, one per line.
+const CHILD: &str = "MONGREL2_TRANSCEIVER_EXAMPLE_CHILD";
+
+/// In a normal run: nothing. In the child: the example's `main`.
+#[test]
+fn example_child_process() {
+    let Some(spec) = std::env::var_os(CHILD) else {
+        return;
+    };
+    // If the test that started this child dies without stopping it, go too.
+    // SAFETY: PR_SET_PDEATHSIG only sets a flag on this process; no memory is involved.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    let spec = spec.to_string_lossy().into_owned();
+    let mut lines = spec.split('\n').map(str::to_owned);
+    let name = lines.next().unwrap_or_default();
+    let result = match name.as_str() {
+        "echo" => echo::run(&echo::flags::Flags::parse_from("echo", lines)),
+        "hello" => hello::run(&hello::flags::Flags::parse_from("hello", lines)),
+        other => panic!("no example {other}"),
+    };
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
@@ -37,10 +66,27 @@ impl Drop for Guard {
 fn start(name: &str, m2: &Mongrel2) -> Guard {
     let h = m2.handler(0);
     let control = common::free_endpoint();
-    let child = Command::new(example(name))
-        .args(["--sender-id", &h.send_ident])
-        .args(["--pull", &h.send_spec, "--pub", &h.recv_spec])
-        .args(["--control", &control])
+    let spec = [
+        name,
+        "--sender-id",
+        &h.send_ident,
+        "--pull",
+        &h.send_spec,
+        "--pub",
+        &h.recv_spec,
+        "--control",
+        &control,
+    ]
+    .join("\n");
+    let child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "example_child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, spec)
+        .stdout(Stdio::null())
         .spawn()
         .expect("example starts");
     Guard(child)

@@ -17,8 +17,14 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Parses `--flag value` pairs; prints usage and exits on anything else.
+    /// Parses the command line's `--flag value` pairs; prints usage and exits on anything
+    /// else.
     pub fn parse(program: &str) -> Flags {
+        Flags::parse_from(program, std::env::args().skip(1))
+    }
+
+    /// Parses `--flag value` pairs from `args` (without the program name).
+    pub fn parse_from(program: &str, args: impl IntoIterator<Item = String>) -> Flags {
         let mut flags = Flags {
             sender_id: ECHO_SENDER_ID.to_owned(),
             pull: "tcp://127.0.0.1:9989".to_owned(),
@@ -26,7 +32,7 @@ impl Flags {
             control: "tcp://127.0.0.1:9987".to_owned(),
             ping_interval: Duration::from_secs(30),
         };
-        let mut args = std::env::args().skip(1);
+        let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
                 usage(program, 0);
