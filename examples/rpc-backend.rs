@@ -285,14 +285,14 @@ impl Ord for Timer {
 }
 
 /// The serving loop: a bound ROUTER plus the timer queue.
-struct Backend {
+pub(crate) struct Backend {
     socket: zmq::Socket,
     timers: BinaryHeap<Timer>,
     order: u64,
 }
 
 impl Backend {
-    fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<Backend, zmq::Error> {
+    pub(crate) fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<Backend, zmq::Error> {
         let socket = ctx.socket(zmq::ROUTER)?;
         socket.set_linger(0)?;
         socket.set_maxmsgsize(MAX_FRAME)?;
@@ -304,7 +304,7 @@ impl Backend {
         })
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         match self.socket.get_last_endpoint() {
             Ok(Ok(e)) => e,
             _ => String::new(),
@@ -312,7 +312,7 @@ impl Backend {
     }
 
     /// Serves until `stop` is set.
-    fn run(&mut self, stop: &AtomicBool) -> Result<(), zmq::Error> {
+    pub(crate) fn run(&mut self, stop: &AtomicBool) -> Result<(), zmq::Error> {
         while !stop.load(Ordering::SeqCst) {
             self.fire_due();
             let wait = self

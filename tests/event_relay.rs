@@ -26,6 +26,10 @@ mod event_relay;
 #[path = "../examples/inject.rs"]
 mod inject;
 
+#[allow(dead_code)]
+#[path = "../examples/rpc-backend.rs"]
+mod rpc_backend;
+
 use std::fs;
 use std::net::TcpStream;
 use std::path::PathBuf;

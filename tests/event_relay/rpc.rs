@@ -312,3 +312,45 @@ fn rpc_timeouts_late_answers_gone_callers_and_limits() {
     );
     c.assert_nothing_pending();
 }
+
+#[test]
+fn the_shipped_rpc_backend_example_answers_through_the_relay() {
+    let context = zmq::Context::new();
+    let mut backend =
+        crate::rpc_backend::Backend::bind(&context, "tcp://127.0.0.1:*").expect("binds");
+    let endpoint = backend.endpoint();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || backend.run(&stop).expect("serves"))
+    };
+    struct Stop(Arc<AtomicBool>, Option<JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            if let Some(thread) = self.1.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+    let _stop = Stop(stop, Some(thread));
+
+    let mut config = test_config();
+    config["actions"] = json!({"sum": endpoint, "echo": endpoint, "time": endpoint});
+    let f = Fixture::with(&config, &[]);
+    let mut c = f.ws();
+    let reply = c.call("sum", json!("s"), json!({"numbers": [1, 2, 3]}));
+    assert_eq!(
+        reply,
+        json!({"event":"Result","tag":"s","payload":{"sum":6}})
+    );
+    let reply = c.call("sum", json!("bad"), json!({"numbers": "nope"}));
+    assert_eq!(reply["payload"]["error"], "BackendError", "{reply}");
+    let reply = c.call("echo", json!(2), json!({"hello": "backend"}));
+    assert_eq!(
+        reply,
+        json!({"event":"Result","tag":2,"payload":{"hello":"backend"}})
+    );
+    let reply = c.call("time", json!(3), json!({}));
+    assert_eq!(reply["event"], "Result", "{reply}");
+}
