@@ -40,21 +40,11 @@ const WAIT: Duration = Duration::from_secs(30);
 /// In a normal run: nothing. In the child: the relay's `main`.
 #[test]
 fn relay_child_process() {
-    let Some(args) = std::env::var_os(CHILD_ARGS) else {
+    let Some(args) = support::child::child_args(CHILD_ARGS) else {
         return;
     };
-    // If the test that started this relay dies without stopping it, go too.
-    // SAFETY: PR_SET_PDEATHSIG only sets a flag on this process; no memory is involved.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .try_init();
-    let args: Vec<String> = args
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
     let env = |name: &str| std::env::var(name).ok();
     let code = event_relay::cli(args, &env);
     std::process::exit(i32::from(code));
@@ -148,15 +138,8 @@ impl RelayProcess {
             &config.to_string_lossy(),
         ]
         .join("\n");
-        let mut command = Command::new(std::env::current_exe().expect("test binary path"));
+        let mut command = support::child::command("relay_child_process", CHILD_ARGS, &args);
         command
-            .args([
-                "relay_child_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ARGS, args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

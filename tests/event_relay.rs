@@ -33,7 +33,7 @@ mod rpc_backend;
 use std::fs;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -70,21 +70,11 @@ fn test_config() -> Value {
 /// In a normal run: nothing. In the child: the relay's `main`.
 #[test]
 fn relay_child_process() {
-    let Some(args) = std::env::var_os(CHILD_ARGS) else {
+    let Some(args) = support::child::child_args(CHILD_ARGS) else {
         return;
     };
-    // If the test that started this relay dies without stopping it, go too.
-    // SAFETY: PR_SET_PDEATHSIG only sets a flag on this process; no memory is involved.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .try_init();
-    let args: Vec<String> = args
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
     let env = |name: &str| std::env::var(name).ok();
     let code = event_relay::cli(args, &env);
     std::process::exit(i32::from(code));
@@ -184,15 +174,8 @@ impl RelayProcess {
             .append(true)
             .open(&self.log)
             .expect("relay log file");
-        let mut command = Command::new(std::env::current_exe().expect("test binary path"));
+        let mut command = support::child::command("relay_child_process", CHILD_ARGS, &self.args);
         command
-            .args([
-                "relay_child_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ARGS, &self.args)
             .env(
                 "RUST_LOG",
                 std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()),

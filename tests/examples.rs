@@ -21,7 +21,7 @@ mod echo;
 #[path = "../examples/hello.rs"]
 mod hello;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{HandlerConf, Mongrel2};
@@ -34,16 +34,10 @@ const CHILD: &str = "MONGREL2_TRANSCEIVER_EXAMPLE_CHILD";
 /// In a normal run: nothing. In the child: the example's `main`.
 #[test]
 fn example_child_process() {
-    let Some(spec) = std::env::var_os(CHILD) else {
+    let Some(args) = support::child::child_args(CHILD) else {
         return;
     };
-    // If the test that started this child dies without stopping it, go too.
-    // SAFETY: PR_SET_PDEATHSIG only sets a flag on this process; no memory is involved.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
-    let spec = spec.to_string_lossy().into_owned();
-    let mut lines = spec.split('\n').map(str::to_owned);
+    let mut lines = args.into_iter();
     let name = lines.next().unwrap_or_default();
     let result = match name.as_str() {
         "echo" => echo::run(&echo::flags::Flags::parse_from("echo", lines)),
@@ -78,14 +72,7 @@ fn start(name: &str, m2: &Mongrel2) -> Guard {
         &control,
     ]
     .join("\n");
-    let child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "example_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, spec)
+    let child = support::child::command("example_child_process", CHILD, &spec)
         .stdout(Stdio::null())
         .spawn()
         .expect("example starts");

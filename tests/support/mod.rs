@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
