@@ -97,6 +97,50 @@ fn ids_len(ids: &[u64], extended: bool) -> usize {
 /// checked. The message is sized once (exactly) and the header filled in place,
 /// with no per-id appends.
 fn write_message(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut Vec<u8>) {
+    // A few ids: measuring them first and formatting in place is cheapest.
+    if ids.len() <= FEW_IDS {
+        return write_message_exact(uuid, ids, extended, body, out);
+    }
+    // The id list is formatted last to first into a scratch buffer (digits come out of a
+    // number backwards, so no per-id length pass is needed), then copied once into a
+    // message sized exactly. Lists longer than the stack buffer take a heap one.
+    const STACK_IDS: usize = DEFAULT_HANDLER_TARGETS;
+    let mut stack = [0u8; STACK_IDS * ID_ROOM];
+    let mut heap = Vec::new();
+    let scratch: &mut [u8] = if ids.len() <= STACK_IDS {
+        &mut stack[..ids.len() * ID_ROOM]
+    } else {
+        heap.resize(ids.len() * ID_ROOM, 0);
+        &mut heap
+    };
+    let mut start = scratch.len();
+    for (i, &id) in ids.iter().enumerate().rev() {
+        start = write_decimal_backwards(&mut scratch[..start], id);
+        if i > 0 {
+            start -= 1;
+            scratch[start] = b' ';
+        }
+    }
+    let list = &scratch[start..];
+    let id_len = list.len() + if extended { 2 } else { 0 };
+    let mut len_buf = [0u8; 20];
+    let len_text = &mut len_buf[..decimal_len(id_len as u64)];
+    write_decimal(len_text, id_len as u64);
+    let len_text = &*len_text;
+    out.reserve_exact(uuid.len() + 1 + len_text.len() + 1 + id_len + 2 + body.len());
+    out.extend_from_slice(uuid.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(len_text);
+    out.push(b':');
+    if extended {
+        out.extend_from_slice(b"X ");
+    }
+    out.extend_from_slice(list);
+    out.extend_from_slice(b", ");
+    out.extend_from_slice(body);
+}
+
+fn write_message_exact(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut Vec<u8>) {
     let id_len = ids_len(ids, extended);
     let len_digits = decimal_len(id_len as u64);
     let header_len = uuid.len() + 1 + len_digits + 1 + id_len + 2;
@@ -130,6 +174,13 @@ fn write_message(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut
     }
     out.extend_from_slice(body);
 }
+
+/// Up to this many ids a message is measured first and formatted in place; above it the
+/// length pass costs more than formatting into scratch and copying.
+const FEW_IDS: usize = 16;
+
+/// Room for one id in the scratch buffer: 20 digits of a u64 and its separating space.
+const ID_ROOM: usize = 21;
 
 /// Appends one reply message to `out`: `UUID SP LEN:ID ID, SP BODY`.
 ///
