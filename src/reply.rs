@@ -94,8 +94,7 @@ fn ids_len(ids: &[u64], extended: bool) -> usize {
 }
 
 /// Appends `UUID SP LEN:[X ]ID ID, SP BODY`; `ids` is non-empty and `uuid`
-/// checked. The message is sized once (exactly) and the header filled in place,
-/// with no per-id appends.
+/// checked. The message is allocated once, at its exact size.
 fn write_message(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut Vec<u8>) {
     // A few ids: measuring them first and formatting in place is cheapest.
     if ids.len() <= FEW_IDS {
@@ -140,6 +139,7 @@ fn write_message(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut
     out.extend_from_slice(body);
 }
 
+/// [`write_message`] for a few ids: measures them, then fills the header in place.
 fn write_message_exact(uuid: &str, ids: &[u64], extended: bool, body: &[u8], out: &mut Vec<u8>) {
     let id_len = ids_len(ids, extended);
     let len_digits = decimal_len(id_len as u64);
