@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{Error, Handshake, Transceiver};
 use crate::reply::DEFAULT_HANDLER_TARGETS;
-use crate::request::{HeaderProtocol, Request};
+use crate::request::Request;
 
 /// Where a handler's PULL connects by default (Mongrel2's `send_spec`).
 pub const DEFAULT_PULL: &str = "tcp://127.0.0.1:9999";
@@ -26,10 +26,9 @@ pub struct Builder {
     pub(crate) pull: String,
     pub(crate) publish: String,
     pub(crate) control: Option<String>,
-    pub(crate) ping_interval: Duration,
+    pub(crate) ping_interval: Option<Duration>,
     pub(crate) max_message_size: usize,
     pub(crate) handler_targets: usize,
-    pub(crate) header_protocol: HeaderProtocol,
     pub(crate) context: Option<zmq::Context>,
     pub(crate) handshake: Option<HandshakeFn>,
     pub(crate) queue_capacity: usize,
@@ -57,10 +56,9 @@ impl Builder {
             pull: DEFAULT_PULL.to_owned(),
             publish: DEFAULT_PUBLISH.to_owned(),
             control: Some(DEFAULT_CONTROL.to_owned()),
-            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handler_targets: DEFAULT_HANDLER_TARGETS,
-            header_protocol: HeaderProtocol::default(),
             context: None,
             handshake: None,
             queue_capacity: 4096,
@@ -87,9 +85,10 @@ impl Builder {
     }
 
     /// How often every WebSocket session is pinged; a session silent for a whole interval
-    /// after a ping is closed.
-    pub fn ping_interval(mut self, interval: Duration) -> Builder {
-        self.ping_interval = interval;
+    /// after a ping is closed (1001 "ping timeout"). `None` turns pings off: sessions then
+    /// live until the client or Mongrel2 ends them. Takes a `Duration` or an `Option`.
+    pub fn ping_interval(mut self, interval: impl Into<Option<Duration>>) -> Builder {
+        self.ping_interval = interval.into();
         self
     }
 
@@ -102,12 +101,6 @@ impl Builder {
     /// Mongrel2's `limits.handler_targets`: the most connection ids one reply may carry.
     pub fn handler_targets(mut self, targets: usize) -> Builder {
         self.handler_targets = targets;
-        self
-    }
-
-    /// The header protocol of requests this Transceiver encodes (for handler chaining).
-    pub fn header_protocol(mut self, protocol: HeaderProtocol) -> Builder {
-        self.header_protocol = protocol;
         self
     }
 
@@ -143,8 +136,10 @@ impl Builder {
 
     /// Connects to Mongrel2 and binds the control socket.
     pub fn build(self) -> Result<Transceiver, Error> {
-        if self.ping_interval.is_zero() {
-            return Err(Error::Config("ping interval must be positive".into()));
+        if self.ping_interval.is_some_and(|interval| interval.is_zero()) {
+            return Err(Error::Config(
+                "ping interval must be positive (None turns pings off)".into(),
+            ));
         }
         if self.handler_targets == 0 {
             return Err(Error::Config("handler_targets must be at least 1".into()));

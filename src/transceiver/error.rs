@@ -4,6 +4,7 @@ use crate::{http, reply, request, tnetstring};
 
 /// What can go wrong when building, driving or sending through a Transceiver.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A ZeroMQ call failed.
     #[error("zeromq: {0}")]
@@ -38,7 +39,10 @@ pub enum Error {
     /// The handle's queue stayed full for the whole send timeout.
     #[error("the Transceiver's command queue is full")]
     QueueFull,
-    /// [`Handle::interrupt`](super::Handle::interrupt) woke a blocking [`recv`](super::Transceiver::recv).
+    /// The loop was interrupted ([`Handle::interrupt`](super::Handle::interrupt), or a
+    /// signal after [`Transceiver::stop_on_signals`](super::Transceiver::stop_on_signals)):
+    /// what [`recv`](super::Transceiver::recv) and
+    /// [`recv_timeout`](super::Transceiver::recv_timeout) return then.
     #[error("interrupted")]
     Interrupted,
     /// A chunk or end for a connection with no streamed response open.

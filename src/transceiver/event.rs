@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::request::{OwnedRequest, Request};
+use crate::websocket::CloseCode;
 
 /// One client connection of one Mongrel2 server.
 ///
@@ -40,6 +41,7 @@ impl fmt::Display for ConnId {
 
 /// A complete, validated WebSocket data message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message {
     /// A text message; its UTF-8 was checked.
     Text(String),
@@ -67,11 +69,12 @@ impl Message {
 
 /// Why a WebSocket session ended. By the time the handler sees it, the session is forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The client sent a close frame; it was echoed with the same code.
     Client {
         /// The client's close code, if it sent one.
-        code: Option<u16>,
+        code: Option<CloseCode>,
         /// The client's reason text.
         reason: String,
     },
@@ -82,17 +85,41 @@ pub enum CloseReason {
     /// The client broke RFC 6455; the session was closed with `code`.
     ProtocolViolation {
         /// The close code that was sent (1002, 1007, 1009).
-        code: u16,
+        code: CloseCode,
         /// What the client did wrong.
         violation: String,
     },
     /// The handler closed the session.
     Handler {
-        /// The close code the handler sent.
-        code: u16,
+        /// The close code the handler sent (1006 when it closed the connection without a
+        /// close frame).
+        code: CloseCode,
     },
     /// The Transceiver shut down (close 1001 was sent).
     Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Client { code: None, .. } => f.write_str("closed by the client"),
+            CloseReason::Client {
+                code: Some(code),
+                reason,
+            } if reason.is_empty() => write!(f, "closed by the client ({code})"),
+            CloseReason::Client {
+                code: Some(code),
+                reason,
+            } => write!(f, "closed by the client ({code} {reason:?})"),
+            CloseReason::Disconnected => f.write_str("disconnected"),
+            CloseReason::PingTimeout => f.write_str("ping timeout"),
+            CloseReason::ProtocolViolation { code, violation } => {
+                write!(f, "protocol violation ({code}): {violation}")
+            }
+            CloseReason::Handler { code } => write!(f, "closed by the handler ({code})"),
+            CloseReason::Shutdown => f.write_str("shut down"),
+        }
+    }
 }
 
 /// Identifies a socket the handler registered with [`Transceiver::watch`](super::Transceiver::watch).
@@ -104,6 +131,7 @@ pub struct Token(pub(crate) usize);
 /// WebSocket handshakes, pings, pongs and closes are answered before the event is returned;
 /// events only tell the handler what it may want to act on.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// An HTTP request; answer it with [`Transceiver::reply_http`](super::Transceiver::reply_http).
     Http(OwnedRequest),

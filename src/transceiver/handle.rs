@@ -11,49 +11,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 
-use super::{ConnId, Error};
+use super::command::Outbound;
+use super::Error;
 
 /// Work for the loop's thread.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Bytes for one connection; `then_close` follows them with an empty reply.
-    Send {
-        conn: ConnId,
-        body: Vec<u8>,
-        then_close: bool,
-    },
-    /// One body to many connections of one server.
-    Deliver {
-        sender: Arc<str>,
-        ids: Vec<u64>,
-        body: Vec<u8>,
-    },
-    /// One body to connections of any servers.
-    DeliverTo {
-        conns: Vec<ConnId>,
-        body: Vec<u8>,
-    },
-    /// One WebSocket frame to every open session.
-    Broadcast {
-        frame: Vec<u8>,
-    },
-    /// Close frame, then close the connection and forget the session.
-    CloseSession {
-        conn: ConnId,
-        code: u16,
-        frame: Vec<u8>,
-    },
-    /// A streamed HTTP response: its head, a chunk, or its end.
-    Stream {
-        conn: ConnId,
-        part: StreamPart,
-        body: Vec<u8>,
-    },
-    /// An extended (`X`) reply.
-    Control {
-        conn: ConnId,
-        control: Control,
-    },
+    /// A sending method, for the core.
+    Outbound(Outbound),
     AddConnection {
         sender: String,
         pull: String,
@@ -64,22 +29,6 @@ pub(crate) enum Command {
     },
     /// Makes the loop return from `recv`/`recv_timeout` (e.g. on a signal).
     Interrupt,
-}
-
-/// Where a streamed response is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StreamPart {
-    Start,
-    Chunk,
-    End { then_close: bool },
-}
-
-/// The `ctl` extended replies Mongrel2 understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Control {
-    KeepAlive,
-    Credits(u64),
-    Cancel,
 }
 
 /// The loop's end of the queue.
@@ -154,7 +103,11 @@ pub(crate) fn channel(capacity: usize, send_timeout: Duration) -> Result<(Handle
 }
 
 impl Handle {
-    pub(crate) fn submit(&self, command: Command) -> Result<(), Error> {
+    pub(crate) fn submit(&self, command: Outbound) -> Result<(), Error> {
+        self.send_command(Command::Outbound(command))
+    }
+
+    fn send_command(&self, command: Command) -> Result<(), Error> {
         match self
             .shared
             .commands
@@ -175,7 +128,7 @@ impl Handle {
     /// Adds a Mongrel2 server to the running loop (see [`Transceiver::add_connection`](super::Transceiver::add_connection)).
     /// Failures are logged by the loop.
     pub fn add_connection(&self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
-        self.submit(Command::AddConnection {
+        self.send_command(Command::AddConnection {
             sender: sender.to_owned(),
             pull: pull.to_owned(),
             publish: publish.to_owned(),
@@ -184,16 +137,17 @@ impl Handle {
 
     /// Removes a Mongrel2 server from the running loop.
     pub fn remove_connection(&self, sender: &str) -> Result<(), Error> {
-        self.submit(Command::RemoveConnection {
+        self.send_command(Command::RemoveConnection {
             sender: sender.to_owned(),
         })
     }
 
-    /// Wakes the loop: a blocked [`recv`](super::Transceiver::recv) returns
-    /// [`Error::Interrupted`], a [`recv_timeout`](super::Transceiver::recv_timeout) returns
-    /// `Ok(None)`. Meant for signal handlers that want the loop to stop.
+    /// Wakes the loop: a blocked [`recv`](super::Transceiver::recv) or
+    /// [`recv_timeout`](super::Transceiver::recv_timeout) returns [`Error::Interrupted`] and
+    /// [`events`](super::Transceiver::events) ends. Meant for whatever wants the loop to stop
+    /// (see also [`Transceiver::stop_on_signals`](super::Transceiver::stop_on_signals)).
     pub fn interrupt(&self) -> Result<(), Error> {
-        self.submit(Command::Interrupt)
+        self.send_command(Command::Interrupt)
     }
 
     super::outbound::outbound_methods!();

@@ -1,13 +1,14 @@
-//! The sending methods, defined once for both [`Transceiver`](super::Transceiver) (which
-//! applies them at once) and [`Handle`](super::Handle) (which queues them for the loop).
+//! The sending methods, defined once for [`Core`](super::Core) (which turns them into
+//! replies), [`Transceiver`](super::Transceiver) (which also writes them at once) and
+//! [`Handle`](super::Handle) (which queues them for the loop).
 
 /// Expands to the shared sending methods inside an `impl` whose type has
-/// `fn submit(&self | &mut self, Command) -> Result<(), Error>`.
+/// `fn submit(&self | &mut self, Outbound) -> Result<(), Error>`.
 macro_rules! outbound_methods {
     ($($recv:tt)?) => {
         /// Sends raw bytes to one connection, as they are (an HTTP response, WebSocket frames, ...).
         pub fn reply(&$($recv)? self, conn: &$crate::ConnId, body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Send {
+            self.submit($crate::transceiver::command::Outbound::Send {
                 conn: conn.clone(),
                 body: body.into(),
                 then_close: false,
@@ -20,7 +21,7 @@ macro_rules! outbound_methods {
         pub fn reply_http(&$($recv)? self, request: &$crate::request::Request<'_>, response: &$crate::http::Response) -> Result<(), $crate::Error> {
             let then_close = request.should_close();
             let body = response.clone().for_request(request).encode();
-            self.submit($crate::transceiver::handle::Command::Send {
+            self.submit($crate::transceiver::command::Outbound::Send {
                 conn: $crate::ConnId::of(request),
                 body,
                 then_close,
@@ -35,7 +36,7 @@ macro_rules! outbound_methods {
 
         /// Closes a connection once what is queued for it is written (an empty reply).
         pub fn close(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Send {
+            self.submit($crate::transceiver::command::Outbound::Send {
                 conn: conn.clone(),
                 body: Vec::new(),
                 then_close: false,
@@ -45,9 +46,9 @@ macro_rules! outbound_methods {
         /// Starts a streamed (chunked) HTTP response; follow with
         /// [`stream_chunk`](Self::stream_chunk) and [`stream_end`](Self::stream_end).
         pub fn stream_start(&$($recv)? self, request: &$crate::request::Request<'_>, head: &$crate::http::ChunkedResponse) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Stream {
+            self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: $crate::ConnId::of(request),
-                part: $crate::transceiver::handle::StreamPart::Start,
+                part: $crate::transceiver::command::StreamPart::Start,
                 body: head.encode(),
             })
         }
@@ -57,18 +58,18 @@ macro_rules! outbound_methods {
             if data.is_empty() {
                 return Ok(());
             }
-            self.submit($crate::transceiver::handle::Command::Stream {
+            self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: conn.clone(),
-                part: $crate::transceiver::handle::StreamPart::Chunk,
+                part: $crate::transceiver::command::StreamPart::Chunk,
                 body: $crate::http::ChunkedResponse::chunk(data),
             })
         }
 
         /// Ends a streamed response; with `then_close` the connection is closed after it.
         pub fn stream_end(&$($recv)? self, conn: &$crate::ConnId, then_close: bool) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Stream {
+            self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: conn.clone(),
-                part: $crate::transceiver::handle::StreamPart::End { then_close },
+                part: $crate::transceiver::command::StreamPart::End { then_close },
                 body: $crate::http::ChunkedResponse::end().to_vec(),
             })
         }
@@ -101,9 +102,9 @@ macro_rules! outbound_methods {
         /// Closes a WebSocket session: a close frame with `code` and `reason` (cut to 123
         /// bytes), then the connection; the loop reports
         /// [`CloseReason::Handler`]($crate::CloseReason::Handler).
-        pub fn close_session(&$($recv)? self, conn: &$crate::ConnId, code: u16, reason: &str) -> Result<(), $crate::Error> {
+        pub fn close_session(&$($recv)? self, conn: &$crate::ConnId, code: $crate::websocket::CloseCode, reason: &str) -> Result<(), $crate::Error> {
             let frame = $crate::transceiver::close_frame(code, reason);
-            self.submit($crate::transceiver::handle::Command::CloseSession {
+            self.submit($crate::transceiver::command::Outbound::CloseSession {
                 conn: conn.clone(),
                 code,
                 frame,
@@ -111,9 +112,10 @@ macro_rules! outbound_methods {
         }
 
         /// Sends one body to many connections of one Mongrel2 server, in messages of at most
-        /// `handler_targets` ids each.
+        /// `handler_targets` ids each. The body goes out as it is: for WebSocket sessions it
+        /// must already be framed (see [`deliver_text`](Self::deliver_text)).
         pub fn deliver(&$($recv)? self, sender: &str, ids: &[u64], body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Deliver {
+            self.submit($crate::transceiver::command::Outbound::Deliver {
                 sender: sender.into(),
                 ids: ids.to_vec(),
                 body: body.into(),
@@ -121,18 +123,40 @@ macro_rules! outbound_methods {
         }
 
         /// Sends one body to connections of any servers: grouped by sender, then batched.
+        /// The body is raw bytes sent as they are: for WebSocket sessions it must already be
+        /// a frame (plain text here reaches the client as garbage); use
+        /// [`deliver_text`](Self::deliver_text) or [`deliver_binary`](Self::deliver_binary).
         pub fn deliver_to(&$($recv)? self, conns: &[$crate::ConnId], body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::DeliverTo {
+            self.submit($crate::transceiver::command::Outbound::DeliverTo {
                 conns: conns.to_vec(),
                 body: body.into(),
             })
+        }
+
+        /// Sends a text message to many WebSocket sessions of any servers: framed once,
+        /// then batched like [`deliver_to`](Self::deliver_to).
+        pub fn deliver_text(&$($recv)? self, conns: &[$crate::ConnId], text: &str) -> Result<(), $crate::Error> {
+            self.deliver_frame(conns, $crate::websocket::Opcode::Text, text.as_bytes())
+        }
+
+        /// Sends a binary message to many WebSocket sessions of any servers: framed once,
+        /// then batched like [`deliver_to`](Self::deliver_to).
+        pub fn deliver_binary(&$($recv)? self, conns: &[$crate::ConnId], data: &[u8]) -> Result<(), $crate::Error> {
+            self.deliver_frame(conns, $crate::websocket::Opcode::Binary, data)
+        }
+
+        /// Sends one unfragmented frame of any opcode to many WebSocket sessions.
+        pub fn deliver_frame(&$($recv)? self, conns: &[$crate::ConnId], opcode: $crate::websocket::Opcode, payload: &[u8]) -> Result<(), $crate::Error> {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            $crate::websocket::encode_frame(opcode, payload, &mut frame);
+            self.deliver_to(conns, frame)
         }
 
         /// Sends one frame to every open WebSocket session of every Mongrel2 server.
         pub fn broadcast(&$($recv)? self, opcode: $crate::websocket::Opcode, payload: &[u8]) -> Result<(), $crate::Error> {
             let mut frame = Vec::with_capacity(payload.len() + 10);
             $crate::websocket::encode_frame(opcode, payload, &mut frame);
-            self.submit($crate::transceiver::handle::Command::Broadcast { frame })
+            self.submit($crate::transceiver::command::Outbound::Broadcast { frame })
         }
 
         /// Sends a text message to every open WebSocket session.
@@ -140,27 +164,32 @@ macro_rules! outbound_methods {
             self.broadcast($crate::websocket::Opcode::Text, text.as_bytes())
         }
 
+        /// Sends a binary message to every open WebSocket session.
+        pub fn broadcast_binary(&$($recv)? self, data: &[u8]) -> Result<(), $crate::Error> {
+            self.broadcast($crate::websocket::Opcode::Binary, data)
+        }
+
         /// Resets Mongrel2's idle timer for a connection (extended reply `ctl keep-alive`).
         pub fn keep_alive(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Control {
+            self.submit($crate::transceiver::command::Outbound::Control {
                 conn: conn.clone(),
-                control: $crate::transceiver::handle::Control::KeepAlive,
+                control: $crate::transceiver::command::Control::KeepAlive,
             })
         }
 
         /// Grants upload credits to a streamed upload (extended reply `ctl credits`).
         pub fn grant_credits(&$($recv)? self, conn: &$crate::ConnId, credits: u64) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Control {
+            self.submit($crate::transceiver::command::Outbound::Control {
                 conn: conn.clone(),
-                control: $crate::transceiver::handle::Control::Credits(credits),
+                control: $crate::transceiver::command::Control::Credits(credits),
             })
         }
 
         /// Makes Mongrel2 drop a connection at once (extended reply `ctl cancel`).
         pub fn cancel(&$($recv)? self, conn: &$crate::ConnId) -> Result<(), $crate::Error> {
-            self.submit($crate::transceiver::handle::Command::Control {
+            self.submit($crate::transceiver::command::Outbound::Control {
                 conn: conn.clone(),
-                control: $crate::transceiver::handle::Control::Cancel,
+                control: $crate::transceiver::command::Control::Cancel,
             })
         }
     };

@@ -1,0 +1,326 @@
+//! The handler's protocol state machine, without sockets: [`Core`].
+//!
+//! Everything the runtime decides — answering handshakes, pinging sessions and closing the
+//! silent ones, echoing closes, enforcing RFC 6455, batching deliveries, saying goodbye on
+//! shutdown — happens here, on plain values: Mongrel2 messages and the current time go in,
+//! [`Event`]s for the handler and [`Outgoing`] replies for Mongrel2 come out. The
+//! [`Transceiver`](super::Transceiver) is one driver (a ZeroMQ poll loop); anything else
+//! that can move bytes (another thread's loop, an async runtime, a group of processes
+//! sharing sessions) can drive the same machine.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::builder::{HandshakeFn, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL};
+use super::command::Outbound;
+use super::session::Sessions;
+use super::{ConnId, Error, Event, Handshake};
+use crate::reply::{self, DEFAULT_HANDLER_TARGETS};
+use crate::request::Request;
+
+#[cfg(test)]
+mod tests;
+
+/// One framed reply for one Mongrel2 server, ready for that server's PUB socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The sender id (the Handler's `send_ident`) of the Mongrel2 server it goes to.
+    pub sender: Arc<str>,
+    /// The whole ZeroMQ message: `SENDER LEN:IDS, BODY`.
+    pub message: Vec<u8>,
+}
+
+/// The sans-IO handler runtime: feed it Mongrel2 messages, commands and the time; take
+/// [`Event`]s and [`Outgoing`] replies out.
+///
+/// ```
+/// use std::time::Instant;
+/// use mongrel2_transceiver::transceiver::Core;
+///
+/// let sender = "75226238-c5fe-4cb0-ac5b-877fd841e97e";
+/// let mut core = Core::new(Instant::now());
+/// core.add_server(sender)?;
+/// // A request as Mongrel2 sends it (tnetstring headers): an HTTP GET on connection 7.
+/// let headers = r#"{"METHOD":"GET","PATH":"/","VERSION":"HTTP/1.1","URI":"/"}"#;
+/// let message = format!("{sender} 7 / {}:{headers},0:,", headers.len());
+/// core.handle_message(sender, message.as_bytes());
+/// let Some(mongrel2_transceiver::Event::Http(request)) = core.poll_event() else {
+///     panic!("an HTTP event");
+/// };
+/// core.reply(&mongrel2_transceiver::ConnId::of(&request), "HTTP/1.1 204 No Content\r\n\r\n")?;
+/// let out = core.poll_outgoing().expect("the reply");
+/// assert_eq!(&*out.sender, sender);
+/// assert!(out.message.ends_with(b"204 No Content\r\n\r\n"));
+/// # Ok::<(), mongrel2_transceiver::Error>(())
+/// ```
+pub struct Core {
+    pub(super) servers: HashSet<Arc<str>>,
+    pub(super) sessions: Sessions,
+    pub(super) streams: HashSet<ConnId>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) outgoing: VecDeque<Outgoing>,
+    pub(super) handshake: Option<HandshakeFn>,
+    pub(super) ping_interval: Option<Duration>,
+    pub(super) next_ping: Option<Instant>,
+    pub(super) max_message_size: usize,
+    pub(super) handler_targets: usize,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("servers", &self.servers)
+            .field("sessions", &self.sessions.len())
+            .field("events", &self.events.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("ping_interval", &self.ping_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A state machine with the defaults of [`Builder`](super::Builder): pings every
+    /// [`DEFAULT_PING_INTERVAL`] from `now`, accepts every handshake, knows no server yet.
+    pub fn new(now: Instant) -> Core {
+        Core {
+            servers: HashSet::new(),
+            sessions: Sessions::default(),
+            streams: HashSet::new(),
+            events: VecDeque::new(),
+            outgoing: VecDeque::new(),
+            handshake: None,
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            next_ping: now.checked_add(DEFAULT_PING_INTERVAL),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            handler_targets: DEFAULT_HANDLER_TARGETS,
+        }
+    }
+
+    /// How often sessions are pinged, counted from `now`; `None` turns pings (and the
+    /// closing of silent sessions) off. A zero interval is an error.
+    pub fn set_ping_interval(
+        &mut self,
+        interval: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if interval.is_some_and(|interval| interval.is_zero()) {
+            return Err(Error::Config(
+                "ping interval must be positive (None turns pings off)".into(),
+            ));
+        }
+        self.ping_interval = interval;
+        self.next_ping = interval.and_then(|interval| now.checked_add(interval));
+        Ok(())
+    }
+
+    /// The largest WebSocket message accepted; larger ones close the session with 1009.
+    pub fn set_max_message_size(&mut self, bytes: usize) {
+        self.max_message_size = bytes;
+    }
+
+    /// Mongrel2's `limits.handler_targets`: the most connection ids one reply may carry.
+    pub fn set_handler_targets(&mut self, targets: usize) -> Result<(), Error> {
+        if targets == 0 {
+            return Err(Error::Config("handler_targets must be at least 1".into()));
+        }
+        self.handler_targets = targets;
+        Ok(())
+    }
+
+    /// Decides each WebSocket handshake (see [`Builder::on_handshake`](super::Builder::on_handshake)).
+    pub fn set_handshake(
+        &mut self,
+        decide: impl FnMut(&Request<'_>) -> Handshake + Send + 'static,
+    ) {
+        self.handshake = Some(Box::new(decide));
+    }
+
+    pub(crate) fn set_handshake_boxed(&mut self, decide: Option<HandshakeFn>) {
+        self.handshake = decide;
+    }
+
+    /// Starts serving the Mongrel2 server whose Handler's `send_ident` is `sender`.
+    pub fn add_server(&mut self, sender: &str) -> Result<(), Error> {
+        if self.servers.contains(sender) {
+            return Err(Error::DuplicateSender(sender.to_owned()));
+        }
+        reply::validate_uuid(sender)?;
+        self.servers.insert(Arc::from(sender));
+        Ok(())
+    }
+
+    /// Stops serving a Mongrel2 server; its sessions are reported closed
+    /// ([`CloseReason::Disconnected`](super::CloseReason::Disconnected)).
+    pub fn remove_server(&mut self, sender: &str) -> Result<(), Error> {
+        let Some(sender) = self.servers.take(sender) else {
+            return Err(Error::UnknownSender(sender.to_owned()));
+        };
+        for id in self.sessions.remove_sender(&sender) {
+            self.events.push_back(Event::Closed {
+                conn: ConnId::new(sender.clone(), id),
+                reason: super::CloseReason::Disconnected,
+            });
+        }
+        self.streams.retain(|conn| conn.sender != sender);
+        Ok(())
+    }
+
+    /// The sender ids of every served Mongrel2 server.
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.servers.iter()
+    }
+
+    /// The shared sender id for `sender`, when it is served (saves an allocation per request).
+    pub fn server(&self, sender: &str) -> Option<&Arc<str>> {
+        self.servers.get(sender)
+    }
+
+    /// Every open WebSocket session.
+    pub fn sessions(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.sessions.iter()
+    }
+
+    /// How many WebSocket sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether `conn` is an open WebSocket session.
+    pub fn is_session(&self, conn: &ConnId) -> bool {
+        self.sessions.contains(conn)
+    }
+
+    /// One raw message from the Mongrel2 server `via` (its PULL socket): parsed, then
+    /// handled like [`Core::handle_request`]. A malformed message is logged and skipped.
+    pub fn handle_message(&mut self, via: &str, message: &[u8]) {
+        match Request::parse(message) {
+            Ok(request) => self.handle_request(via, request),
+            Err(err) => log::warn!("skipping malformed request from {via}: {err}"),
+        }
+    }
+
+    /// The next event for the handler, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether events are waiting.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next reply to write, oldest first. Write them in this order: Mongrel2 relies on
+    /// it (a close frame before the empty reply that closes the connection).
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.outgoing.pop_front()
+    }
+
+    /// Whether replies are waiting.
+    pub fn has_outgoing(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// When [`Core::handle_timeout`] should next run (`None`: no timer, pings are off).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.next_ping
+    }
+
+    /// Runs what is due at `now`: a ping round, closing (1001 "ping timeout") the sessions
+    /// that stayed silent since the previous one.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_ping.is_some_and(|at| at <= now) {
+            self.ping_round(now);
+        }
+    }
+
+    /// Says goodbye: close 1001 "shutting down" to every session, each reported closed
+    /// ([`CloseReason::Shutdown`](super::CloseReason::Shutdown)); streams are forgotten.
+    pub fn shutdown(&mut self) {
+        let goodbye = super::close_frame(crate::websocket::CloseCode::GOING_AWAY, "shutting down");
+        for (sender, ids) in self.sessions.drain() {
+            self.deliver_logged(&sender, &ids, &goodbye);
+            self.deliver_logged(&sender, &ids, b"");
+            for id in ids {
+                self.events.push_back(Event::Closed {
+                    conn: ConnId::new(sender.clone(), id),
+                    reason: super::CloseReason::Shutdown,
+                });
+            }
+        }
+        self.streams.clear();
+    }
+
+    /// Applies one sending method (the same ones [`Transceiver`](super::Transceiver) and
+    /// [`Handle`](super::Handle) offer); the replies land in [`Core::poll_outgoing`].
+    pub(crate) fn submit(&mut self, command: Outbound) -> Result<(), Error> {
+        self.apply(command)
+    }
+
+    pub(super) fn server_of(&self, sender: &str) -> Result<Arc<str>, Error> {
+        self.servers
+            .get(sender)
+            .cloned()
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))
+    }
+
+    /// One reply to one connection.
+    pub(super) fn send_to(&mut self, conn: &ConnId, body: &[u8]) -> Result<(), Error> {
+        let sender = self.server_of(&conn.sender)?;
+        let mut message = Vec::with_capacity(conn.sender.len() + body.len() + 24);
+        reply::encode_reply(&conn.sender, &[conn.id], body, &mut message)?;
+        self.outgoing.push_back(Outgoing { sender, message });
+        Ok(())
+    }
+
+    pub(super) fn send_logged(&mut self, conn: &ConnId, body: &[u8]) {
+        if let Err(err) = self.send_to(conn, body) {
+            log::warn!("reply to {conn} failed: {err}");
+        }
+    }
+
+    /// One body to many connections of one server, `handler_targets` ids per message.
+    pub(super) fn deliver_now(
+        &mut self,
+        sender: &str,
+        ids: &[u64],
+        body: &[u8],
+    ) -> Result<(), Error> {
+        let sender = self.server_of(sender)?;
+        for message in reply::batched(&sender, ids, body, self.handler_targets)? {
+            self.outgoing.push_back(Outgoing {
+                sender: sender.clone(),
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// One body to connections of any servers: grouped by server, then batched.
+    pub(super) fn deliver_grouped(&mut self, conns: &[ConnId], body: &[u8]) -> Result<(), Error> {
+        let mut by_sender: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for conn in conns {
+            by_sender.entry(&conn.sender).or_default().push(conn.id);
+        }
+        let mut first_error = None;
+        for (sender, ids) in by_sender {
+            if let Err(err) = self.deliver_now(sender, &ids, body) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn deliver_logged(&mut self, sender: &str, ids: &[u64], body: &[u8]) {
+        if let Err(err) = self.deliver_now(sender, ids, body) {
+            log::warn!(
+                "delivery to {} sessions of {sender} failed: {err}",
+                ids.len()
+            );
+        }
+    }
+}
+
+impl Core {
+    super::outbound::outbound_methods!(mut);
+}

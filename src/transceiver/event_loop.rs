@@ -1,0 +1,563 @@
+//! The [`Transceiver`]: a ZeroMQ poll loop that moves bytes between Mongrel2's sockets and
+//! the sans-IO [`Core`], and runs the commands queued by [`Handle`]s.
+
+use std::collections::VecDeque;
+use std::os::unix::io::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::builder::Builder;
+use super::command::Outbound;
+use super::connection::Connection;
+use super::core::Core;
+use super::handle::{self, Command, Handle, Inbox};
+use super::signals::Signals;
+use super::{control, ConnId, Error, Event, Token};
+
+/// How many requests one readable PULL may deliver before timers and other sockets get a
+/// turn: keeps pings on time under load.
+const PULL_BATCH: usize = 256;
+/// The same for commands queued by handles: a producer faster than the loop must not
+/// starve it.
+const COMMAND_BATCH: usize = 1024;
+/// How long shutdown lets the goodbye close frames drain. Keeps Drop well under a second.
+const SHUTDOWN_LINGER_MS: i32 = 250;
+
+/// A Mongrel2 handler's event loop. See the [crate docs](crate) for an example.
+///
+/// Not `Sync`: ZeroMQ sockets belong to one thread. Other threads send through a
+/// [`Handle`] from [`Transceiver::handle`].
+pub struct Transceiver {
+    /// Declared first so it drops first: the sockets below hold the context alive.
+    connections: Vec<Connection>,
+    control: Option<zmq::Socket>,
+    watched: Vec<Option<zmq::Socket>>,
+    context: zmq::Context,
+    core: Core,
+    /// Events of the loop itself ([`Event::Readable`]).
+    pending: VecDeque<Event>,
+    inbox: Inbox,
+    handle: Handle,
+    signals: Option<Signals>,
+    readable: Vec<bool>,
+    interrupted: bool,
+    shut_down: bool,
+}
+
+impl std::fmt::Debug for Transceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transceiver")
+            .field("senders", &self.senders().collect::<Vec<_>>())
+            .field("sessions", &self.core.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transceiver {
+    /// Starts configuring a Transceiver for the Mongrel2 Handler whose `send_ident` is
+    /// `sender`; defaults connect to 127.0.0.1 ports 9999 (PULL) and 9998 (PUB) and bind the
+    /// control socket on 127.0.0.1:9997.
+    pub fn builder(sender: &str) -> Builder {
+        Builder::new(sender)
+    }
+
+    pub(super) fn from_builder(builder: Builder) -> Result<Transceiver, Error> {
+        let context = builder.context.unwrap_or_default();
+        let control = match &builder.control {
+            Some(endpoint) => {
+                let socket = context.socket(zmq::REP)?;
+                socket.set_linger(0)?;
+                socket.bind(endpoint)?;
+                Some(socket)
+            }
+            None => None,
+        };
+        let now = Instant::now();
+        let mut core = Core::new(now);
+        core.set_ping_interval(builder.ping_interval, now)?;
+        core.set_max_message_size(builder.max_message_size);
+        core.set_handler_targets(builder.handler_targets)?;
+        core.set_handshake_boxed(builder.handshake);
+        let (handle, inbox) = handle::channel(builder.queue_capacity, builder.send_timeout)?;
+        let mut transceiver = Transceiver {
+            connections: Vec::new(),
+            control,
+            watched: Vec::new(),
+            context,
+            core,
+            pending: VecDeque::new(),
+            inbox,
+            handle,
+            signals: None,
+            readable: Vec::new(),
+            interrupted: false,
+            shut_down: false,
+        };
+        transceiver.add_connection(&builder.sender, &builder.pull, &builder.publish)?;
+        Ok(transceiver)
+    }
+
+    /// The ZeroMQ context, for sockets the handler wants polled with [`Transceiver::watch`].
+    pub fn context(&self) -> &zmq::Context {
+        &self.context
+    }
+
+    /// Where the control socket is bound (with the real port when bound to `:*` or `:0`).
+    pub fn control_endpoint(&self) -> Option<String> {
+        let socket = self.control.as_ref()?;
+        socket.get_last_endpoint().ok()?.ok()
+    }
+
+    /// A clonable, `Send + Sync` handle for sending from other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Makes SIGINT and SIGTERM stop the loop: [`recv`](Self::recv) and
+    /// [`recv_timeout`](Self::recv_timeout) return [`Error::Interrupted`] and
+    /// [`events`](Self::events) ends, so the handler returns and the Transceiver drops,
+    /// saying goodbye (close 1001) to every session. A second signal, or one after the
+    /// Transceiver is gone, exits the process at once (status 1), so a stuck program can
+    /// still be stopped.
+    pub fn stop_on_signals(&mut self) -> Result<(), Error> {
+        if self.signals.is_none() {
+            self.signals = Some(Signals::register()?);
+        }
+        Ok(())
+    }
+
+    /// The sender ids of every connected Mongrel2 server.
+    pub fn senders(&self) -> impl Iterator<Item = &str> {
+        self.connections.iter().map(|c| &*c.sender)
+    }
+
+    /// Every open WebSocket session.
+    pub fn sessions(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.core.sessions()
+    }
+
+    /// How many WebSocket sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.core.session_count()
+    }
+
+    /// Whether `conn` is an open WebSocket session.
+    pub fn is_session(&self, conn: &ConnId) -> bool {
+        self.core.is_session(conn)
+    }
+
+    /// Connects to one more Mongrel2 server while running. Replies to its requests go out
+    /// through its own PUB.
+    pub fn add_connection(&mut self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
+        self.core.add_server(sender)?;
+        let shared = self.core.server_of(sender)?;
+        match Connection::open(&self.context, shared, pull, publish) {
+            Ok(connection) => {
+                log::info!("connected to Mongrel2 {sender}: pull {pull}, publish {publish}");
+                self.connections.push(connection);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self.core.remove_server(sender);
+                Err(err)
+            }
+        }
+    }
+
+    /// Disconnects from a Mongrel2 server; its sessions are reported closed
+    /// ([`CloseReason::Disconnected`](super::CloseReason::Disconnected)).
+    pub fn remove_connection(&mut self, sender: &str) -> Result<(), Error> {
+        let index = self
+            .connections
+            .iter()
+            .position(|c| &*c.sender == sender)
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
+        let _ = self.flush();
+        let connection = self.connections.remove(index);
+        self.core.remove_server(sender)?;
+        log::info!(
+            "disconnected from Mongrel2 {sender} ({}, {})",
+            connection.pull_endpoint,
+            connection.publish_endpoint
+        );
+        Ok(())
+    }
+
+    /// Whether Mongrel2's SUB has subscribed to this connection's PUB, i.e. whether replies
+    /// sent now will be heard. `None` for an unknown sender.
+    pub fn is_ready(&mut self, sender: &str) -> Option<bool> {
+        let connection = self.connections.iter_mut().find(|c| &*c.sender == sender)?;
+        connection.drain_subscriptions();
+        Some(connection.subscribed)
+    }
+
+    /// Waits until every Mongrel2 server's SUB has subscribed (PUB drops what it sends
+    /// before that). Requests that arrive meanwhile stay queued. Returns false on timeout.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<bool, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for connection in &mut self.connections {
+                connection.drain_subscriptions();
+                all &= connection.subscribed;
+            }
+            let now = Instant::now();
+            if all {
+                return Ok(true);
+            }
+            if now >= deadline {
+                return Ok(false);
+            }
+            let mut items: Vec<_> = self
+                .connections
+                .iter()
+                .filter(|c| !c.subscribed)
+                .map(|c| c.publish.as_poll_item(zmq::POLLIN))
+                .collect();
+            poll(&mut items, Some(deadline - now))?;
+        }
+    }
+
+    /// Registers a socket (made from [`Transceiver::context`]) to be polled with the loop's
+    /// own; when it is readable the loop returns [`Event::Readable`] with this token, and
+    /// keeps doing so while it stays readable.
+    pub fn watch(&mut self, socket: zmq::Socket) -> Token {
+        if let Some(free) = self.watched.iter().position(Option::is_none) {
+            self.watched[free] = Some(socket);
+            return Token(free);
+        }
+        self.watched.push(Some(socket));
+        Token(self.watched.len() - 1)
+    }
+
+    /// A watched socket.
+    pub fn socket(&self, token: Token) -> Result<&zmq::Socket, Error> {
+        self.watched
+            .get(token.0)
+            .and_then(Option::as_ref)
+            .ok_or(Error::UnknownToken)
+    }
+
+    /// Stops watching a socket and gives it back.
+    pub fn unwatch(&mut self, token: Token) -> Result<zmq::Socket, Error> {
+        self.watched
+            .get_mut(token.0)
+            .and_then(Option::take)
+            .ok_or(Error::UnknownToken)
+    }
+
+    /// Waits for the next event. [`Error::Interrupted`] when the loop was interrupted
+    /// ([`Handle::interrupt`], or a signal after [`Transceiver::stop_on_signals`]).
+    pub fn recv(&mut self) -> Result<Event, Error> {
+        match self.next_event(None)? {
+            Some(event) => Ok(event),
+            None => Err(self.take_interrupt()),
+        }
+    }
+
+    /// Waits at most `timeout` for the next event: `Ok(None)` when none came,
+    /// [`Error::Interrupted`] when the loop was interrupted (as [`recv`](Self::recv)).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        let event = self.next_event(Instant::now().checked_add(timeout))?;
+        if event.is_none() && self.interrupted {
+            return Err(self.take_interrupt());
+        }
+        Ok(event)
+    }
+
+    /// The events, one by one, until the loop is interrupted (then the iterator ends; errors
+    /// are yielded as they come).
+    pub fn events(&mut self) -> Events<'_> {
+        Events { transceiver: self }
+    }
+
+    fn take_interrupt(&mut self) -> Error {
+        self.interrupted = false;
+        Error::Interrupted
+    }
+
+    /// The next event; `None` on interrupt or when `deadline` passed.
+    fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<Event>, Error> {
+        let mut polled = false;
+        loop {
+            let now = Instant::now();
+            self.core.handle_timeout(now);
+            let _ = self.flush();
+            if let Some(event) = self.pending.pop_front().or_else(|| self.core.poll_event()) {
+                return Ok(Some(event));
+            }
+            if self.interrupted {
+                return Ok(None);
+            }
+            let until = match (deadline, self.core.next_timeout()) {
+                (Some(deadline), _) if deadline <= now => {
+                    if polled {
+                        return Ok(None);
+                    }
+                    Some(now)
+                }
+                (Some(deadline), Some(timer)) => Some(deadline.min(timer)),
+                (deadline, timer) => deadline.or(timer),
+            };
+            self.poll_once(until.map(|until| until.saturating_duration_since(now)))?;
+            polled = true;
+        }
+    }
+
+    /// One `zmq_poll` over every socket (`wait` `None`: until one is readable), then
+    /// everything it found readable.
+    fn poll_once(&mut self, wait: Option<Duration>) -> Result<(), Error> {
+        let mut items = Vec::with_capacity(3 + 2 * self.connections.len() + self.watched.len());
+        items.push(zmq::PollItem::from_fd(
+            self.inbox.wake.as_raw_fd(),
+            zmq::POLLIN,
+        ));
+        if let Some(signals) = &self.signals {
+            items.push(zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN));
+        }
+        if let Some(control) = &self.control {
+            items.push(control.as_poll_item(zmq::POLLIN));
+        }
+        for connection in &self.connections {
+            items.push(connection.pull.as_poll_item(zmq::POLLIN));
+            items.push(connection.publish.as_poll_item(zmq::POLLIN));
+        }
+        for socket in self.watched.iter().flatten() {
+            items.push(socket.as_poll_item(zmq::POLLIN));
+        }
+        // Commands left over from a full batch have no wake-up byte any more: do not sleep.
+        let wait = if self.inbox.commands.is_empty() {
+            wait
+        } else {
+            Some(Duration::ZERO)
+        };
+        poll(&mut items, wait)?;
+        self.readable.clear();
+        self.readable
+            .extend(items.iter().map(zmq::PollItem::is_readable));
+        drop(items);
+
+        let mut ready = std::mem::take(&mut self.readable).into_iter();
+        if ready.next() == Some(true) {
+            self.inbox.clear_wakeups();
+        }
+        if let Some(signals) = &mut self.signals {
+            if ready.next() == Some(true) && signals.take() {
+                log::info!("stopping on a signal");
+                self.interrupted = true;
+            }
+        }
+        // Commands are cheap to check and may have been queued without a wake-up reaching us yet.
+        self.run_commands();
+        if self.control.is_some() && ready.next() == Some(true) {
+            self.serve_control();
+        }
+        for index in 0..self.connections.len() {
+            let pull_ready = ready.next() == Some(true);
+            let publish_ready = ready.next() == Some(true);
+            if publish_ready {
+                self.connections[index].drain_subscriptions();
+            }
+            if pull_ready {
+                self.drain_requests(index);
+            }
+        }
+        let tokens: Vec<Token> = self
+            .watched
+            .iter()
+            .enumerate()
+            .filter(|(_, socket)| socket.is_some())
+            .map(|(index, _)| Token(index))
+            .collect();
+        for token in tokens {
+            if ready.next() == Some(true) {
+                self.pending.push_back(Event::Readable(token));
+            }
+        }
+        let _ = self.flush();
+        Ok(())
+    }
+
+    fn drain_requests(&mut self, index: usize) {
+        for _ in 0..PULL_BATCH {
+            let Some(connection) = self.connections.get(index) else {
+                return;
+            };
+            match connection.pull.recv_msg(zmq::DONTWAIT) {
+                Ok(message) => {
+                    let sender = connection.sender.clone();
+                    self.core.handle_message(&sender, &message);
+                }
+                Err(zmq::Error::EAGAIN) => return,
+                Err(err) => {
+                    log::warn!("receiving from Mongrel2 {}: {err}", connection.sender);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes every reply the core produced to its server's PUB; the first failure is
+    /// returned, the others logged.
+    fn flush(&mut self) -> Result<(), Error> {
+        let mut first_error = None;
+        while let Some(out) = self.core.poll_outgoing() {
+            let result = match self.connections.iter().find(|c| c.sender == out.sender) {
+                Some(connection) => connection.send(out.message),
+                None => Err(Error::UnknownSender(out.sender.to_string())),
+            };
+            if let Err(err) = result {
+                log::warn!("reply to Mongrel2 {} failed: {err}", out.sender);
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn serve_control(&mut self) {
+        let Some(socket) = &self.control else {
+            return;
+        };
+        let message = match socket.recv_msg(zmq::DONTWAIT) {
+            Ok(message) => message,
+            Err(zmq::Error::EAGAIN) => return,
+            Err(err) => {
+                log::warn!("control socket: {err}");
+                return;
+            }
+        };
+        let (answer, action) = control::interpret(&message);
+        if let Err(err) = socket.send(answer, 0) {
+            log::warn!("control socket reply: {err}");
+        }
+        let result = match action {
+            Ok(None) => Ok(()),
+            Ok(Some(control::Action::Add {
+                sender,
+                pull,
+                publish,
+            })) => self.add_connection(&sender, &pull, &publish),
+            Ok(Some(control::Action::Remove { sender })) => self.remove_connection(&sender),
+            Ok(Some(control::Action::Ping {
+                sender,
+                conn_id,
+                text,
+            })) => self.reply(&ConnId::new(sender, conn_id), text),
+            Err(err) => {
+                log::warn!("control request ignored: {err}");
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            log::warn!("control request failed: {err}");
+        }
+    }
+
+    fn run_commands(&mut self) {
+        for _ in 0..COMMAND_BATCH {
+            let Some(command) = self.inbox.try_next() else {
+                break;
+            };
+            let result = match command {
+                Command::Outbound(outbound) => self.core.submit(outbound),
+                Command::AddConnection {
+                    sender,
+                    pull,
+                    publish,
+                } => self.add_connection(&sender, &pull, &publish),
+                Command::RemoveConnection { sender } => self.remove_connection(&sender),
+                Command::Interrupt => {
+                    self.interrupted = true;
+                    Ok(())
+                }
+            };
+            if let Err(err) = result {
+                log::warn!("queued command failed: {err}");
+            }
+        }
+        let _ = self.flush();
+    }
+
+    /// The outbound methods' entry: the core frames, the loop writes at once.
+    pub(crate) fn submit(&mut self, command: Outbound) -> Result<(), Error> {
+        let applied = self.core.submit(command);
+        let flushed = self.flush();
+        applied.and(flushed)
+    }
+
+    /// Sends close 1001 to every session, gives the sockets a bounded linger and closes them.
+    /// Never hangs, whatever state Mongrel2 is in. Drop does the same.
+    pub fn shutdown(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if std::mem::replace(&mut self.shut_down, true) {
+            return;
+        }
+        self.run_commands();
+        self.core.shutdown();
+        let _ = self.flush();
+        for connection in &self.connections {
+            connection.set_linger(SHUTDOWN_LINGER_MS);
+        }
+        for socket in self.watched.iter().flatten() {
+            let _ = socket.set_linger(0);
+        }
+        self.connections.clear();
+        self.control = None;
+        self.watched.clear();
+        self.signals = None;
+        // The context itself goes with the struct: dropping the last handle on an owned
+        // context terminates it, and with every socket closed and its linger bounded that
+        // returns promptly.
+        log::debug!("Transceiver shut down");
+    }
+}
+
+impl Drop for Transceiver {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+impl Transceiver {
+    super::outbound::outbound_methods!(mut);
+}
+
+/// Iterator over a Transceiver's events, from [`Transceiver::events`]; it ends when the loop
+/// is interrupted.
+#[derive(Debug)]
+pub struct Events<'t> {
+    transceiver: &'t mut Transceiver,
+}
+
+impl Iterator for Events<'_> {
+    type Item = Result<Event, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.transceiver.recv() {
+            Err(Error::Interrupted) => None,
+            other => Some(other),
+        }
+    }
+}
+
+/// `zmq::poll` with a Duration (`None`: no limit); EINTR counts as a quiet wake-up.
+fn poll(items: &mut [zmq::PollItem<'_>], wait: Option<Duration>) -> Result<(), Error> {
+    let millis = match wait {
+        None => -1,
+        Some(wait) => {
+            let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            // Round up so a sub-millisecond wait does not spin.
+            if wait.is_zero() || wait.subsec_nanos().is_multiple_of(1_000_000) {
+                millis
+            } else {
+                millis + 1
+            }
+        }
+    };
+    match zmq::poll(items, millis) {
+        Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
