@@ -11,11 +11,8 @@
 #[path = "common/flags.rs"]
 pub mod flags;
 
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
 use mongrel2_transceiver::request::Request;
-use mongrel2_transceiver::{Event, Message};
+use mongrel2_transceiver::{Error, Event, Message};
 
 /// The JSON an HTTP request is echoed as.
 fn describe(request: &Request<'_>) -> serde_json::Value {
@@ -38,33 +35,35 @@ fn describe(request: &Request<'_>) -> serde_json::Value {
     })
 }
 
-fn main() -> Result<(), mongrel2_transceiver::Error> {
+fn main() -> Result<(), Error> {
     env_logger::init();
     run(&flags::Flags::parse("echo"))
 }
 
 /// Serves until SIGINT/SIGTERM, then shuts down cleanly.
-pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
+pub fn run(flags: &flags::Flags) -> Result<(), Error> {
     let mut transceiver = flags.builder().build()?;
-    let stop = flags::stop_on_signal(&transceiver);
+    transceiver.stop_on_signals()?;
     log::info!("echo handler {} ready", flags.sender_id);
-    while !stop.load(Ordering::SeqCst) {
-        let event = match transceiver.recv_timeout(Duration::from_secs(1))? {
-            Some(event) => event,
-            None => continue,
+    loop {
+        let event = match transceiver.recv() {
+            Ok(event) => event,
+            Err(Error::Interrupted) => break,
+            Err(err) => return Err(err),
         };
         let sent = match &event {
             Event::Http(request) => transceiver.reply_json(request, 200, &describe(request)),
-            Event::Message { conn, message } => match message {
-                Message::Text(text) => transceiver.send_text(conn, text),
-                Message::Binary(data) => transceiver.send_binary(conn, data),
-            },
+            Event::Message {
+                conn,
+                message: Message::Text(text),
+            } => transceiver.send_text(conn, text),
+            Event::Message { conn, message } => transceiver.send_binary(conn, message.as_bytes()),
             Event::Opened { conn, .. } => {
                 log::info!("session {conn} opened");
                 Ok(())
             }
             Event::Closed { conn, reason } => {
-                log::info!("session {conn} closed: {reason:?}");
+                log::info!("session {conn} closed: {reason}");
                 Ok(())
             }
             other => {
@@ -76,7 +75,7 @@ pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
             log::warn!("reply failed: {err}");
         }
     }
-    log::info!("shutting down");
+    log::info!("shutting down"); // close 1001 to every session
     transceiver.shutdown();
     Ok(())
 }

@@ -5,27 +5,27 @@
 #[path = "common/flags.rs"]
 pub mod flags;
 
-use mongrel2_transceiver::{http::Response, Event};
+use mongrel2_transceiver::{http::Response, Error, Event};
 
-fn main() -> Result<(), mongrel2_transceiver::Error> {
+fn main() -> Result<(), Error> {
     env_logger::init();
     run(&flags::Flags::parse("hello"))
 }
 
 /// Serves until SIGINT/SIGTERM, then shuts down cleanly.
-pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
+pub fn run(flags: &flags::Flags) -> Result<(), Error> {
     let mut transceiver = flags.builder().build()?;
-    let stop = flags::stop_on_signal(&transceiver);
+    transceiver.stop_on_signals()?;
     let hello = Response::ok()
         .header("Content-Type", "text/plain")
         .body("hello world\n");
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Some(Event::Http(request)) =
-            transceiver.recv_timeout(std::time::Duration::from_secs(1))?
-        {
-            transceiver.reply_http(&request, &hello)?;
+    loop {
+        match transceiver.recv() {
+            Ok(Event::Http(request)) => transceiver.reply_http(&request, &hello)?,
+            Ok(_) => {}
+            // Dropping the Transceiver closes its sockets without hanging.
+            Err(Error::Interrupted) => return Ok(()),
+            Err(err) => return Err(err),
         }
     }
-    transceiver.shutdown();
-    Ok(())
 }

@@ -3,45 +3,31 @@
 //! A complete test of an echo handler:
 //!
 //! ```
-//! use std::sync::mpsc;
-//! use mongrel2_transceiver::harness::{Protocol, Server};
+//! use mongrel2_transceiver::harness::{spawn_handler, Protocol, Server};
 //! use mongrel2_transceiver::http::Response;
-//! use mongrel2_transceiver::{Error, Event, Message, Transceiver};
+//! use mongrel2_transceiver::{Error, Event, Message};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The handler under test, on its own thread, with its control socket on a free port.
-//! let (ready, started) = mpsc::channel();
-//! let handler = std::thread::spawn(move || -> Result<(), Error> {
-//!     // Only the harness reaches this handler: its own Mongrel2 connection points at
-//!     // an endpoint nobody binds, so it cannot steal a real Mongrel2's requests.
-//!     let mut handler = Transceiver::builder("echo")
-//!         .pull("inproc://unused")
-//!         .publish("inproc://unused")
-//!         .control(Some("tcp://127.0.0.1:*"))
-//!         .build()?;
-//!     let control = handler.control_endpoint().expect("control socket is bound");
-//!     ready.send((control, handler.handle())).expect("the test is waiting");
-//!     loop {
-//!         match handler.recv() {
-//!             Ok(Event::Http(request)) => {
-//!                 let echo = Response::ok().body(request.body().to_vec());
-//!                 handler.reply_http(&request, &echo)?;
-//!             }
-//!             Ok(Event::Message { conn, message: Message::Text(text) }) => {
-//!                 handler.send_text(&conn, &text)?;
-//!             }
-//!             Ok(_) => {}
-//!             Err(Error::Interrupted) => return Ok(()),
-//!             Err(err) => return Err(err),
+//! let handler = spawn_handler("echo", |builder| builder, |handler| loop {
+//!     match handler.recv() {
+//!         Ok(Event::Http(request)) => {
+//!             let echo = Response::ok().body(request.body().to_vec());
+//!             handler.reply_http(&request, &echo)?;
 //!         }
+//!         Ok(Event::Message { conn, message: Message::Text(text) }) => {
+//!             handler.send_text(&conn, &text)?;
+//!         }
+//!         Ok(_) => {}
+//!         Err(Error::Interrupted) => return Ok(()),
+//!         Err(err) => return Err(err),
 //!     }
-//! });
-//! let (control, stop) = started.recv()?;
+//! })?;
 //!
 //! {
 //!     // A fake Mongrel2 on free ports. The first client() connects the handler and
 //!     // proves the path works both ways before returning.
-//!     let mut server = Server::new([control])?;
+//!     let mut server = Server::new([handler.control()])?;
 //!
 //!     let mut http = server.client(Protocol::Http)?;
 //!     let response = http.post("/echo", "hello")?;
@@ -54,10 +40,16 @@
 //!     assert_eq!(ws.recv_text()?, "hi");
 //! } // Dropping the Server disconnects it from the handler.
 //!
-//! stop.interrupt()?;
-//! handler.join().expect("handler thread")?;
+//! handler.stop()?; // interrupts the handler and returns what it returned
 //! # Ok(())
 //! # }
+//! ```
+//!
+//! The harness is behind the `harness` cargo feature; enable it where the tests are:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! mongrel2-transceiver = { version = "0.1", features = ["harness"] }
 //! ```
 //!
 //! # What it is
@@ -127,6 +119,7 @@
 mod client;
 mod connector;
 mod error;
+mod handler_thread;
 mod headers;
 mod router;
 mod server;
@@ -139,6 +132,7 @@ pub use client::{
 };
 pub use connector::{Connector, DEFAULT_CONTROL_TIMEOUT, QUIET_WINDOW};
 pub use error::HarnessError;
+pub use handler_thread::{spawn_handler, HandlerThread};
 pub use router::{RawReply, Rejected};
 pub use server::{
     Server, ServerBuilder, DEFAULT_BIND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RECV_TIMEOUT,
@@ -147,6 +141,7 @@ pub use server::{
 
 /// How a [`Client`] reads replies (and which requests it sends).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Protocol {
     /// Raw Mongrel2 requests and replies.
     #[default]

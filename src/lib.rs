@@ -8,37 +8,45 @@
 //! time over a control socket, and always shuts its ZeroMQ context down without hanging.
 //!
 //! ```no_run
-//! use mongrel2_transceiver::{http::Response, Event, Transceiver};
+//! use mongrel2_transceiver::{http::Response, Error, Event, Message, Transceiver};
 //!
-//! fn main() -> Result<(), mongrel2_transceiver::Error> {
+//! fn main() -> Result<(), Error> {
 //!     let mut transceiver = Transceiver::builder("75226238-c5fe-4cb0-ac5b-877fd841e97e")
 //!         .pull("tcp://127.0.0.1:9989") // Mongrel2's send_spec
 //!         .publish("tcp://127.0.0.1:9988") // Mongrel2's recv_spec
 //!         .build()?;
+//!     // SIGINT/SIGTERM make recv() return Error::Interrupted; dropping the Transceiver
+//!     // then closes every WebSocket session with 1001.
+//!     transceiver.stop_on_signals()?;
 //!     loop {
-//!         match transceiver.recv()? {
-//!             Event::Http(request) => {
+//!         match transceiver.recv() {
+//!             Ok(Event::Http(request)) => {
 //!                 let hello = Response::ok().header("Content-Type", "text/plain").body("hello\n");
 //!                 transceiver.reply_http(&request, &hello)?;
 //!             }
-//!             Event::Message { conn, message } => {
-//!                 transceiver.reply(&conn, websocket_echo(message.as_bytes()))?;
+//!             // A chat room: every text message goes to every session, framed once and
+//!             // sent in as few Mongrel2 messages as its handler_targets allows.
+//!             Ok(Event::Message { message: Message::Text(text), .. }) => {
+//!                 let everyone: Vec<_> = transceiver.sessions().collect();
+//!                 transceiver.deliver_text(&everyone, &text)?;
 //!             }
-//!             _ => {}
+//!             // Binary messages are echoed to their sender.
+//!             Ok(Event::Message { conn, message }) => {
+//!                 transceiver.send_binary(&conn, message.as_bytes())?;
+//!             }
+//!             Ok(Event::Closed { conn, reason }) => eprintln!("{conn}: {reason}"),
+//!             Ok(_) => {}
+//!             Err(Error::Interrupted) => return Ok(()),
+//!             Err(err) => return Err(err),
 //!         }
 //!     }
 //! }
-//!
-//! fn websocket_echo(payload: &[u8]) -> Vec<u8> {
-//!     let mut frame = Vec::new();
-//!     mongrel2_transceiver::websocket::encode_frame(
-//!         mongrel2_transceiver::websocket::Opcode::Binary,
-//!         payload,
-//!         &mut frame,
-//!     );
-//!     frame
-//! }
 //! ```
+//!
+//! The protocol work is done by [`Core`], a state machine without sockets (Mongrel2
+//! messages and the time in, events and replies out); the [`Transceiver`] is the ZeroMQ
+//! loop around it. The test harness (`harness`, behind the `harness` feature) plays
+//! Mongrel2's part in tests.
 //!
 //! The wire codecs stand on their own and know nothing of sockets:
 //! [`tnetstring`] (typed netstrings, with serde), [`request`] (both header protocols),
@@ -46,6 +54,10 @@
 //! and [`websocket`] (frames, close codes, handshake, validation).
 #![deny(missing_docs)]
 
+/// The ZeroMQ binding whose `Context` and `Socket` appear in this crate's API.
+pub use zmq;
+
+#[cfg(feature = "harness")]
 pub mod harness;
 pub mod http;
 pub mod reply;
@@ -55,9 +67,10 @@ pub mod transceiver;
 pub mod websocket;
 
 pub use transceiver::{
-    Builder, CloseReason, ConnId, Error, Event, Events, Handle, Handshake, Message, Token,
-    Transceiver,
+    Builder, CloseReason, ConnId, Core, Error, Event, Events, Handle, Handshake, Message,
+    Outgoing, Token, Transceiver,
 };
+pub use websocket::CloseCode;
 
 /// The README's examples, compiled as doctests so they cannot go stale.
 #[doc = include_str!("../README.md")]

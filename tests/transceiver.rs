@@ -158,7 +158,7 @@ fn websocket_handshake_and_echo_with_a_real_client() {
     assert_eq!(
         reason,
         CloseReason::Client {
-            code: Some(4001),
+            code: Some(mongrel2_transceiver::CloseCode(4001)),
             reason: "bye".into()
         }
     );
@@ -211,7 +211,7 @@ fn invalid_utf8_text_is_closed_with_1007_and_others_keep_working() {
     });
     assert!(matches!(
         reason,
-        CloseReason::ProtocolViolation { code: 1007, .. }
+        CloseReason::ProtocolViolation { code: mongrel2_transceiver::CloseCode::INVALID_PAYLOAD, .. }
     ));
 
     good.send(true, Opcode::Text, "still here ✓".as_bytes());

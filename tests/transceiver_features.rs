@@ -3,83 +3,53 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
-use mongrel2_transceiver::harness::{HttpRequest, Protocol, Server};
+use mongrel2_transceiver::harness::{spawn_handler, HandlerThread, HttpRequest, Protocol, Server};
 use mongrel2_transceiver::http::Response;
 use mongrel2_transceiver::{
     Builder, ConnId, Error, Event, Handle, Handshake, Message, Transceiver,
 };
 
-/// A Transceiver on a thread that echoes text, runs `extra` on other events, and reports
-/// every event's debug form.
+/// A Transceiver on a thread that echoes text, acts on a few commands, and reports every
+/// event's debug form.
 struct Running {
+    _handler: HandlerThread,
     control: String,
     handle: Handle,
     events: mpsc::Receiver<String>,
-    thread: Option<JoinHandle<()>>,
 }
 
 fn run(configure: impl FnOnce(Builder) -> Builder + Send + 'static) -> Running {
-    let (ready, started) = mpsc::channel();
     let (seen, events) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let nowhere = format!("inproc://nowhere-{}", uuid::Uuid::new_v4());
-        let builder = Transceiver::builder("features")
-            .pull(&nowhere)
-            .publish(&nowhere)
-            .control(Some("tcp://127.0.0.1:*"));
-        let mut t = configure(builder).build().expect("builds");
-        ready
-            .send((t.control_endpoint().unwrap(), t.handle()))
-            .unwrap();
-        loop {
-            let event = match t.recv() {
-                Ok(event) => event,
-                Err(Error::Interrupted) => return,
-                Err(err) => panic!("loop failed: {err}"),
-            };
-            let _ = seen.send(format!("{event:?}"));
-            match event {
-                Event::Message {
-                    conn,
-                    message: Message::Text(text),
-                } => {
-                    if text == "keep-alive" {
-                        t.keep_alive(&conn).unwrap();
-                    } else if text == "credits" {
-                        t.grant_credits(&conn, 4096).unwrap();
-                    } else if text == "cancel" {
-                        t.cancel(&conn).unwrap();
-                    } else if text == "shutdown" {
-                        t.shutdown();
-                        return;
-                    } else {
-                        t.send_text(&conn, &text).unwrap();
-                    }
-                }
-                Event::Http(request) => t.reply_http(&request, &Response::ok().body("ok")).unwrap(),
-                _ => {}
-            }
+    let handler = spawn_handler("features", configure, move |t| loop {
+        let event = match t.recv() {
+            Ok(event) => event,
+            Err(Error::Interrupted) => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let _ = seen.send(format!("{event:?}"));
+        match event {
+            Event::Message {
+                conn,
+                message: Message::Text(text),
+            } => match text.as_str() {
+                "keep-alive" => t.keep_alive(&conn)?,
+                "credits" => t.grant_credits(&conn, 4096)?,
+                "cancel" => t.cancel(&conn)?,
+                // Returning drops the Transceiver, which closes every session with 1001.
+                "shutdown" => return Ok(()),
+                _ => t.send_text(&conn, &text)?,
+            },
+            Event::Http(request) => t.reply_http(&request, &Response::ok().body("ok"))?,
+            _ => {}
         }
-    });
-    let (control, handle) = started.recv().expect("started");
+    })
+    .expect("the handler starts");
     Running {
-        control,
-        handle,
+        control: handler.control().to_owned(),
+        handle: handler.handle().clone(),
+        _handler: handler,
         events,
-        thread: Some(thread),
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.handle.interrupt();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() && !std::thread::panicking() {
-                panic!("handler thread panicked");
-            }
-        }
     }
 }
 

@@ -367,7 +367,7 @@ impl Server {
             log::info!("session {conn} is too far behind; closing it");
             reply_logged(
                 self.transceiver
-                    .close_session(&conn, CLOSE_OVERFLOW, "lagging"),
+                    .close_session(&conn, mongrel2_transceiver::CloseCode(CLOSE_OVERFLOW), "lagging"),
             );
         }
         for conn in flush.end_streams {
@@ -424,5 +424,6 @@ fn describe(reason: &CloseReason) -> String {
         }
         CloseReason::Handler { code } => format!("by the relay ({code})"),
         CloseReason::Shutdown => "shutdown".to_owned(),
+        other => other.to_string(),
     }
 }

@@ -6,6 +6,7 @@ use super::Protocol;
 
 /// What can go wrong while faking Mongrel2 for a handler under test.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HarnessError {
     /// A ZeroMQ call failed.
     #[error("zeromq: {0}")]
@@ -74,6 +75,9 @@ pub enum HarnessError {
     /// The Server behind this client or connector has been dropped.
     #[error("the harness Server is gone")]
     ServerGone,
+    /// The handler under test failed to start (see [`spawn_handler`](super::spawn_handler)).
+    #[error("handler: {0}")]
+    Transceiver(#[from] crate::Error),
 }
 
 impl HarnessError {

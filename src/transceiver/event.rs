@@ -40,8 +40,8 @@ impl fmt::Display for ConnId {
 }
 
 /// A complete, validated WebSocket data message.
+/// Not `non_exhaustive`: RFC 6455 has exactly these two kinds of data message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Message {
     /// A text message; its UTF-8 was checked.
     Text(String),

@@ -124,6 +124,7 @@ fn echo_loop(
         let event = match transceiver.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(event)) => event,
             Ok(None) => continue,
+            Err(mongrel2_transceiver::Error::Interrupted) => continue,
             Err(err) => panic!("loop failed: {err}"),
         };
         let result = match &event {
