@@ -67,8 +67,8 @@ pub mod transceiver;
 pub mod websocket;
 
 pub use transceiver::{
-    Builder, CloseReason, ConnId, Core, Error, Event, Events, Handle, Handshake, Message,
-    Outgoing, Token, Transceiver,
+    Builder, CloseReason, ConnId, Core, Error, Event, Events, Handle, Handshake, Message, Outgoing,
+    Token, Transceiver,
 };
 pub use websocket::CloseCode;
 

@@ -16,11 +16,11 @@ mod reactions;
 mod session;
 mod signals;
 
+pub use self::core::{Core, Outgoing};
 pub use builder::{
     Builder, DEFAULT_CONTROL, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PUBLISH,
     DEFAULT_PULL,
 };
-pub use self::core::{Core, Outgoing};
 pub use error::Error;
 pub use event::{CloseReason, ConnId, Event, Message, Token};
 pub use event_loop::{Events, Transceiver};

@@ -211,7 +211,10 @@ fn invalid_utf8_text_is_closed_with_1007_and_others_keep_working() {
     });
     assert!(matches!(
         reason,
-        CloseReason::ProtocolViolation { code: mongrel2_transceiver::CloseCode::INVALID_PAYLOAD, .. }
+        CloseReason::ProtocolViolation {
+            code: mongrel2_transceiver::CloseCode::INVALID_PAYLOAD,
+            ..
+        }
     ));
 
     good.send(true, Opcode::Text, "still here ✓".as_bytes());

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use mongrel2_transceiver::harness::{spawn_handler, HandlerThread, HttpRequest, Protocol, Server};
 use mongrel2_transceiver::http::Response;
@@ -36,6 +37,10 @@ fn run(configure: impl FnOnce(Builder) -> Builder + Send + 'static) -> Running {
                 "keep-alive" => t.keep_alive(&conn)?,
                 "credits" => t.grant_credits(&conn, 4096)?,
                 "cancel" => t.cancel(&conn)?,
+                "deliver" => {
+                    let everyone: Vec<ConnId> = t.sessions().collect();
+                    t.deliver_text(&everyone, "delivered")?;
+                }
                 // Returning drops the Transceiver, which closes every session with 1001.
                 "shutdown" => return Ok(()),
                 _ => t.send_text(&conn, &text)?,
@@ -140,6 +145,47 @@ fn a_thousand_sessions_cost_eight_messages() {
     assert_eq!(reached.len(), 1000);
     assert_eq!(batches.len(), 8, "1000 ids in messages of at most 128");
     assert!(server.take_rejected().is_empty());
+}
+
+#[test]
+fn deliver_text_frames_once_for_many_sessions() {
+    let handler = run(|b| b.handler_targets(2));
+    let mut server = Server::new([handler.control.as_str()]).unwrap();
+    let mut clients: Vec<_> = (0..3)
+        .map(|_| {
+            let mut ws = server.client(Protocol::WebSocket).unwrap();
+            ws.handshake("/ws").unwrap();
+            ws
+        })
+        .collect();
+    clients[0].send_text("deliver").unwrap();
+    for ws in &mut clients {
+        assert_eq!(ws.recv_text().unwrap(), "delivered");
+    }
+    assert!(server.take_rejected().is_empty());
+}
+
+#[test]
+fn an_interrupt_reads_the_same_from_recv_recv_timeout_and_events() {
+    let nowhere = "inproc://interrupt-test-nowhere";
+    let mut t = Transceiver::builder("interrupted")
+        .pull(nowhere)
+        .publish(nowhere)
+        .control(None)
+        .ping_interval(None)
+        .build()
+        .unwrap();
+    let handle = t.handle();
+    handle.interrupt().unwrap();
+    assert!(matches!(
+        t.recv_timeout(Duration::from_secs(60)),
+        Err(Error::Interrupted)
+    ));
+    assert!(matches!(t.recv_timeout(Duration::ZERO), Ok(None)), "reported once");
+    handle.interrupt().unwrap();
+    assert!(matches!(t.recv(), Err(Error::Interrupted)));
+    handle.interrupt().unwrap();
+    assert!(t.events().next().is_none(), "events() ends on an interrupt");
 }
 
 #[test]

@@ -365,10 +365,11 @@ impl Server {
         }
         for conn in flush.close {
             log::info!("session {conn} is too far behind; closing it");
-            reply_logged(
-                self.transceiver
-                    .close_session(&conn, mongrel2_transceiver::CloseCode(CLOSE_OVERFLOW), "lagging"),
-            );
+            reply_logged(self.transceiver.close_session(
+                &conn,
+                mongrel2_transceiver::CloseCode(CLOSE_OVERFLOW),
+                "lagging",
+            ));
         }
         for conn in flush.end_streams {
             log::info!("stream {conn} is too far behind; ending it");

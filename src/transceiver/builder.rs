@@ -136,7 +136,10 @@ impl Builder {
 
     /// Connects to Mongrel2 and binds the control socket.
     pub fn build(self) -> Result<Transceiver, Error> {
-        if self.ping_interval.is_some_and(|interval| interval.is_zero()) {
+        if self
+            .ping_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
             return Err(Error::Config(
                 "ping interval must be positive (None turns pings off)".into(),
             ));

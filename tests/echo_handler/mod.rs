@@ -128,7 +128,11 @@ fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
                     let count = handler.session_count().to_string();
                     handler.send_text(&conn, &count)?;
                 } else if let Some(code) = text.strip_prefix("close:") {
-                    handler.close_session(&conn, mongrel2_transceiver::CloseCode(code.parse().unwrap_or(1000)), "bye")?;
+                    handler.close_session(
+                        &conn,
+                        mongrel2_transceiver::CloseCode(code.parse().unwrap_or(1000)),
+                        "bye",
+                    )?;
                 } else {
                     handler.send_text(&conn, &text)?;
                 }

@@ -48,11 +48,17 @@ fn parse(out: &Outgoing) -> (String, Vec<u64>, Vec<u8>) {
     let sender = String::from_utf8(message[..space].to_vec()).unwrap();
     let rest = &message[space + 1..];
     let colon = rest.iter().position(|&b| b == b':').unwrap();
-    let len: usize = std::str::from_utf8(&rest[..colon]).unwrap().parse().unwrap();
+    let len: usize = std::str::from_utf8(&rest[..colon])
+        .unwrap()
+        .parse()
+        .unwrap();
     let ids = std::str::from_utf8(&rest[colon + 1..colon + 1 + len]).unwrap();
     let ids = ids.split(' ').map(|id| id.parse().unwrap()).collect();
     let body = rest[colon + 1 + len + 2..].to_vec();
-    assert_eq!(sender, &*out.sender, "the reply goes to the server it names");
+    assert_eq!(
+        sender, &*out.sender,
+        "the reply goes to the server it names"
+    );
     (sender, ids, body)
 }
 
@@ -135,7 +141,10 @@ fn ping_rounds_keep_answering_sessions_and_close_silent_ones() {
         bodies,
         vec![
             (vec![1], vec![0x89, 0x00]),
-            (vec![2], close_frame_bytes(CloseCode::GOING_AWAY, "ping timeout")),
+            (
+                vec![2],
+                close_frame_bytes(CloseCode::GOING_AWAY, "ping timeout")
+            ),
             (vec![2], Vec::new()),
         ]
     );
@@ -311,11 +320,19 @@ fn the_handler_closing_a_session_reports_its_code() {
     core.close_session(&ConnId::new("s1", 1), CloseCode::POLICY, "lagging")
         .unwrap();
     let bodies: Vec<Vec<u8>> = replies(&mut core).into_iter().map(|r| r.2).collect();
-    assert_eq!(bodies, vec![close_frame_bytes(CloseCode::POLICY, "lagging"), Vec::new()]);
+    assert_eq!(
+        bodies,
+        vec![close_frame_bytes(CloseCode::POLICY, "lagging"), Vec::new()]
+    );
     let events = events(&mut core);
     assert!(matches!(
         &events[..],
-        [Event::Closed { reason: CloseReason::Handler { code: CloseCode::POLICY }, .. }]
+        [Event::Closed {
+            reason: CloseReason::Handler {
+                code: CloseCode::POLICY
+            },
+            ..
+        }]
     ));
 }
 
@@ -339,7 +356,15 @@ fn shutdown_says_1001_to_every_session() {
     }
     let closed = events(&mut core)
         .into_iter()
-        .filter(|e| matches!(e, Event::Closed { reason: CloseReason::Shutdown, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Closed {
+                    reason: CloseReason::Shutdown,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(closed, 3);
     assert_eq!(core.session_count(), 0);
@@ -352,11 +377,17 @@ fn removing_a_server_closes_its_sessions() {
     core.remove_server("s1").unwrap();
     assert!(matches!(
         &events(&mut core)[..],
-        [Event::Closed { reason: CloseReason::Disconnected, .. }]
+        [Event::Closed {
+            reason: CloseReason::Disconnected,
+            ..
+        }]
     ));
     assert!(core.remove_server("s1").is_err());
     assert!(core.add_server("s1").is_ok());
-    assert!(matches!(core.add_server("s1"), Err(Error::DuplicateSender(_))));
+    assert!(matches!(
+        core.add_server("s1"),
+        Err(Error::DuplicateSender(_))
+    ));
 }
 
 #[test]
