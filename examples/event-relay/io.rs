@@ -242,11 +242,12 @@ impl Server {
             for at in timers.into_iter().flatten() {
                 wait = wait.min(at.saturating_duration_since(now));
             }
-            if let Some(event) = self.transceiver.recv_timeout(wait)? {
+            // An interrupt (the signal handler) ends the wait; the stop flag says what next.
+            if let Some(event) = interruptible(self.transceiver.recv_timeout(wait))? {
                 self.handle(event)?;
                 // Take everything that is ready before flushing, so one flush carries it all.
                 for _ in 1..EVENT_BATCH {
-                    match self.transceiver.recv_timeout(Duration::ZERO)? {
+                    match interruptible(self.transceiver.recv_timeout(Duration::ZERO))? {
                         Some(event) => self.handle(event)?,
                         None => break,
                     }
@@ -403,6 +404,15 @@ fn open_stream(t: &mut Transceiver, relay: &mut Relay<ConnId>, request: &Request
             log::debug!("stream {conn} refused: {e}");
             reply_logged(t.reply_http(request, &sse::stream_refused(e)));
         }
+    }
+}
+
+fn interruptible(
+    received: Result<Option<Event>, mongrel2_transceiver::Error>,
+) -> Result<Option<Event>, mongrel2_transceiver::Error> {
+    match received {
+        Err(mongrel2_transceiver::Error::Interrupted) => Ok(None),
+        other => other,
     }
 }
 
