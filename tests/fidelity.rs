@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::{HandlerConf, Mongrel2};
 use echo_handler::EchoHandler;
 use mongrel2_transceiver::harness::{Client, HarnessError, HttpRequest, Protocol, Server};
-use mongrel2_transceiver::Transceiver;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 
@@ -345,10 +344,10 @@ impl RealSide {
             .handler(HandlerConf::new("/echo"))
             .start();
         let conf = mongrel2.handler(0);
+        let (pull, publish) = (conf.send_spec.clone(), conf.recv_spec.clone());
         let handler = EchoHandler::spawn_with(
-            Transceiver::builder(&conf.send_ident)
-                .pull(&conf.send_spec)
-                .publish(&conf.recv_spec),
+            &conf.send_ident,
+            move |builder| builder.pull(&pull).publish(&publish),
             true,
         );
         RealSide {

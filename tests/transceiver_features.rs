@@ -64,6 +64,8 @@ fn handles_are_send_and_sync() {
     assert_send_sync::<Handle>();
     fn assert_send<T: Send>() {}
     assert_send::<Transceiver>();
+    // A loop on another thread (or an async task) can own the sans-IO core.
+    assert_send::<mongrel2_transceiver::Core>();
 }
 
 #[test]
@@ -181,7 +183,10 @@ fn an_interrupt_reads_the_same_from_recv_recv_timeout_and_events() {
         t.recv_timeout(Duration::from_secs(60)),
         Err(Error::Interrupted)
     ));
-    assert!(matches!(t.recv_timeout(Duration::ZERO), Ok(None)), "reported once");
+    assert!(
+        matches!(t.recv_timeout(Duration::ZERO), Ok(None)),
+        "reported once"
+    );
     handle.interrupt().unwrap();
     assert!(matches!(t.recv(), Err(Error::Interrupted)));
     handle.interrupt().unwrap();

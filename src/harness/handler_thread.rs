@@ -9,7 +9,7 @@ use crate::{Builder, Error, Handle, Transceiver};
 ///
 /// Dropping it interrupts the handler and waits for the thread; a handler that panicked
 /// makes the drop panic too (unless the test is already panicking), so failures are not
-/// lost.
+/// lost. An error the handler returned is logged; [`HandlerThread::stop`] returns it.
 #[derive(Debug)]
 pub struct HandlerThread {
     control: String,
@@ -132,10 +132,11 @@ impl Drop for HandlerThread {
             return;
         };
         let _ = self.handle.interrupt();
-        if let Err(panic) = thread.join() {
-            if !std::thread::panicking() {
-                std::panic::resume_unwind(panic);
-            }
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => log::warn!("the handler under test failed: {err}"),
+            Err(_) if std::thread::panicking() => {}
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 }

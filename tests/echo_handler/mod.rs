@@ -9,81 +9,53 @@
 #![allow(dead_code)]
 
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mongrel2_transceiver::harness::{spawn_handler, HandlerThread};
 use mongrel2_transceiver::http::{ChunkedResponse, Response};
 use mongrel2_transceiver::transceiver::Builder;
-use mongrel2_transceiver::{ConnId, Error, Event, Handle, Message, Transceiver};
+use mongrel2_transceiver::{ConnId, Error, Event, Message, Transceiver};
 
 /// A running echo handler; dropping it stops the thread.
 pub struct EchoHandler {
-    control: String,
-    handle: Handle,
-    thread: Option<JoinHandle<Result<(), Error>>>,
+    thread: HandlerThread,
 }
 
 impl EchoHandler {
     /// A handler that only talks to harness Servers (through its control socket).
     pub fn spawn() -> EchoHandler {
-        // Its own Mongrel2 connection points at an endpoint nobody will ever bind (a TCP
-        // port could be reused by a parallel test's Mongrel2, which would then lose
-        // requests to this handler): the harness connects it to Servers at run time.
-        let nowhere = format!("inproc://nowhere-{}", uuid::Uuid::new_v4());
-        EchoHandler::spawn_with(
-            Transceiver::builder("nobody")
-                .pull(&nowhere)
-                .publish(&nowhere),
-            false,
-        )
+        EchoHandler::spawn_with("nobody", |builder| builder, false)
     }
 
-    /// A handler built from `builder` (its control socket is put on a free port). With
-    /// `wait_ready` it starts serving once its Mongrel2 has subscribed.
-    pub fn spawn_with(builder: Builder, wait_ready: bool) -> EchoHandler {
-        let (ready, started) = mpsc::channel();
-        let thread = std::thread::spawn(move || -> Result<(), Error> {
-            let mut handler = builder.control(Some("tcp://127.0.0.1:*")).build()?;
+    /// A handler for `sender` configured by `configure` (its control socket stays on a
+    /// free port). With `wait_ready` this returns once its Mongrel2 has subscribed.
+    pub fn spawn_with(
+        sender: &str,
+        configure: impl FnOnce(Builder) -> Builder + Send + 'static,
+        wait_ready: bool,
+    ) -> EchoHandler {
+        let (ready, subscribed) = mpsc::channel();
+        let thread = spawn_handler(sender, configure, move |handler| {
             if wait_ready && !handler.wait_ready(Duration::from_secs(10))? {
                 panic!("Mongrel2 never subscribed to the echo handler");
             }
-            let control = handler.control_endpoint().expect("control socket bound");
-            ready
-                .send((control, handler.handle()))
-                .expect("test is waiting");
+            let _ = ready.send(());
             loop {
                 match handler.recv() {
-                    Ok(event) => serve(&mut handler, event)?,
+                    Ok(event) => serve(handler, event)?,
                     Err(Error::Interrupted) => return Ok(()),
                     Err(err) => return Err(err),
                 }
             }
-        });
-        let (control, handle) = started.recv().expect("echo handler failed to start");
-        EchoHandler {
-            control,
-            handle,
-            thread: Some(thread),
-        }
+        })
+        .expect("echo handler starts");
+        subscribed.recv().expect("echo handler serves");
+        EchoHandler { thread }
     }
 
     /// The control endpoint to give a harness Server.
     pub fn control(&self) -> &str {
-        &self.control
-    }
-}
-
-impl Drop for EchoHandler {
-    fn drop(&mut self) {
-        let _ = self.handle.interrupt();
-        if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => eprintln!("echo handler failed: {err}"),
-                Err(_) if std::thread::panicking() => {}
-                Err(_) => panic!("echo handler panicked"),
-            }
-        }
+        self.thread.control()
     }
 }
 
