@@ -266,6 +266,11 @@ impl Transceiver {
 
     /// The events, one by one, until the loop is interrupted (then the iterator ends; errors
     /// are yielded as they come).
+    ///
+    /// The iterator borrows the Transceiver, so a handler that answers events loops over
+    /// [`recv`](Self::recv) instead (ending on [`Error::Interrupted`], as the
+    /// [crate example](crate) does); `events()` suits consumers that only read, or that send
+    /// through a [`Handle`] on other threads.
     pub fn events(&mut self) -> Events<'_> {
         Events { transceiver: self }
     }
