@@ -46,6 +46,9 @@
 //! and [`websocket`] (frames, close codes, handshake, validation).
 #![deny(missing_docs)]
 
+#[cfg(feature = "config")]
+pub mod config;
+pub mod control_port;
 pub mod harness;
 pub mod http;
 pub mod reply;
