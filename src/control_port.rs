@@ -33,8 +33,13 @@
 //!   handler that kills connections itself should forget them itself.
 //! - `kill` of an id that is not connected is refused with `INVALID_ARGUMENT` (no such id)
 //!   or `NOT_CONNECTED`.
-//! - `stop` (SIGINT), `reload` (SIGHUP) and `terminate` (SIGTERM) answer before the signal
-//!   takes effect. After `control_stop` nothing answers on the endpoint any more.
+//! - `stop` (SIGINT) and `reload` (SIGHUP) answer, then act: `stop` closes every client
+//!   connection with a disconnect notice to its handler and exits; after `reload` requests
+//!   keep being answered. `terminate` (SIGTERM) exits at once and often before its answer
+//!   is sent, so [`ControlPort::terminate`] may end in [`ControlError::Timeout`] although it
+//!   worked.
+//! - After `control_stop` nothing answers on the endpoint any more (calls time out); the
+//!   server keeps serving HTTP.
 
 use std::time::{Duration, Instant};
 
@@ -225,7 +230,8 @@ impl ControlPort {
         self.single("stop", "msg")
     }
 
-    /// Terminates the server (SIGTERM); returns Mongrel2's message.
+    /// Terminates the server (SIGTERM); returns Mongrel2's message. Mongrel2 often exits
+    /// before answering: a [`ControlError::Timeout`] here does not mean it failed.
     pub fn terminate(&mut self) -> Result<String, ControlError> {
         self.single("terminate", "msg")
     }
