@@ -234,7 +234,11 @@ impl ConfigDb {
     /// The handler `name` stands for; see the [module docs](self) for what a name is.
     pub fn handler(&self, name: &str) -> Result<HandlerRoute, ConfigError> {
         let routes = self.routes()?;
-        let bare = |path: &str| path.trim_start_matches('/').trim_end_matches('/').to_owned();
+        let bare = |path: &str| {
+            path.trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_owned()
+        };
         let rules: [&dyn Fn(&HandlerRoute) -> bool; 3] = [
             &|r| r.path == name,
             &|r| !name.is_empty() && bare(&r.path) == name,

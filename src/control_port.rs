@@ -28,18 +28,27 @@
 //!
 //! Facts about Mongrel2 1.12.2 (checked against the real server by `tests/control_port.rs`):
 //! - `kill` closes the client's socket but does NOT push a disconnect notice to the handler.
-//!   The handler hears about it only when it next writes to that connection (a reply, a
-//!   WebSocket ping): Mongrel2 then answers with the disconnect notice for the gone id. A
-//!   handler that kills connections itself should forget them itself.
+//!   The handler hears about it only when it next writes to that connection: Mongrel2
+//!   answers a write to a gone id with the disconnect notice. A [`Transceiver`] pings every
+//!   WebSocket session, so it reports [`Event::Closed`] with
+//!   [`CloseReason::Disconnected`] at the latest one ping interval after a kill; to learn
+//!   at once, write to the killed session (e.g. `handle.send_text(&conn, "")`) right after
+//!   [`ControlPort::kill`] returns `Ok`, or forget the session yourself.
 //! - `kill` of an id that is not connected is refused with `INVALID_ARGUMENT` (no such id)
 //!   or `NOT_CONNECTED`.
-//! - `stop` (SIGINT) and `reload` (SIGHUP) answer, then act: `stop` closes every client
-//!   connection with a disconnect notice to its handler and exits; after `reload` requests
-//!   keep being answered. `terminate` (SIGTERM) exits at once and often before its answer
-//!   is sent, so [`ControlPort::terminate`] may end in [`ControlError::Timeout`] although it
-//!   worked.
+//! - `reload` (SIGHUP) answers, and requests keep being answered through it.
+//! - `stop` (SIGINT) closes every client connection and exits; the handler's disconnect
+//!   notices are pushed on the way out, but not reliably (some runs lose them).
+//!   `terminate` (SIGTERM) exits at once. Both race the signal against the answer: often
+//!   the process is gone before the answer is sent, so [`ControlPort::stop`] and
+//!   [`ControlPort::terminate`] may end in [`ControlError::Timeout`] although they worked.
+//!   Give them a short timeout and watch the process.
 //! - After `control_stop` nothing answers on the endpoint any more (calls time out); the
 //!   server keeps serving HTTP.
+//!
+//! [`Transceiver`]: crate::Transceiver
+//! [`Event::Closed`]: crate::Event::Closed
+//! [`CloseReason::Disconnected`]: crate::CloseReason::Disconnected
 
 use std::time::{Duration, Instant};
 
@@ -154,10 +163,7 @@ impl ControlPort {
                 false => Err(self.bad_reply(command, "bytes after the tnetstring".into())),
             })?;
         if let Some(message) = value.as_dict().and_then(|d| d.get("error")) {
-            let code = value
-                .as_dict()
-                .and_then(|d| d.get("code"))
-                .map(cell_text);
+            let code = value.as_dict().and_then(|d| d.get("code")).map(cell_text);
             return Err(ControlError::Refused {
                 endpoint: self.endpoint.clone(),
                 command: command.to_owned(),
@@ -225,7 +231,8 @@ impl ControlPort {
         self.single("reload", "msg")
     }
 
-    /// Stops the server gracefully (SIGINT); returns Mongrel2's message.
+    /// Stops the server gracefully (SIGINT); returns Mongrel2's message. Mongrel2 may exit
+    /// before answering: a [`ControlError::Timeout`] here does not mean it failed.
     pub fn stop(&mut self) -> Result<String, ControlError> {
         self.single("stop", "msg")
     }

@@ -70,9 +70,10 @@ impl Loaded {
             fs::create_dir(dir.path().join(sub)).unwrap();
         }
         let http_port = common::free_tcp_port();
-        let mut conf = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mongrel2.conf"))
-            .unwrap()
-            .replace("port=6767", &format!("port={http_port}"));
+        let mut conf =
+            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mongrel2.conf"))
+                .unwrap()
+                .replace("port=6767", &format!("port={http_port}"));
         for fixed in ["9989", "9988", "9999", "9998"] {
             conf = conf.replace(
                 &format!("127.0.0.1:{fixed}'"),
@@ -133,7 +134,10 @@ fn the_repository_config_names_handlers_by_route_and_send_ident() {
     assert_eq!(db.handler("/echo").unwrap(), echo);
     assert_eq!(db.handler(ECHO_IDENT).unwrap(), echo);
     assert_eq!(db.handler_at("localhost", "/echo").unwrap(), echo);
-    assert_eq!(db.handler("events").unwrap().handler.send_ident, EVENTS_IDENT);
+    assert_eq!(
+        db.handler("events").unwrap().handler.send_ident,
+        EVENTS_IDENT
+    );
     // `/` is a Dir, not a handler; the conf's variable names are not in the database.
     for missing in ["/", "echo_handler", "nope"] {
         match db.handler(missing) {
@@ -174,8 +178,8 @@ fn echo_started_from_the_config_serves_through_mongrel2() {
             .spawn()
             .expect("echo starts"),
     );
-    let response = get_eventually(loaded.addr(), "/echo/from-config?x=1", WAIT)
-        .expect("echo serves /echo");
+    let response =
+        get_eventually(loaded.addr(), "/echo/from-config?x=1", WAIT).expect("echo serves /echo");
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["path"], "/echo/from-config");
     assert_eq!(response.json()["query"], serde_json::json!([["x", "1"]]));
@@ -227,7 +231,10 @@ fn one_path_on_two_hosts_is_ambiguous_until_the_host_is_named() {
         EVENTS_IDENT
     );
     assert_eq!(
-        db.handler_at("localhost", "/echo").unwrap().handler.send_ident,
+        db.handler_at("localhost", "/echo")
+            .unwrap()
+            .handler
+            .send_ident,
         ECHO_IDENT
     );
 }
@@ -236,12 +243,21 @@ fn one_path_on_two_hosts_is_ambiguous_until_the_host_is_named() {
 fn missing_and_foreign_files_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sqlite");
-    assert!(matches!(ConfigDb::open(&missing), Err(ConfigError::Open { .. })));
+    assert!(matches!(
+        ConfigDb::open(&missing),
+        Err(ConfigError::Open { .. })
+    ));
     assert!(!missing.exists(), "opening must not create the file");
 
     let garbage = dir.path().join("garbage.sqlite");
-    fs::write(&garbage, b"this is not a database at all, not even close......").unwrap();
-    let err = ConfigDb::open(&garbage).and_then(|db| db.handler("echo")).unwrap_err();
+    fs::write(
+        &garbage,
+        b"this is not a database at all, not even close......",
+    )
+    .unwrap();
+    let err = ConfigDb::open(&garbage)
+        .and_then(|db| db.handler("echo"))
+        .unwrap_err();
     assert!(
         matches!(err, ConfigError::Open { .. } | ConfigError::Query { .. }),
         "{err:?}"

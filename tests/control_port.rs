@@ -4,6 +4,10 @@
 mod common;
 mod support;
 
+#[allow(dead_code)]
+#[path = "../examples/m2ctl.rs"]
+mod m2ctl;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,7 +33,9 @@ fn mongrel2_with_echo() -> (Mongrel2, EchoHandler) {
 }
 
 fn control(m2: &Mongrel2) -> ControlPort {
-    ControlPort::new(m2.control_endpoint()).unwrap().timeout(WAIT)
+    ControlPort::new(m2.control_endpoint())
+        .unwrap()
+        .timeout(WAIT)
 }
 
 #[test]
@@ -41,7 +47,10 @@ fn the_read_only_commands_answer_in_their_documented_shapes() {
 
     assert_eq!(port.uuid().unwrap(), m2.server_uuid());
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let time = port.time().unwrap();
     assert!((time - now).abs() < 60, "server time {time}, ours {now}");
 
@@ -79,7 +88,16 @@ fn the_read_only_commands_answer_in_their_documented_shapes() {
     let table = port.status(StatusWhat::Net).unwrap();
     assert_eq!(
         table.headers(),
-        ["id", "fd", "type", "last_ping", "last_read", "last_write", "bytes_read", "bytes_written"]
+        [
+            "id",
+            "fd",
+            "type",
+            "last_ping",
+            "last_read",
+            "last_write",
+            "bytes_read",
+            "bytes_written"
+        ]
     );
     // A client that has sent nothing is listed, without an id yet.
     let idle = std::net::TcpStream::connect(m2.http_addr()).unwrap();
@@ -151,11 +169,8 @@ fn kill_closes_a_live_websocket_but_sends_the_handler_no_notice() {
     // a notice takes through a local Mongrel2 (a graceful stop's notices arrive in ms).
     let quiet_until = Instant::now() + Duration::from_secs(1);
     while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
-        match handler.seen.recv_timeout(left) {
-            Ok(Seen::Closed(closed, reason)) => {
-                panic!("unexpected notice for {closed:?}: {reason:?}")
-            }
-            Ok(_) | Err(_) => {}
+        if let Ok(Seen::Closed(closed, reason)) = handler.seen.recv_timeout(left) {
+            panic!("unexpected notice for {closed:?}: {reason:?}");
         }
     }
     // The handler learns as soon as it writes to the connection: Mongrel2 answers a write
@@ -198,11 +213,19 @@ fn reload_while_a_handler_serves_keeps_answering() {
     };
     let after = |n: usize| {
         let target = answered.load(Ordering::SeqCst) + n;
-        wait_for(WAIT, || (answered.load(Ordering::SeqCst) >= target).then_some(()))
+        wait_for(WAIT, || {
+            (answered.load(Ordering::SeqCst) >= target).then_some(())
+        })
     };
-    assert!(after(5).is_some(), "requests are answered before the reload");
+    assert!(
+        after(5).is_some(),
+        "requests are answered before the reload"
+    );
     assert_eq!(port.reload().unwrap(), "signal sent to server");
-    assert!(after(50).is_some(), "requests are answered after the reload");
+    assert!(
+        after(50).is_some(),
+        "requests are answered after the reload"
+    );
     stop.store(true, Ordering::SeqCst);
     client.join().unwrap();
     assert_eq!(failures.load(Ordering::SeqCst), 0, "{}", m2.log_tail(20));
@@ -211,22 +234,24 @@ fn reload_while_a_handler_serves_keeps_answering() {
 }
 
 #[test]
-fn stop_ends_the_server_and_tells_the_handler() {
+fn stop_ends_the_server_and_its_connections() {
     let (mut m2, handler) = mongrel2_with_echo();
     let mut port = control(&m2);
-    let _ws = ws_connect(m2.http_addr(), "/echo");
-    let conn = handler.wait(WAIT, |seen| match seen {
-        Seen::Opened(conn) => Some(conn.clone()),
-        _ => None,
-    });
-    assert_eq!(port.stop().unwrap(), "signal sent to server");
+    let mut ws = ws_connect(m2.http_addr(), "/echo");
+    handler.wait(WAIT, |seen| matches!(seen, Seen::Opened(_)).then_some(()));
+    // Like terminate, stop races the signal against the answer.
+    port.set_timeout(Duration::from_secs(2));
+    match port.stop() {
+        Ok(message) => assert_eq!(message, "signal sent to server"),
+        Err(err) => assert!(err.is_timeout(), "{err:?}"),
+    }
     assert!(wait_for(WAIT, || (!m2.is_running()).then_some(())).is_some());
-    // Unlike a kill, a graceful stop sends the disconnect notice.
-    let reason = handler.wait(WAIT, |seen| match seen {
-        Seen::Closed(closed, reason) if closed == &conn => Some(reason.clone()),
-        _ => None,
-    });
-    assert_eq!(reason, CloseReason::Disconnected);
+    match ws.read() {
+        Ok(tungstenite::Message::Close(_)) | Err(_) => {}
+        Ok(other) => panic!("expected the connection to end, got {other:?}"),
+    }
+    // The handler's disconnect notice is NOT asserted: after a control-port `stop` it
+    // arrived in most runs but not all (the process may exit before the notice is pushed).
 }
 
 #[test]
@@ -234,7 +259,7 @@ fn terminate_ends_the_server_answered_or_not() {
     let mut m2 = Mongrel2::builder().start();
     let mut port = control(&m2).timeout(Duration::from_secs(2));
     // Mongrel2 1.12.2 races the SIGTERM it raises against its answer: sometimes the
-    // answer arrives, sometimes the process is gone first.
+    // answer arrives, sometimes the process is gone first (the same holds for `stop`).
     match port.terminate() {
         Ok(message) => assert_eq!(message, "signal sent to server"),
         Err(err) => assert!(err.is_timeout(), "{err:?}"),
@@ -254,7 +279,10 @@ fn after_control_stop_calls_time_out_naming_the_endpoint_and_http_still_serves()
     let took = started.elapsed();
     assert!(err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains(&m2.control_endpoint()), "{err}");
-    assert!(took >= timeout && took < timeout + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(2),
+        "{took:?}"
+    );
     assert!(get_eventually(m2.http_addr(), "/missing", WAIT).is_some());
 }
 
@@ -274,5 +302,53 @@ fn a_dead_control_endpoint_times_out_within_the_timeout() {
     let took = started.elapsed();
     assert!(err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains(&endpoint), "{err}");
-    assert!(took >= timeout && took < timeout + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn m2ctl_prints_status_as_a_table() {
+    let m2 = Mongrel2::builder().start();
+    let endpoint = m2.control_endpoint();
+    let m2ctl = |args: &[&str]| {
+        m2ctl::run(
+            ["--endpoint", endpoint.as_str(), "--timeout", "10"]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string()),
+        )
+    };
+    let _idle = std::net::TcpStream::connect(m2.http_addr()).unwrap();
+    let status = wait_for(WAIT, || {
+        let out = m2ctl(&["status"]).unwrap();
+        (out.lines().count() == 3).then_some(out)
+    })
+    .expect("one connection listed");
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "id",
+            "fd",
+            "type",
+            "last_ping",
+            "last_read",
+            "last_write",
+            "bytes_read",
+            "bytes_written"
+        ]
+    );
+    assert!(lines[1].starts_with("--"), "{status}");
+    assert!(lines[2].starts_with("-1 "), "{status}");
+
+    let uuid = m2ctl(&["uuid"]).unwrap();
+    assert_eq!(uuid.lines().nth(2), Some(m2.server_uuid()));
+    assert!(m2ctl(&["status", "tasks"]).unwrap().contains("control"));
+    let err = m2ctl(&["kill", "999"]).unwrap_err();
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+    assert!(m2ctl(&["frobnicate"])
+        .unwrap_err()
+        .contains("unknown command"));
 }

@@ -81,8 +81,8 @@ impl Flags {
     /// `echo`, or a send_ident) from the config database `file` that `m2sh load` wrote.
     #[cfg(feature = "config")]
     fn use_config(&mut self, program: &str, file: &str, name: &str) {
-        let found = mongrel2_transceiver::config::ConfigDb::open(file)
-            .and_then(|db| db.handler(name));
+        let found =
+            mongrel2_transceiver::config::ConfigDb::open(file).and_then(|db| db.handler(name));
         match found {
             Ok(route) => {
                 self.sender_id = route.handler.send_ident;

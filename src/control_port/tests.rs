@@ -29,14 +29,19 @@ fn fake_port(
 fn table(headers: &[&str], rows: Vec<Vec<Value<'static>>>) -> Vec<u8> {
     let headers = headers.iter().map(|h| Value::from(*h)).collect::<Vec<_>>();
     let rows = rows.into_iter().map(Value::List).collect::<Vec<_>>();
-    let dict: Dict = [("headers", Value::List(headers)), ("rows", Value::List(rows))]
-        .into_iter()
-        .collect();
+    let dict: Dict = [
+        ("headers", Value::List(headers)),
+        ("rows", Value::List(rows)),
+    ]
+    .into_iter()
+    .collect();
     Value::Dict(dict).to_bytes().unwrap()
 }
 
 fn dict(entries: Vec<(&'static str, Value<'static>)>) -> Vec<u8> {
-    Value::Dict(entries.into_iter().collect()).to_bytes().unwrap()
+    Value::Dict(entries.into_iter().collect())
+        .to_bytes()
+        .unwrap()
 }
 
 fn client(context: &zmq::Context, endpoint: &str) -> ControlPort {
@@ -67,17 +72,30 @@ fn garbage_answers_are_errors_and_the_client_keeps_working() {
         b"2:hi,".to_vec(),
         b"0:}".to_vec(),
         // A header that is a number.
-        dict(vec![("headers", Value::List(vec![Value::from(3)])), ("rows", Value::List(vec![]))]),
+        dict(vec![
+            ("headers", Value::List(vec![Value::from(3)])),
+            ("rows", Value::List(vec![])),
+        ]),
         // A row longer than the headers.
         table(&[], vec![vec![Value::from("x")]]),
         // Rows that are not lists.
-        dict(vec![("headers", Value::List(vec![])), ("rows", Value::from("x"))]),
-        [table(&["uuid"], vec![vec![Value::from("a")]]), b"trailing".to_vec()].concat(),
+        dict(vec![
+            ("headers", Value::List(vec![])),
+            ("rows", Value::from("x")),
+        ]),
+        [
+            table(&["uuid"], vec![vec![Value::from("a")]]),
+            b"trailing".to_vec(),
+        ]
+        .concat(),
         vec![0xff; 64],
         // A table that is fine, but not what `uuid` returns.
         table(&["a"], vec![]),
         // Two rows where one is expected.
-        table(&["uuid"], vec![vec![Value::from("a")], vec![Value::from("b")]]),
+        table(
+            &["uuid"],
+            vec![vec![Value::from("a")], vec![Value::from("b")]],
+        ),
     ];
     let n = garbage.len();
     let mut answers = garbage;
@@ -121,7 +139,10 @@ fn a_refusal_carries_what_mongrel2_said() {
     let err = client(&context, &endpoint).kill(7).unwrap_err();
     assert_eq!(err.refusal_code(), Some("NOT_CONNECTED"));
     let text = err.to_string();
-    assert!(text.contains("Socket not connected.") && text.contains(&endpoint), "{text}");
+    assert!(
+        text.contains("Socket not connected.") && text.contains(&endpoint),
+        "{text}"
+    );
     assert_eq!(server.join().unwrap()[0], b"19:4:kill,9:2:id,1:7#}]");
 }
 
