@@ -187,6 +187,30 @@ fn kill_closes_a_live_websocket_but_sends_the_handler_no_notice() {
 }
 
 #[test]
+fn after_a_kill_the_next_ping_tells_the_handler() {
+    let m2 = Mongrel2::builder()
+        .handler(HandlerConf::new("/echo"))
+        .start();
+    let h = m2.handler(0);
+    let handler = EchoHandler::start(&h.send_ident, &h.send_spec, &h.recv_spec, |b| {
+        b.ping_interval(Duration::from_millis(500))
+    });
+    let mut port = control(&m2);
+    let _ws = ws_connect(m2.http_addr(), "/echo");
+    let conn = handler.wait(WAIT, |seen| match seen {
+        Seen::Opened(conn) => Some(conn.clone()),
+        _ => None,
+    });
+    port.kill(conn.id).unwrap();
+    // No write of ours: the Transceiver's own ping draws Mongrel2's disconnect notice.
+    let reason = handler.wait(WAIT, |seen| match seen {
+        Seen::Closed(closed, reason) if closed == &conn => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(reason, CloseReason::Disconnected);
+}
+
+#[test]
 fn reload_while_a_handler_serves_keeps_answering() {
     let (m2, _handler) = mongrel2_with_echo();
     let mut port = control(&m2);
