@@ -5,6 +5,7 @@
 //! m2sh load -config mongrel2.conf -db config.sqlite
 //! mongrel2 config.sqlite 8674e1cd-c50f-4190-a01a-1ef0931dfec6
 //! RUST_LOG=info cargo run --example echo
+//! # or, endpoints read from the database: --features config -- --config config.sqlite --handler echo
 //! curl 'http://127.0.0.1:6767/echo?x=1'
 //! ```
 

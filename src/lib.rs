@@ -57,6 +57,9 @@
 /// The ZeroMQ binding whose `Context` and `Socket` appear in this crate's API.
 pub use zmq;
 
+#[cfg(feature = "config")]
+pub mod config;
+pub mod control_port;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod http;

@@ -106,17 +106,10 @@ fn dir_routes_serve_files_from_the_chroot() {
 #[test]
 fn control_port_answers() {
     let m2 = Mongrel2::builder().start();
-    let ctx = zmq::Context::new();
-    let req = ctx.socket(zmq::REQ).expect("socket");
-    req.set_linger(0).expect("linger");
-    req.connect(&m2.control_endpoint()).expect("connect");
-    // tnetstring ["uuid", {}]
-    req.send(&b"10:4:uuid,0:}]"[..], 0).expect("send");
-    let answer = recv_timeout(&req, TIMEOUT)
-        .expect("recv")
-        .expect("control port answer");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.contains(m2.server_uuid()), "{answer}");
+    let mut port = mongrel2_transceiver::control_port::ControlPort::new(m2.control_endpoint())
+        .expect("control port client")
+        .timeout(TIMEOUT);
+    assert_eq!(port.uuid().expect("control port answer"), m2.server_uuid());
 }
 
 #[test]

@@ -33,6 +33,8 @@ impl Flags {
             ping_interval: Duration::from_secs(30),
         };
         let mut args = args.into_iter();
+        // (--config FILE, --handler NAME): applied after the other flags, replacing them.
+        let mut from_config: (Option<String>, Option<String>) = (None, None);
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
                 usage(program, 0);
@@ -46,6 +48,8 @@ impl Flags {
                 "--pull" => flags.pull = value,
                 "--pub" => flags.publish = value,
                 "--control" => flags.control = value,
+                "--config" if cfg!(feature = "config") => from_config.0 = Some(value),
+                "--handler" if cfg!(feature = "config") => from_config.1 = Some(value),
                 "--ping-interval" => match value.parse::<f64>() {
                     Ok(secs) if secs > 0.0 && secs.is_finite() => {
                         flags.ping_interval = Duration::from_secs_f64(secs)
@@ -61,7 +65,35 @@ impl Flags {
                 }
             }
         }
+        match from_config {
+            (None, None) => {}
+            #[cfg(feature = "config")]
+            (Some(file), Some(name)) => flags.use_config(program, &file, &name),
+            _ => {
+                eprintln!("--config and --handler go together");
+                usage(program, 2);
+            }
+        }
         flags
+    }
+
+    /// Takes the sender id and endpoints of handler `name` (a route such as `/echo` or
+    /// `echo`, or a send_ident) from the config database `file` that `m2sh load` wrote.
+    #[cfg(feature = "config")]
+    fn use_config(&mut self, program: &str, file: &str, name: &str) {
+        let found =
+            mongrel2_transceiver::config::ConfigDb::open(file).and_then(|db| db.handler(name));
+        match found {
+            Ok(route) => {
+                self.sender_id = route.handler.send_ident;
+                self.pull = route.handler.send_spec;
+                self.publish = route.handler.recv_spec;
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                usage(program, 2);
+            }
+        }
     }
 
     pub fn builder(&self) -> Builder {
@@ -76,7 +108,8 @@ impl Flags {
 fn usage(program: &str, code: i32) -> ! {
     eprintln!(
         "usage: {program} [--sender-id ID] [--pull ENDPOINT] [--pub ENDPOINT] \
-         [--control ENDPOINT] [--ping-interval SECONDS]\n\
+         [--control ENDPOINT] [--ping-interval SECONDS] \
+         [--config CONFIG.sqlite --handler NAME (feature \"config\")]\n\
          defaults: --sender-id {ECHO_SENDER_ID} --pull tcp://127.0.0.1:9989 \
          --pub tcp://127.0.0.1:9988 --control tcp://127.0.0.1:9987 --ping-interval 30"
     );
