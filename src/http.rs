@@ -151,19 +151,13 @@ fn registered_phrase(status: u16) -> Option<&'static str> {
 
 /// Whether `name` is a valid header field name (a non-empty RFC 9110 token).
 pub fn is_valid_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(is_tchar)
+    crate::token::is_token(name)
 }
 
 /// Whether `value` may be sent as a header field value (or reason phrase): no control
 /// characters other than horizontal tab, so in particular no CR, LF or NUL.
 pub fn is_valid_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    crate::token::is_field_value(value)
 }
 
 /// Which framing-relevant header an entry is; decided once when the header is added.

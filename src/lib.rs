@@ -54,6 +54,8 @@ pub mod tnetstring;
 pub mod transceiver;
 pub mod websocket;
 
+mod token;
+
 pub use transceiver::{
     Builder, CloseReason, ConnId, Error, Event, Events, Handle, Handshake, Message, Token,
     Transceiver,
