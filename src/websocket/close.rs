@@ -73,6 +73,7 @@ impl fmt::Display for CloseCode {
 
 /// Why a close payload is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CloseError {
     /// One byte: too short for a status code.
     #[error("close payload of 1 byte")]
@@ -82,7 +83,7 @@ pub enum CloseError {
     TooLong(usize),
     /// The status code may not appear on the wire.
     #[error("invalid close code {0}")]
-    InvalidCode(u16),
+    InvalidCode(CloseCode),
     /// The reason is not UTF-8.
     #[error("close reason is not valid UTF-8")]
     InvalidUtf8,
@@ -198,7 +199,7 @@ pub fn decode_close(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, CloseError
         [hi, lo, reason @ ..] => {
             let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
             if !code.is_valid() {
-                return Err(CloseError::InvalidCode(code.0));
+                return Err(CloseError::InvalidCode(code));
             }
             let reason = std::str::from_utf8(reason).map_err(|_| CloseError::InvalidUtf8)?;
             Ok(Some(CloseFrame::new(code, reason)))

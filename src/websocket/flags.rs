@@ -8,6 +8,7 @@ use super::Opcode;
 
 /// Why a `FLAGS` header value could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlagsError {
     /// The value is empty (or `0x` with no digits).
     #[error("empty FLAGS value")]

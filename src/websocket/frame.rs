@@ -126,6 +126,7 @@ pub(super) fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The declared payload length exceeds the configured maximum.
     #[error("frame payload of {len} bytes exceeds the maximum of {max}")]

@@ -27,6 +27,7 @@ pub fn accept_key(key: &str) -> String {
 
 /// Why a handshake response could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The accept value is not a 28-character base64 SHA-1 digest.
     #[error("invalid Sec-WebSocket-Accept value {0:?}")]

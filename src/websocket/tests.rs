@@ -1,3 +1,8 @@
+use std::borrow::Cow;
+
+use super::frame::apply_mask;
+use super::*;
+
 #[test]
 fn rfc_accept_key_sample() {
     assert_eq!(
@@ -239,8 +244,8 @@ fn close_payload_round_trip() {
 fn close_payload_errors() {
     let cases: [(&[u8], CloseError, u16); 5] = [
         (b"\x03", CloseError::Truncated, 1002),
-        (b"\x03\xed", CloseError::InvalidCode(1005), 1002),
-        (b"\x00\x00", CloseError::InvalidCode(0), 1002),
+        (b"\x03\xed", CloseError::InvalidCode(CloseCode(1005)), 1002),
+        (b"\x00\x00", CloseError::InvalidCode(CloseCode(0)), 1002),
         (b"\x03\xe8\xff\xfe", CloseError::InvalidUtf8, 1007),
         (&[b'a'; 126], CloseError::TooLong(126), 1002),
     ];
@@ -356,3 +361,4 @@ fn mask_matches_bytewise_xor() {
             .collect();
         assert_eq!(fast, slow);
     }
+}

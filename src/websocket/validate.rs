@@ -4,6 +4,7 @@ use super::{CloseCode, Flags, Opcode, MAX_CONTROL_PAYLOAD};
 
 /// A message Mongrel2 forwarded although RFC 6455 requires failing the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Violation {
     /// A text message is not valid UTF-8 (1007).
     #[error("text message is not valid UTF-8")]
