@@ -110,7 +110,7 @@ fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
                     // The handler decides to close: answer with Connection: close, then
                     // the empty reply.
                     let conn = ConnId::of(&request);
-                    handler.reply(&conn, response.close(true).encode())?;
+                    handler.reply(&conn, response.close(true).encode()?)?;
                     handler.close(&conn)?;
                 } else {
                     handler.reply_http(&request, &response)?;
