@@ -454,13 +454,28 @@ impl<'a> Request<'a> {
     }
 
     /// `QUERY`: the raw query string, without `?`.
-    pub fn query(&self) -> Option<&str> {
+    pub fn query_string(&self) -> Option<&str> {
         self.mongrel2_header(names::QUERY)
+    }
+
+    /// The first value of query parameter `name`, percent-decoded as in
+    /// [`parse_query`] (a parameter without `=` has the value `""`). Borrows from the
+    /// request when there is nothing to decode.
+    ///
+    /// ```
+    /// use mongrel2_transceiver::request::Request;
+    /// let req = Request::new("s", 1, "/search").with_header("QUERY", "q=rust+lang&page=2&q=x");
+    /// assert_eq!(req.query("q").as_deref(), Some("rust lang"));
+    /// assert_eq!(req.query("page").as_deref(), Some("2"));
+    /// assert_eq!(req.query("missing"), None);
+    /// ```
+    pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        query::query_value(self.query_string()?, name)
     }
 
     /// The query string decoded into pairs, see [`parse_query`]. Empty without a query.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
-        self.query().map(parse_query).unwrap_or_default()
+        self.query_string().map(parse_query).unwrap_or_default()
     }
 
     /// `FRAGMENT`: the part after `#`, when the client sent one.

@@ -103,7 +103,7 @@ fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
                 let response = Response::ok()
                     .header("x-method", request.method().unwrap_or_default())
                     .header("x-path", &path)
-                    .header("x-query", request.query().unwrap_or_default())
+                    .header("x-query", request.query_string().unwrap_or_default())
                     .body(request.body().to_vec())
                     .for_request(&request);
                 if path.ends_with("/close") {
