@@ -455,3 +455,6 @@ impl<'a> From<Vec<Value<'a>>> for Value<'a> {
         Value::List(l)
     }
 }
+
+#[cfg(test)]
+mod tests;
