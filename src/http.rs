@@ -33,7 +33,6 @@
 //! first invalid input (status, reason, header, JSON body) and `encode` returns it as an
 //! [`HttpError`] instead of writing anything.
 
-
 use std::sync::Arc;
 
 mod chunked;

@@ -350,7 +350,10 @@ fn parse_value(input: &[u8], max_depth: usize) -> Result<(Value<'_>, usize), Err
         let el = split_element(next, base)?;
         let mut finished = match el.tag {
             b',' => Some(Value::Bytes(Cow::Borrowed(el.payload))),
-            b'#' => Some(Value::Integer(parse_integer(el.payload, el.payload_offset)?)),
+            b'#' => Some(Value::Integer(parse_integer(
+                el.payload,
+                el.payload_offset,
+            )?)),
             b'^' => Some(Value::Float(parse_float(el.payload, el.payload_offset)?)),
             b'!' => Some(Value::Bool(parse_bool(el.payload, el.payload_offset)?)),
             b'~' => {

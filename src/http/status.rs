@@ -90,4 +90,3 @@ fn registered_phrase(status: u16) -> Option<&'static str> {
 pub(super) fn status_forbids_body(status: u16) -> bool {
     (100..200).contains(&status) || status == 204
 }
-

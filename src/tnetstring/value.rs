@@ -49,9 +49,10 @@ impl Drop for Value<'_> {
     fn drop(&mut self) {
         let mut stack = match self {
             Value::List(items) if !items.is_empty() => std::mem::take(items),
-            Value::Dict(dict) if !dict.is_empty() => {
-                std::mem::take(&mut dict.entries).into_iter().map(|(_, v)| v).collect()
-            }
+            Value::Dict(dict) if !dict.is_empty() => std::mem::take(&mut dict.entries)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
             _ => return,
         };
         while let Some(mut value) = stack.pop() {

@@ -179,8 +179,8 @@ fn decode_errors() {
         Err(FrameError::LengthHighBit)
     );
     // A huge declared length fails at once, without waiting for (or allocating) it.
-    let err = Frame::decode(&[0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
-        .unwrap_err();
+    let err =
+        Frame::decode(&[0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
     assert!(matches!(err, FrameError::PayloadTooLarge { .. }));
     assert_eq!(err.close_code(), CloseCode::TOO_BIG);
     assert_eq!(

@@ -25,13 +25,18 @@ fn query_decoding() {
     assert!(parse_query("").is_empty());
 }
 
-
 #[test]
 fn first_value_of_a_parameter() {
     assert_eq!(query_value("a=1&b=x+y%21&a=2", "a").as_deref(), Some("1"));
-    assert_eq!(query_value("a=1&b=x+y%21&a=2", "b").as_deref(), Some("x y!"));
+    assert_eq!(
+        query_value("a=1&b=x+y%21&a=2", "b").as_deref(),
+        Some("x y!")
+    );
     // Names are decoded before they are compared.
-    assert_eq!(query_value("caf%C3%A9=1&%3D=eq", "café").as_deref(), Some("1"));
+    assert_eq!(
+        query_value("caf%C3%A9=1&%3D=eq", "café").as_deref(),
+        Some("1")
+    );
     assert_eq!(query_value("%3D=eq", "=").as_deref(), Some("eq"));
     assert_eq!(query_value("flag&x=", "flag").as_deref(), Some(""));
     assert_eq!(query_value("flag&x=", "x").as_deref(), Some(""));

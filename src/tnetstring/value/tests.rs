@@ -67,5 +67,11 @@ fn take_moves_a_value_out() {
     let mut d = Value::from(Dict::from_iter([("k", Value::from("v"))]));
     let taken = d.take();
     assert!(d.is_null());
-    assert_eq!(taken.as_dict().and_then(|d| d.get("k")).and_then(Value::as_str), Some("v"));
+    assert_eq!(
+        taken
+            .as_dict()
+            .and_then(|d| d.get("k"))
+            .and_then(Value::as_str),
+        Some("v")
+    );
 }
