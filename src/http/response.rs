@@ -82,7 +82,7 @@ struct Plan {
 /// );
 /// ```
 ///
-/// See the [module docs](self) for how `Content-Length`, `Transfer-Encoding` and
+/// See the [module docs](crate::http) for how `Content-Length`, `Transfer-Encoding` and
 /// `Connection` are handled.
 #[derive(Clone)]
 pub struct Response {
@@ -241,7 +241,7 @@ impl Response {
     }
 
     /// Marks this as the answer to a HEAD request: the body is not sent, but the
-    /// `Content-Length` it would have had is (see the [module docs](self)).
+    /// `Content-Length` it would have had is (see the [module docs](crate::http)).
     pub fn head(mut self, head: bool) -> Response {
         self.head = head;
         self

@@ -5,7 +5,7 @@
 /// Covers every permanent code in the IANA HTTP status code registry (RFC 9110 and its
 /// extensions). An unregistered code gets a generic phrase for its class
 /// (`"Informational"`, `"Success"`, `"Redirection"`, `"Client Error"`, `"Server Error"`),
-/// anything else `"Unknown"`. Use [`Response::reason`] for a custom phrase.
+/// anything else `"Unknown"`. Use [`Response::reason`](super::Response::reason) for a custom phrase.
 pub fn reason_phrase(status: u16) -> &'static str {
     registered_phrase(status).unwrap_or(match status {
         100..=199 => "Informational",

@@ -231,7 +231,7 @@ impl<'a> Frame<'a> {
     /// The length is checked as soon as the header is complete, so an oversized frame
     /// fails before its payload arrives and nothing is allocated for it. Framing rules
     /// are enforced (minimal length encoding, control frames final and at most 125
-    /// bytes); RSV bits, reserved opcodes and UTF-8 are left to [`validate`].
+    /// bytes); RSV bits, reserved opcodes and UTF-8 are left to [`validate`](super::validate()).
     pub fn decode_with_limit(
         buf: &'a [u8],
         max_payload: u64,

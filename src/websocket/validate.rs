@@ -51,7 +51,7 @@ impl Violation {
 /// above `max_message_size`, and UTF-8 of text messages (checked last, as the only
 /// step that reads the payload).
 ///
-/// A close message's code and reason are checked separately by [`decode_close`].
+/// A close message's code and reason are checked separately by [`decode_close`](super::decode_close).
 pub fn validate(flags: Flags, payload: &[u8], max_message_size: usize) -> Result<(), Violation> {
     if flags.rsv() != 0 {
         return Err(Violation::ReservedBits);
