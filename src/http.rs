@@ -67,9 +67,16 @@ pub enum HttpError {
     /// The custom reason phrase holds a forbidden control character.
     #[error("invalid reason phrase {0:?}: control characters (CR, LF, NUL, ...) are not allowed")]
     InvalidReason(String),
-    /// Serialising the JSON body failed.
+    /// Serialising the JSON body failed. Shared, so that a builder can report it from
+    /// every `encode`.
     #[error("JSON serialisation failed: {0}")]
     Json(#[source] Arc<serde_json::Error>),
+}
+
+impl From<serde_json::Error> for HttpError {
+    fn from(err: serde_json::Error) -> Self {
+        HttpError::Json(Arc::new(err))
+    }
 }
 
 /// Whether `name` is a valid header field name (a non-empty RFC 9110 token).

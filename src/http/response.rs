@@ -227,7 +227,7 @@ impl Response {
         match serde_json::to_vec(value) {
             Ok(body) => self.body = body,
             Err(err) => {
-                self.fail(HttpError::Json(err.into()));
+                self.fail(err.into());
                 return self;
             }
         }

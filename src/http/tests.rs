@@ -301,3 +301,14 @@ fn digits() {
         assert_eq!(Digits::new(n).as_bytes(), n.to_string().as_bytes());
     }
 }
+
+#[test]
+fn json_failure_is_reported_by_encode() {
+    use std::collections::BTreeMap;
+    // JSON object keys must be strings; a map keyed by tuples cannot be written.
+    let bad: BTreeMap<(u8, u8), u8> = BTreeMap::from([((1, 2), 3)]);
+    let r = Response::ok().json(&bad).header("X", "y");
+    assert!(matches!(r.encode(), Err(HttpError::Json(_))));
+    // Reported again on every encode, since the builder may be reused.
+    assert!(matches!(r.encode(), Err(HttpError::Json(_))));
+}
