@@ -97,6 +97,27 @@ fn bench_request_parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// Building a request header by header: each push looks its name up, so this shows
+/// whether many distinct headers cost linear or quadratic time.
+fn bench_header_push(c: &mut Criterion) {
+    let mut group = c.benchmark_group("header_push");
+    group.sample_size(10);
+    for count in [1_000usize, 20_000, 100_000] {
+        let names: Vec<String> = (0..count).map(|i| format!("x-header-{i}")).collect();
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(format!("{count}_distinct"), |b| {
+            b.iter(|| {
+                let mut req = Request::new("s", 1, "/");
+                for name in &names {
+                    req = req.with_header(name.as_str(), "v");
+                }
+                req
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_tnetstring(c: &mut Criterion) {
     let msg = typical_get(HeaderProtocol::Tnetstring);
     // The header dict alone: skip "UUID ID PATH ".
@@ -153,6 +174,7 @@ fn bench_reply(c: &mut Criterion) {
 criterion_group!(
     codec,
     bench_request_parse,
+    bench_header_push,
     bench_tnetstring,
     bench_reply,
     websocket_benches

@@ -69,6 +69,8 @@ pub mod tnetstring;
 pub mod transceiver;
 pub mod websocket;
 
+mod token;
+
 pub use transceiver::{
     Builder, CloseReason, ConnId, Core, Error, Event, Events, Handle, Handshake, Message, Outgoing,
     Token, Transceiver,

@@ -422,10 +422,11 @@ impl<'a> Reply<'a> {
         if !self.extended {
             return Err(ReplyError::InvalidExtended("not an extended reply"));
         }
-        let value = tnetstring::parse_complete(self.body)?;
-        let Value::List(mut items) = value else {
+        let mut value = tnetstring::parse_complete(self.body)?;
+        let Value::List(items) = &mut value else {
             return Err(ReplyError::InvalidExtended("body is not a list"));
         };
+        let mut items = std::mem::take(items);
         if items.len() != 2 {
             return Err(ReplyError::InvalidExtended(
                 "list does not have two elements",

@@ -157,9 +157,12 @@ pub fn parse(input: &[u8]) -> Result<(Value<'_>, &[u8]), Error> {
 
 /// Like [`parse`], allowing at most `max_depth` nested lists/dicts
 /// (0 accepts scalars only).
+///
+/// Parsing and dropping do not recurse, so a raised limit costs heap, not stack.
+/// [`Value`]'s `Clone`, `PartialEq`, `Debug` and [`Value::encode`] do recurse per
+/// level; keep the limit to what those uses can take.
 pub fn parse_with_max_depth(input: &[u8], max_depth: usize) -> Result<(Value<'_>, &[u8]), Error> {
-    let parser = Parser { max_depth };
-    let (value, end) = parser.value(input, 0, 0)?;
+    let (value, end) = parse_value(input, max_depth)?;
     Ok((value, &input[end..]))
 }
 
@@ -320,64 +323,63 @@ pub(crate) fn parse_null(payload: &[u8], offset: usize) -> Result<(), Error> {
     }
 }
 
-struct Parser {
-    max_depth: usize,
+/// A list or dict whose payload is still being parsed.
+struct Open<'a> {
+    payload: &'a [u8],
+    /// Offset of `payload` in the caller's input.
+    offset: usize,
+    /// How far into `payload` parsing has got.
+    pos: usize,
+    /// Bytes the whole element takes in its parent, tag included.
+    consumed: usize,
+    items: Items<'a>,
 }
 
-impl Parser {
-    /// Parses the value at the front of `input` (at `base`), `depth` containers deep.
-    /// Returns the value and the bytes consumed.
-    fn value<'a>(
-        &self,
-        input: &'a [u8],
-        base: usize,
-        depth: usize,
-    ) -> Result<(Value<'a>, usize), Error> {
-        let el = split_element(input, base)?;
-        let value = match el.tag {
-            b',' => Value::Bytes(Cow::Borrowed(el.payload)),
-            b'#' => Value::Integer(parse_integer(el.payload, el.payload_offset)?),
-            b'^' => Value::Float(parse_float(el.payload, el.payload_offset)?),
-            b'!' => Value::Bool(parse_bool(el.payload, el.payload_offset)?),
+enum Items<'a> {
+    List(Vec<Value<'a>>),
+    /// The dict so far and the key whose value is being parsed.
+    Dict(Dict<'a>, Option<&'a [u8]>),
+}
+
+/// Parses with an explicit stack of open containers instead of recursion, so the
+/// depth a caller allows is bounded by memory, never by the thread's stack.
+fn parse_value(input: &[u8], max_depth: usize) -> Result<(Value<'_>, usize), Error> {
+    let mut open: Vec<Open<'_>> = Vec::new();
+    let (mut next, mut base) = (input, 0);
+    loop {
+        let el = split_element(next, base)?;
+        let mut finished = match el.tag {
+            b',' => Some(Value::Bytes(Cow::Borrowed(el.payload))),
+            b'#' => Some(Value::Integer(parse_integer(
+                el.payload,
+                el.payload_offset,
+            )?)),
+            b'^' => Some(Value::Float(parse_float(el.payload, el.payload_offset)?)),
+            b'!' => Some(Value::Bool(parse_bool(el.payload, el.payload_offset)?)),
             b'~' => {
                 parse_null(el.payload, el.payload_offset)?;
-                Value::Null
+                Some(Value::Null)
             }
-            b']' => {
-                self.check_depth(depth, base)?;
-                // No capacity from the wire: grow as items actually parse.
-                let mut items = Vec::new();
-                let mut pos = 0;
-                while pos < el.payload.len() {
-                    let (item, used) =
-                        self.value(&el.payload[pos..], el.payload_offset + pos, depth + 1)?;
-                    items.push(item);
-                    pos += used;
+            b']' | b'}' => {
+                if open.len() >= max_depth {
+                    return Err(Error::TooDeep {
+                        offset: el.start,
+                        max_depth,
+                    });
                 }
-                Value::List(items)
-            }
-            b'}' => {
-                self.check_depth(depth, base)?;
-                let mut dict = Dict::new();
-                let mut pos = 0;
-                while pos < el.payload.len() {
-                    let key_offset = el.payload_offset + pos;
-                    let key = split_element(&el.payload[pos..], key_offset)?;
-                    if key.tag != b',' {
-                        return Err(Error::NonStringKey { offset: key_offset });
-                    }
-                    pos += key.consumed;
-                    if pos == el.payload.len() {
-                        return Err(Error::MissingValue {
-                            offset: el.payload_offset + pos,
-                        });
-                    }
-                    let (value, used) =
-                        self.value(&el.payload[pos..], el.payload_offset + pos, depth + 1)?;
-                    dict.push(key.payload, value);
-                    pos += used;
-                }
-                Value::Dict(dict)
+                open.push(Open {
+                    payload: el.payload,
+                    offset: el.payload_offset,
+                    pos: 0,
+                    consumed: el.consumed,
+                    // No capacity from the wire: grow as items actually parse.
+                    items: if el.tag == b']' {
+                        Items::List(Vec::new())
+                    } else {
+                        Items::Dict(Dict::new(), None)
+                    },
+                });
+                None
             }
             tag => {
                 return Err(Error::UnknownTag {
@@ -386,17 +388,46 @@ impl Parser {
                 })
             }
         };
-        Ok((value, el.consumed))
-    }
-
-    fn check_depth(&self, depth: usize, offset: usize) -> Result<(), Error> {
-        if depth >= self.max_depth {
-            Err(Error::TooDeep {
-                offset,
-                max_depth: self.max_depth,
-            })
-        } else {
-            Ok(())
+        let mut used = el.consumed;
+        // Hand the finished value to its container; close every container it completes.
+        loop {
+            let Some(top) = open.last_mut() else {
+                // Only a finished value can leave the stack empty.
+                return Ok((finished.unwrap_or(Value::Null), used));
+            };
+            if let Some(value) = finished.take() {
+                top.pos += used;
+                match &mut top.items {
+                    Items::List(items) => items.push(value),
+                    Items::Dict(dict, key) => dict.push(key.take().unwrap_or_default(), value),
+                }
+            }
+            if top.pos < top.payload.len() {
+                if let Items::Dict(_, key) = &mut top.items {
+                    let key_offset = top.offset + top.pos;
+                    let k = split_element(&top.payload[top.pos..], key_offset)?;
+                    if k.tag != b',' {
+                        return Err(Error::NonStringKey { offset: key_offset });
+                    }
+                    top.pos += k.consumed;
+                    if top.pos == top.payload.len() {
+                        return Err(Error::MissingValue {
+                            offset: top.offset + top.pos,
+                        });
+                    }
+                    *key = Some(k.payload);
+                }
+                next = &top.payload[top.pos..];
+                base = top.offset + top.pos;
+                break;
+            }
+            if let Some(done) = open.pop() {
+                used = done.consumed;
+                finished = Some(match done.items {
+                    Items::List(items) => Value::List(items),
+                    Items::Dict(dict, _) => Value::Dict(dict),
+                });
+            }
         }
     }
 }

@@ -76,7 +76,8 @@ fn check(name: &str, req: &Request<'_>) {
             assert_eq!(req.method(), Some("GET"));
             assert_eq!(req.version(), Some("HTTP/1.1"));
             assert_eq!(req.uri(), Some("/handler/get?a=1&b=two%20words&a=3"));
-            assert_eq!(req.query(), Some("a=1&b=two%20words&a=3"));
+            assert_eq!(req.query_string(), Some("a=1&b=two%20words&a=3"));
+            assert_eq!(req.query("b").as_deref(), Some("two words"));
             assert_eq!(req.fragment(), Some("frag"));
             assert_eq!(req.pattern(), Some("/handler"));
             assert_eq!(req.url_scheme(), Some("http"));

@@ -117,7 +117,7 @@ proptest! {
         // serde sees the same value and writes the same bytes.
         let via_serde: Value = tnetstring::from_slice(&bytes).unwrap();
         prop_assert!(same(&via_serde, &v));
-        prop_assert_eq!(tnetstring::to_vec(&via_serde).unwrap(), bytes);
+        prop_assert_eq!(&tnetstring::to_vec(&via_serde).unwrap(), &bytes);
     }
 
     #[test]

@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(stream_refused(ErrorName::InvalidToken).status(), 401);
         assert_eq!(stream_refused(ErrorName::SubscriptionDenied).status(), 403);
         assert_eq!(stream_refused(ErrorName::InvalidExchange).status(), 400);
-        let head = String::from_utf8(stream_head().encode()).unwrap();
+        let head = String::from_utf8(stream_head().encode().unwrap()).unwrap();
         assert!(
             head.contains("Content-Type: text/event-stream\r\n"),
             "{head}"

@@ -1,6 +1,9 @@
 //! Request headers: an ordered list of names with one or more values.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
 
 /// The value(s) of one header. Mongrel2 sends a repeated client header as a
 /// list (at most 5 values); everything else is a single string.
@@ -116,23 +119,92 @@ impl DoubleEndedIterator for HeaderValues<'_, '_> {
 /// (`METHOD`, `PATH`, ...). [`Headers::get`] prefers an exact match, then falls
 /// back to ignoring ASCII case, so `get("host")` finds the client's `host` and
 /// `get("PATH")` finds Mongrel2's `PATH` even when a client sent a `path` header.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Headers<'a> {
     entries: Vec<(Cow<'a, str>, HeaderValue<'a>)>,
+    index: NameIndex,
+}
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Headers")
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+/// Below this many names a scan beats hashing, and parsed requests never pay for
+/// an index they do not use.
+const INDEX_FROM: usize = 16;
+
+/// Where each name first occurs, so that [`Headers::push`] and [`Headers::set`] stay
+/// O(1) on requests with many headers. Built on the first lookup past
+/// [`INDEX_FROM`] names. Keys are name hashes (with a per-map random seed, so a peer
+/// cannot aim collisions); a hash whose entry has another name falls back to a scan.
+#[derive(Clone, Default)]
+struct NameIndex(Option<HashMap<u64, usize>>);
+
+/// The index is derived from the entries, so it never makes two header lists differ.
+impl PartialEq for NameIndex {
+    fn eq(&self, _: &NameIndex) -> bool {
+        true
+    }
+}
+
+impl Eq for NameIndex {}
+
+impl NameIndex {
+    fn hash(map: &HashMap<u64, usize>, name: &str) -> u64 {
+        map.hasher().hash_one(name)
+    }
+
+    /// Records that `name` was appended at `position`.
+    fn appended(&mut self, name: &str, position: usize) {
+        if let Some(map) = &mut self.0 {
+            let hash = NameIndex::hash(map, name);
+            map.entry(hash).or_insert(position);
+        }
+    }
 }
 
 impl<'a> Headers<'a> {
     /// No headers.
     pub fn new() -> Self {
-        Headers {
-            entries: Vec::new(),
-        }
+        Headers::default()
     }
 
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Headers {
             entries: Vec::with_capacity(capacity),
+            index: NameIndex::default(),
         }
+    }
+
+    /// Position of the first entry named exactly `name`.
+    fn position(&mut self, name: &str) -> Option<usize> {
+        if self.entries.len() < INDEX_FROM {
+            return self.entries.iter().position(|(k, _)| k == name);
+        }
+        let entries = &self.entries;
+        let map = self.index.0.get_or_insert_with(|| {
+            let mut map = HashMap::with_capacity(entries.len());
+            for (i, (k, _)) in entries.iter().enumerate() {
+                let hash = NameIndex::hash(&map, k);
+                map.entry(hash).or_insert(i);
+            }
+            map
+        });
+        match map.get(&NameIndex::hash(map, name)) {
+            Some(&i) if self.entries[i].0 == name => Some(i),
+            None => None,
+            // A hash collision between different names: rare, and still correct.
+            Some(_) => self.entries.iter().position(|(k, _)| k == name),
+        }
+    }
+
+    fn append(&mut self, name: Cow<'a, str>, value: HeaderValue<'a>) {
+        self.index.appended(&name, self.entries.len());
+        self.entries.push((name, value));
     }
 
     /// Number of header names (a repeated header counts once).
@@ -180,9 +252,9 @@ impl<'a> Headers<'a> {
     pub fn push(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
         let name = name.into();
         let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, existing)) => existing.push(value),
-            None => self.entries.push((name, HeaderValue::One(value))),
+        match self.position(&name) {
+            Some(i) => self.entries[i].1.push(value),
+            None => self.append(name, HeaderValue::One(value)),
         }
     }
 
@@ -190,15 +262,15 @@ impl<'a> Headers<'a> {
     pub fn set(&mut self, name: impl Into<Cow<'a, str>>, value: impl Into<HeaderValue<'a>>) {
         let name = name.into();
         let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, existing)) => *existing = value,
-            None => self.entries.push((name, value)),
+        match self.position(&name) {
+            Some(i) => self.entries[i].1 = value,
+            None => self.append(name, value),
         }
     }
 
     /// Appends an entry as parsed, without merging duplicates.
     pub(crate) fn append_raw(&mut self, name: Cow<'a, str>, value: HeaderValue<'a>) {
-        self.entries.push((name, value));
+        self.append(name, value);
     }
 
     /// Iterates over `(name, value)` in order.
@@ -214,6 +286,11 @@ impl<'a> Headers<'a> {
                 .into_iter()
                 .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                 .collect(),
+            // Names keep their text, so positions and hashes stay valid.
+            index: self.index,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

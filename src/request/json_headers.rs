@@ -261,3 +261,6 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -66,3 +66,18 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// The first value of parameter `name` in `query`, decoded; names are compared after
+/// decoding. See [`Request::query`](super::Request::query).
+pub(crate) fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    query
+        .split('&')
+        .filter(|segment| !segment.is_empty())
+        .find_map(|segment| {
+            let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+}
+
+#[cfg(test)]
+mod tests;

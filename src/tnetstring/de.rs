@@ -31,6 +31,11 @@ impl de::Error for Error {
 /// Deserializes a `T` from exactly one tnetstring value (trailing bytes are an
 /// error). Borrowed `&str` / `&[u8]` fields point into `input`.
 ///
+/// Serde visits nested values by recursion, so nesting here stays capped at
+/// [`DEFAULT_MAX_DEPTH`](super::DEFAULT_MAX_DEPTH) lists/dicts (deeper input is an
+/// [`Error::TooDeep`]); for deeper trees parse with
+/// [`parse_with_max_depth`](super::parse_with_max_depth), which does not recurse.
+///
 /// ```
 /// #[derive(serde::Deserialize, Debug, PartialEq)]
 /// struct Headers<'a> {

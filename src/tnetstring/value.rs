@@ -36,6 +36,43 @@ pub struct Dict<'a> {
     entries: Vec<(Cow<'a, [u8]>, Value<'a>)>,
 }
 
+impl Default for Value<'_> {
+    /// [`Value::Null`].
+    fn default() -> Self {
+        Value::Null
+    }
+}
+
+/// Drops nested containers through a heap stack: the derived drop would recurse once
+/// per level and overflow the thread's stack on a deep (e.g. hostile) value.
+impl Drop for Value<'_> {
+    fn drop(&mut self) {
+        let mut stack = match self {
+            Value::List(items) if !items.is_empty() => std::mem::take(items),
+            Value::Dict(dict) if !dict.is_empty() => std::mem::take(&mut dict.entries)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
+            _ => return,
+        };
+        while let Some(mut value) = stack.pop() {
+            match &mut value {
+                Value::List(items) => stack.append(items),
+                Value::Dict(dict) => stack.extend(dict.entries.drain(..).map(|(_, v)| v)),
+                _ => {}
+            }
+            // `value` now holds no children, so dropping it here does not recurse.
+        }
+    }
+}
+
+fn take_bytes(b: &mut Cow<'_, [u8]>) -> Vec<u8> {
+    match std::mem::take(b) {
+        Cow::Borrowed(b) => b.to_vec(),
+        Cow::Owned(b) => b,
+    }
+}
+
 /// Anything usable as a dict key: string and byte-string types.
 pub trait IntoKey<'a> {
     /// Converts into the key's byte form.
@@ -155,12 +192,9 @@ impl<'a> Dict<'a> {
 
     /// Copies every borrowed byte string so the dict outlives its input.
     pub fn into_owned(self) -> Dict<'static> {
-        Dict {
-            entries: self
-                .entries
-                .into_iter()
-                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
-                .collect(),
+        match &mut Value::Dict(self).into_owned() {
+            Value::Dict(dict) => std::mem::take(dict),
+            _ => Dict::new(),
         }
     }
 }
@@ -276,16 +310,60 @@ impl<'a> Value<'a> {
     }
 
     /// Copies every borrowed byte string so the value outlives its input.
-    pub fn into_owned(self) -> Value<'static> {
-        match self {
-            Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
-            Value::Integer(i) => Value::Integer(i),
-            Value::Float(f) => Value::Float(f),
-            Value::Bool(b) => Value::Bool(b),
-            Value::Null => Value::Null,
-            Value::List(l) => Value::List(l.into_iter().map(Value::into_owned).collect()),
-            Value::Dict(d) => Value::Dict(d.into_owned()),
+    ///
+    /// Works through nested containers with a heap stack, so depth costs no stack.
+    pub fn into_owned(mut self) -> Value<'static> {
+        /// Pending work: a value to copy, or a container whose copied children are the
+        /// last entries of `done`.
+        enum Step<'a> {
+            Copy(Value<'a>),
+            List(usize),
+            Dict(Vec<Cow<'static, [u8]>>),
         }
+        let mut todo = vec![Step::Copy(self.take())];
+        let mut done: Vec<Value<'static>> = Vec::new();
+        while let Some(step) = todo.pop() {
+            match step {
+                Step::Copy(mut value) => match &mut value {
+                    Value::Bytes(b) => done.push(Value::Bytes(Cow::Owned(take_bytes(b)))),
+                    Value::Integer(i) => done.push(Value::Integer(*i)),
+                    Value::Float(f) => done.push(Value::Float(*f)),
+                    Value::Bool(b) => done.push(Value::Bool(*b)),
+                    Value::Null => done.push(Value::Null),
+                    Value::List(items) => {
+                        todo.push(Step::List(items.len()));
+                        todo.extend(std::mem::take(items).into_iter().rev().map(Step::Copy));
+                    }
+                    Value::Dict(dict) => {
+                        let entries = std::mem::take(&mut dict.entries);
+                        let mut keys = Vec::with_capacity(entries.len());
+                        let mut values = Vec::with_capacity(entries.len());
+                        for (k, v) in entries {
+                            keys.push(Cow::Owned(k.into_owned()));
+                            values.push(Step::Copy(v));
+                        }
+                        todo.push(Step::Dict(keys));
+                        todo.extend(values.into_iter().rev());
+                    }
+                },
+                Step::List(len) => {
+                    let items = done.split_off(done.len() - len);
+                    done.push(Value::List(items));
+                }
+                Step::Dict(keys) => {
+                    let values = done.split_off(done.len() - keys.len());
+                    let entries = keys.into_iter().zip(values).collect();
+                    done.push(Value::Dict(Dict { entries }));
+                }
+            }
+        }
+        done.pop().unwrap_or_default()
+    }
+
+    /// Moves the value out, leaving [`Value::Null`]: the way to take a value apart,
+    /// since `Value` has a `Drop` (see there) and cannot be destructured by move.
+    pub fn take(&mut self) -> Value<'a> {
+        std::mem::take(self)
     }
 
     /// Appends the encoding of this value to `out`. See [`encode`].
@@ -378,3 +456,6 @@ impl<'a> From<Vec<Value<'a>>> for Value<'a> {
         Value::List(l)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@ macro_rules! outbound_methods {
         /// connection is closed once the response is written.
         pub fn reply_http(&$($recv)? self, request: &$crate::request::Request<'_>, response: &$crate::http::Response) -> Result<(), $crate::Error> {
             let then_close = request.should_close();
-            let body = response.clone().for_request(request).encode();
+            let body = response.clone().for_request(request).encode()?;
             self.submit($crate::transceiver::command::Outbound::Send {
                 conn: $crate::ConnId::of(request),
                 body,
@@ -30,7 +30,7 @@ macro_rules! outbound_methods {
 
         /// Answers an HTTP request with `value` as JSON and the given status.
         pub fn reply_json<T: serde::Serialize + ?Sized>(&$($recv)? self, request: &$crate::request::Request<'_>, status: u16, value: &T) -> Result<(), $crate::Error> {
-            let response = $crate::http::Response::new(status).json(value)?;
+            let response = $crate::http::Response::new(status).json(value);
             self.reply_http(request, &response)
         }
 
@@ -49,7 +49,7 @@ macro_rules! outbound_methods {
             self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: $crate::ConnId::of(request),
                 part: $crate::transceiver::command::StreamPart::Start,
-                body: head.encode(),
+                body: head.encode()?,
             })
         }
 

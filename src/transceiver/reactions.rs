@@ -62,8 +62,11 @@ impl Core {
             Handshake::Accept => None,
             Handshake::AcceptProtocol(protocol) => Some(protocol),
             Handshake::Reject(response) => {
-                let body = response.for_request(&request).close(true).encode();
-                self.send_logged(&conn, &body);
+                match response.for_request(&request).close(true).encode() {
+                    Ok(body) => self.send_logged(&conn, &body),
+                    // The handler's rejection is unsendable; closing still refuses the client.
+                    Err(err) => log::error!("handshake rejection of {conn:?} not sent: {err}"),
+                }
                 self.send_logged(&conn, b"");
                 return;
             }

@@ -75,14 +75,14 @@ fn serve(handler: &mut Transceiver, event: Event) -> Result<(), Error> {
                 let response = Response::ok()
                     .header("x-method", request.method().unwrap_or_default())
                     .header("x-path", &path)
-                    .header("x-query", request.query().unwrap_or_default())
+                    .header("x-query", request.query_string().unwrap_or_default())
                     .body(request.body().to_vec())
                     .for_request(&request);
                 if path.ends_with("/close") {
                     // The handler decides to close: answer with Connection: close, then
                     // the empty reply.
                     let conn = ConnId::of(&request);
-                    handler.reply(&conn, response.close(true).encode())?;
+                    handler.reply(&conn, response.close(true).encode()?)?;
                     handler.close(&conn)?;
                 } else {
                     handler.reply_http(&request, &response)?;
