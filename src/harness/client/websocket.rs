@@ -300,6 +300,19 @@ fn unexpected(opcode: Opcode, payload: &[u8], wanted: &str) -> HarnessError {
     )
 }
 
+/// The handshake response parser and the accept check, for the fuzz targets (not API).
+#[doc(hidden)]
+pub fn parse_handshake_for_fuzzing(
+    buf: &[u8],
+    accept: &str,
+) -> Result<Option<(HttpResponse, usize)>, HarnessError> {
+    let parsed = parse_handshake_response(buf)?;
+    if let Some((response, _)) = &parsed {
+        check_accept(response, accept)?;
+    }
+    Ok(parsed)
+}
+
 /// Parses the handshake response head; `None` while incomplete. Frames may follow it in
 /// the same reply and stay in the buffer.
 fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, HarnessError> {
