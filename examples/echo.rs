@@ -76,7 +76,8 @@ pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
             log::warn!("reply failed: {err}");
         }
     }
-    log::info!("shutting down");
+    // scripts/soak reads this line to check that no session leaked.
+    log::info!("shutting down with {} sessions open", transceiver.session_count());
     transceiver.shutdown();
     Ok(())
 }
