@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use arbitrary::{Arbitrary, Unstructured};
 use mongrel2_transceiver::reply::{self, Reply};
 use mongrel2_transceiver::request::{
-    parse_query, percent_decode, HeaderProtocol, Request, RequestLimits,
+    parse_query, percent_decode, HeaderProtocol, Request, RequestError, RequestLimits,
 };
 use mongrel2_transceiver::tnetstring::{self, Dict, Value};
 use mongrel2_transceiver::websocket::{self, CloseFrame, Flags, Frame, Opcode};
@@ -323,20 +323,47 @@ impl AnyValue {
     }
 }
 
+/// Container nesting: a leaf is 0, a list or dict one more than its deepest item.
+pub fn depth(value: &Value<'_>) -> usize {
+    match value {
+        Value::List(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Dict(dict) => 1 + dict.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Parses what the encoder wrote. The encoder has no depth limit and the parser does
+/// (a peer controls the input): a value deeper than the default must be refused as
+/// `TooDeep`, and parse back with the limit raised to its depth.
+fn parse_encoded<'a>(bytes: &'a [u8], value: &Value<'_>) -> (Value<'a>, bool) {
+    match tnetstring::parse(bytes) {
+        Ok((back, rest)) => {
+            assert!(rest.is_empty());
+            (back, true)
+        }
+        Err(tnetstring::Error::TooDeep { .. }) if depth(value) >= tnetstring::DEFAULT_MAX_DEPTH => {
+            let (back, rest) = tnetstring::parse_with_max_depth(bytes, depth(value) + 1)
+                .expect("parses with the limit raised to its depth");
+            assert!(rest.is_empty());
+            (back, false)
+        }
+        Err(err) => panic!("an encoded value of depth {} fails: {err}", depth(value)),
+    }
+}
+
 /// Encode then parse (and serde) gives the value back, byte for byte.
 pub fn roundtrip_tnetstring(data: &[u8]) {
     let Ok(any) = AnyValue::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
     let value = any.build();
-    let Ok(bytes) = value.to_bytes() else {
-        // Deeper than the default limit: encoding refuses, which is fine.
-        return;
-    };
-    let (back, rest) = tnetstring::parse(&bytes).expect("an encoded value parses");
-    assert!(rest.is_empty());
+    let bytes = value.to_bytes().expect("a built value encodes");
+    let (back, within_limits) = parse_encoded(&bytes, &value);
     assert!(same(&back, &value), "{back:?} != {value:?}");
     assert_eq!(back.to_bytes().expect("re-encode"), bytes);
+    if !within_limits {
+        return;
+    }
     let via_serde: Value = tnetstring::from_slice(&bytes).expect("serde reads it");
     assert!(same(&via_serde, &value));
     assert_eq!(
@@ -421,7 +448,20 @@ pub fn roundtrip_request(data: &[u8]) {
         req = req.with_header(name, value);
     }
     let bytes = req.encode();
-    let back = Request::parse(&bytes).expect("an encoded request parses");
+    // The builder has no limits, the parser does (peer-controlled input): within the
+    // defaults the request parses back; beyond them it is refused, and parses back with
+    // the limits lifted.
+    let back = match Request::parse(&bytes) {
+        Ok(back) => back,
+        Err(RequestError::TooManyHeaders { .. } | RequestError::TooManyValues { .. }) => {
+            let unlimited = RequestLimits {
+                max_headers: usize::MAX,
+                max_values_per_header: usize::MAX,
+            };
+            Request::parse_with_limits(&bytes, &unlimited).expect("parses without limits")
+        }
+        Err(err) => panic!("an encoded request fails: {err}"),
+    };
     assert_eq!(back, req);
     assert_eq!(back.encode(), bytes);
     touch_request(&back);
@@ -467,6 +507,11 @@ pub fn roundtrip_reply(data: &[u8]) {
         if reply::encode_extended(&any.uuid, &any.ids, &key, &value, &mut out).is_ok() {
             let r = Reply::parse_with_max_targets(&out, any.ids.len()).expect("parses");
             assert!(r.extended);
+            // The body is a list around the value: one level more.
+            if depth(&value) + 1 >= tnetstring::DEFAULT_MAX_DEPTH {
+                assert!(r.extended_value().is_err(), "too deep, yet accepted");
+                return;
+            }
             let (k, v) = r.extended_value().expect("extended value");
             assert_eq!(k, key);
             assert!(same(&v, &value), "{v:?} != {value:?}");

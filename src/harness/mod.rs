@@ -133,12 +133,12 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+#[doc(hidden)]
+pub use client::{parse_handshake_for_fuzzing, parse_response_for_fuzzing};
 pub use client::{
     Client, HttpRequest, HttpResponse, WsFrame, DEFAULT_HOST, DEFAULT_PATTERN,
     INITIAL_DOWNLOAD_CREDITS, REMOTE_ADDR,
 };
-#[doc(hidden)]
-pub use client::{parse_handshake_for_fuzzing, parse_response_for_fuzzing};
 pub use connector::{Connector, DEFAULT_CONTROL_TIMEOUT, QUIET_WINDOW};
 pub use error::HarnessError;
 pub use router::{RawReply, Rejected};
