@@ -77,7 +77,10 @@ pub fn run(flags: &flags::Flags) -> Result<(), mongrel2_transceiver::Error> {
         }
     }
     // scripts/soak reads this line to check that no session leaked.
-    log::info!("shutting down with {} sessions open", transceiver.session_count());
+    log::info!(
+        "shutting down with {} sessions open",
+        transceiver.session_count()
+    );
     transceiver.shutdown();
     Ok(())
 }
