@@ -76,7 +76,11 @@ pub fn run(flags: &flags::Flags) -> Result<(), Error> {
             log::warn!("reply failed: {err}");
         }
     }
-    log::info!("shutting down"); // close 1001 to every session
+    // scripts/soak reads this line to check that no session leaked.
+    log::info!(
+        "shutting down with {} sessions open; closing them with 1001",
+        transceiver.session_count()
+    );
     transceiver.shutdown();
     Ok(())
 }

@@ -126,6 +126,8 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+#[doc(hidden)]
+pub use client::{parse_handshake_for_fuzzing, parse_response_for_fuzzing};
 pub use client::{
     Client, HttpRequest, HttpResponse, WsFrame, DEFAULT_HOST, DEFAULT_PATTERN,
     INITIAL_DOWNLOAD_CREDITS, REMOTE_ADDR,

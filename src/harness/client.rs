@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub use http::{HttpRequest, HttpResponse};
 pub use websocket::WsFrame;
+#[doc(hidden)]
+pub use {http::parse_response_for_fuzzing, websocket::parse_handshake_for_fuzzing};
 
 use super::headers::{self, Line, Table};
 use super::router::{RawReply, Shared};

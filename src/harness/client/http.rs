@@ -403,6 +403,40 @@ impl Client {
     }
 }
 
+/// Runs the response parsers over `buf` the way [`Client::recv_response`] consumes a
+/// connection: the head, then the body as the head delimits it (`None` while incomplete).
+/// Not API: the fuzz targets need these parsers and they are private.
+#[doc(hidden)]
+pub fn parse_response_for_fuzzing(
+    buf: &[u8],
+    is_head: bool,
+) -> Result<Option<HttpResponse>, HarnessError> {
+    let Some((mut response, body, mut at)) = parse_head(buf, is_head)? else {
+        return Ok(None);
+    };
+    match body {
+        None => {}
+        Some(Body::Length(len)) => match buf.get(at..).filter(|rest| rest.len() >= len) {
+            Some(rest) => response.body = rest[..len].to_vec(),
+            None => return Ok(None),
+        },
+        Some(Body::UntilClose) => response.body = buf[at..].to_vec(),
+        Some(Body::Chunked) => loop {
+            match next_chunk(&buf[at..])? {
+                Some(Chunk::Data { start, len, used }) => {
+                    response
+                        .body
+                        .extend_from_slice(&buf[at + start..at + start + len]);
+                    at += used;
+                }
+                Some(Chunk::Last { .. }) => break,
+                None => return Ok(None),
+            }
+        },
+    }
+    Ok(Some(response))
+}
+
 /// Parses a response head; `None` while incomplete.
 fn parse_head(
     buf: &[u8],

@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 
-use super::http::{HttpRequest, HttpResponse};
+use super::http::{HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use super::Client;
 use crate::harness::{HarnessError, Protocol};
 use crate::websocket::{self, CloseCode, CloseFrame, Frame, Opcode};
@@ -300,6 +300,19 @@ fn unexpected(opcode: Opcode, payload: &[u8], wanted: &str) -> HarnessError {
     )
 }
 
+/// The handshake response parser and the accept check, for the fuzz targets (not API).
+#[doc(hidden)]
+pub fn parse_handshake_for_fuzzing(
+    buf: &[u8],
+    accept: &str,
+) -> Result<Option<(HttpResponse, usize)>, HarnessError> {
+    let parsed = parse_handshake_response(buf)?;
+    if let Some((response, _)) = &parsed {
+        check_accept(response, accept)?;
+    }
+    Ok(parsed)
+}
+
 /// Parses the handshake response head; `None` while incomplete. Frames may follow it in
 /// the same reply and stay in the buffer.
 fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, HarnessError> {
@@ -345,6 +358,13 @@ fn parse_handshake_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>,
             .header("content-length")
             .and_then(|l| l.trim().parse::<usize>().ok())
         {
+            // The peer sets the length: an absurd one must not overflow or be waited for.
+            if length > MAX_BODY_BYTES {
+                return Err(HarnessError::protocol(
+                    "websocket",
+                    "handshake refusal body too large",
+                ));
+            }
             let Some(body) = buf.get(used..used + length) else {
                 return Ok(None);
             };
@@ -420,5 +440,12 @@ mod tests {
             (response.status, response.body.as_slice(), used),
             (403, &b"no"[..], refused.len())
         );
+    }
+
+    #[test]
+    fn a_refusal_with_a_huge_length_is_an_error() {
+        // Found by fuzz/fuzz_targets/harness_http_response: `used + length` overflowed.
+        let refused = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert!(parse_handshake_response(refused).is_err());
     }
 }
