@@ -57,6 +57,8 @@
 /// The ZeroMQ binding whose `Context` and `Socket` appear in this crate's API.
 pub use zmq;
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod http;
