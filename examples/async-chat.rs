@@ -2,8 +2,9 @@
 //! session, `/slow` awaits a 100 ms call (standing in for a database) in its own task while
 //! other requests keep flowing, and any other HTTP request gets `hello world`.
 //!
-//! `cargo run --release --features tokio --example async-chat` (flags as the echo example;
-//! the repository's mongrel2.conf routes `/chat` and `/slow` to it).
+//! `cargo run --release --features tokio --example async-chat` (flags as the echo example,
+//! whose place it takes in the repository's mongrel2.conf: chat on ws://localhost:6767/echo,
+//! the slow route at http://localhost:6767/echo/slow).
 
 #[path = "common/flags.rs"]
 pub mod flags;
