@@ -20,7 +20,7 @@ use mongrel2_transceiver::{Error, Event, Message};
 /// How long the stand-in for a database takes to answer.
 pub const SLOW_CALL: Duration = Duration::from_millis(100);
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     env_logger::init();
     let transceiver = flags::Flags::parse("async-chat").builder().build_async()?;

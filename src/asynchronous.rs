@@ -186,10 +186,13 @@ impl AsyncTransceiver {
     /// stream ends after the goodbyes, and a second signal exits the process at once.
     pub fn stop_on_signals(&self) -> Result<(), Error> {
         let signals = Signals::register()?;
-        self.handle.jobs.try_send(Job::Signals(signals)).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => Error::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => Error::Closed,
-        })
+        self.handle
+            .jobs
+            .try_send(Job::Signals(signals))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => Error::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            })
     }
 
     /// Where the control socket is bound (with the real port when bound to `:*` or `:0`).

@@ -28,7 +28,10 @@ async fn chat_handler(m2: &Mongrel2) -> AsyncTransceiver {
         .control(None)
         .build_async()
         .expect("async transceiver");
-    assert!(transceiver.wait_ready(READY_TIMEOUT).await, "Mongrel2 subscribed");
+    assert!(
+        transceiver.wait_ready(READY_TIMEOUT).await,
+        "Mongrel2 subscribed"
+    );
     transceiver
 }
 
@@ -156,9 +159,9 @@ fn chat_client(
     }
     let mut heard = Vec::with_capacity(everyone);
     while heard.len() < everyone {
-        let message = socket.read().map_err(|err| {
-            format!("client {index}: after {} messages: {err}", heard.len())
-        })?;
+        let message = socket
+            .read()
+            .map_err(|err| format!("client {index}: after {} messages: {err}", heard.len()))?;
         match message {
             tungstenite::Message::Text(text) => {
                 if cue.as_deref() == Some(text.as_str()) {
@@ -200,7 +203,11 @@ async fn the_harness_drives_an_async_handler_from_a_tokio_test() {
         chat.send_text("hi").unwrap();
         let said = chat.recv_text().unwrap();
         let slow = slow.recv_response().unwrap();
-        (String::from_utf8_lossy(&slow.body).into_owned(), hello.body, said)
+        (
+            String::from_utf8_lossy(&slow.body).into_owned(),
+            hello.body,
+            said,
+        )
     })
     .await
     .unwrap();

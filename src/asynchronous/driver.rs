@@ -115,13 +115,14 @@ impl Driver {
             Some(shared) => shared.clone(),
             None => return Err(Error::UnknownSender(sender.to_owned())),
         };
-        let opened = Connection::open(&self.context, shared, pull, publish).and_then(|connection| {
-            Ok(Link {
-                pull_ready: Readiness::new(&connection.pull).map_err(io_error)?,
-                publish_ready: Readiness::new(&connection.publish).map_err(io_error)?,
-                connection,
-            })
-        });
+        let opened =
+            Connection::open(&self.context, shared, pull, publish).and_then(|connection| {
+                Ok(Link {
+                    pull_ready: Readiness::new(&connection.pull).map_err(io_error)?,
+                    publish_ready: Readiness::new(&connection.publish).map_err(io_error)?,
+                    connection,
+                })
+            });
         match opened {
             Ok(link) => {
                 log::info!("connected to Mongrel2 {sender}: pull {pull}, publish {publish}");
@@ -321,7 +322,11 @@ impl Driver {
     /// Writes every reply the core produced to its server's PUB.
     fn flush(&mut self) {
         while let Some(out) = self.core.poll_outgoing() {
-            match self.links.iter().find(|link| link.connection.sender == out.sender) {
+            match self
+                .links
+                .iter()
+                .find(|link| link.connection.sender == out.sender)
+            {
                 Some(link) => {
                     if let Err(err) = link.connection.send(out.message) {
                         log::warn!("reply to Mongrel2 {} failed: {err}", out.sender);
@@ -354,7 +359,8 @@ impl Driver {
 
     fn update_ready(&self) {
         let all = self.links.iter().all(|link| link.connection.subscribed);
-        self.ready.send_if_modified(|ready| std::mem::replace(ready, all) != all);
+        self.ready
+            .send_if_modified(|ready| std::mem::replace(ready, all) != all);
     }
 
     /// The control socket (REP): one request, its answer, then the action.

@@ -120,8 +120,10 @@ impl AsyncHandle {
         status: u16,
         value: &T,
     ) -> Result<(), Error> {
-        self.submit(record(|recorder| recorder.reply_json(request, status, value))?)
-            .await
+        self.submit(record(|recorder| {
+            recorder.reply_json(request, status, value)
+        })?)
+        .await
     }
 
     /// Queues [`Handle::deliver`](crate::Handle::deliver), waiting while the queue is full.
@@ -138,7 +140,11 @@ impl AsyncHandle {
 
     /// Queues [`Handle::deliver_to`](crate::Handle::deliver_to), waiting while the queue is
     /// full.
-    pub async fn deliver_to(&self, conns: &[ConnId], body: impl Into<Vec<u8>>) -> Result<(), Error> {
+    pub async fn deliver_to(
+        &self,
+        conns: &[ConnId],
+        body: impl Into<Vec<u8>>,
+    ) -> Result<(), Error> {
         let body = body.into();
         self.submit(record(|recorder| recorder.deliver_to(conns, body))?)
             .await
@@ -147,7 +153,12 @@ impl AsyncHandle {
     /// Connects the running transceiver to one more Mongrel2 server (see
     /// [`Transceiver::add_connection`](crate::Transceiver::add_connection)); failures are
     /// logged by the driver.
-    pub async fn add_connection(&self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
+    pub async fn add_connection(
+        &self,
+        sender: &str,
+        pull: &str,
+        publish: &str,
+    ) -> Result<(), Error> {
         self.send_job(Job::AddConnection {
             sender: sender.to_owned(),
             pull: pull.to_owned(),
