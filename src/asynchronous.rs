@@ -41,7 +41,7 @@
 //!
 //! # How it runs
 //!
-//! One task (the driver) owns the sans-IO [`Core`](crate::Core) and the ZeroMQ sockets.
+//! One task (the driver) owns the sans-IO [`Core`] and the ZeroMQ sockets.
 //! It waits on ZeroMQ's own descriptors (`ZMQ_FD`) in tokio's reactor, so no thread is
 //! added and a request costs no hop between threads; it re-reads `ZMQ_EVENTS` after every
 //! socket operation, as ZeroMQ's edge-triggered descriptor requires. Sending methods queue
