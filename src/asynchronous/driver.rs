@@ -155,6 +155,9 @@ impl Driver {
     pub(super) async fn run(mut self) {
         std::future::poll_fn(|cx| self.poll_serve(cx)).await;
         self.shutdown();
+        // Terminating the context waits (up to the linger) for the goodbyes to leave: not
+        // on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
 
     /// One round of everything that can be done now; `Ready` once it is time to stop.
@@ -289,26 +292,33 @@ impl Driver {
         }
     }
 
-    /// Reads requests from every PULL that has some; true when any arrived.
+    /// Reads requests from every PULL that has some; true when any arrived. Receives first
+    /// and asks ZMQ_EVENTS only once the socket is empty: that costs a system call, and a
+    /// receive checks the same state anyway.
     fn read_requests(&mut self, cx: &mut Context<'_>) -> bool {
         let mut read = false;
         for link in &self.links {
-            for _ in 0..PULL_BATCH {
-                let socket = &link.connection.pull;
-                match link.pull_ready.poll(socket, zmq::POLLIN, cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(err)) => {
-                        log::warn!("PULL of {}: {err}", link.connection.sender);
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
+            let socket = &link.connection.pull;
+            let mut budget = PULL_BATCH;
+            while budget > 0 {
                 match socket.recv_msg(zmq::DONTWAIT) {
                     Ok(message) => {
+                        link.pull_ready.used();
                         read = true;
+                        budget -= 1;
                         self.core.handle_message(&link.connection.sender, &message);
                     }
-                    Err(zmq::Error::EAGAIN) => {}
+                    Err(zmq::Error::EAGAIN) => {
+                        link.pull_ready.used();
+                        match link.pull_ready.poll(socket, zmq::POLLIN, cx) {
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(err)) => {
+                                log::warn!("PULL of {}: {err}", link.connection.sender);
+                                break;
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
                     Err(err) => {
                         log::warn!("receiving from Mongrel2 {}: {err}", link.connection.sender);
                         break;
@@ -328,6 +338,7 @@ impl Driver {
                 .find(|link| link.connection.sender == out.sender)
             {
                 Some(link) => {
+                    link.publish_ready.used();
                     if let Err(err) = link.connection.send(out.message) {
                         log::warn!("reply to Mongrel2 {} failed: {err}", out.sender);
                     }
@@ -346,7 +357,9 @@ impl Driver {
                 link.publish_ready
                     .poll(&link.connection.publish, zmq::POLLIN, cx)
             {
-                if !link.connection.drain_subscriptions() {
+                let drained = link.connection.drain_subscriptions();
+                link.publish_ready.used();
+                if !drained {
                     break;
                 }
                 changed = true;
@@ -376,6 +389,7 @@ impl Driver {
             }
             Poll::Pending => return false,
         }
+        control.ready.used();
         let message = match control.socket.recv_msg(zmq::DONTWAIT) {
             Ok(message) => message,
             Err(zmq::Error::EAGAIN) => return false,

@@ -7,6 +7,7 @@
 //! after every operation, and the descriptor is only waited on once `ZMQ_EVENTS` says
 //! there is nothing to do.
 
+use std::cell::Cell;
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::task::{Context, Poll};
@@ -27,6 +28,10 @@ impl AsRawFd for ZmqFd {
 /// descriptor the socket owns).
 pub(super) struct Readiness {
     fd: AsyncFd<ZmqFd>,
+    /// `ZMQ_EVENTS` showed nothing wanted and the socket was not used since: only an edge
+    /// on the descriptor can change that, so reading `ZMQ_EVENTS` again (a system call)
+    /// can wait for one.
+    idle: Cell<bool>,
 }
 
 impl Readiness {
@@ -36,11 +41,15 @@ impl Readiness {
         // registration: every owner declares its `Readiness` before the socket, so it is
         // dropped (and deregistered) first.
         let fd = unsafe { AsyncFd::register_with_interest(ZmqFd(fd), Interest::READABLE)? };
-        Ok(Readiness { fd })
+        Ok(Readiness {
+            fd,
+            idle: Cell::new(false),
+        })
     }
 
     /// Ready when `socket` can do `wanted` (`zmq::POLLIN` / `zmq::POLLOUT`) now; otherwise
-    /// the task is woken when its descriptor next fires.
+    /// the task is woken when its descriptor next fires. Call [`Readiness::used`] after
+    /// every other operation on the socket.
     pub(super) fn poll(
         &self,
         socket: &zmq::Socket,
@@ -48,17 +57,26 @@ impl Readiness {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
+            if self.idle.get() {
+                // Clearing tokio's readiness before reading ZMQ_EVENTS again closes the race
+                // with an edge that fires in between: it sets the readiness anew.
+                match self.fd.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                self.idle.set(false);
+            }
             let events = socket.get_events().map_err(io::Error::from)?;
             if events.intersects(wanted) {
                 return Poll::Ready(Ok(()));
             }
-            // Clearing tokio's readiness and then reading ZMQ_EVENTS again closes the race
-            // with an edge that fired between the check above and this wait.
-            match self.fd.poll_read_ready(cx) {
-                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            }
+            self.idle.set(true);
         }
+    }
+
+    /// The socket was used (a send, say): its events may have changed without an edge.
+    pub(super) fn used(&self) {
+        self.idle.set(false);
     }
 }
