@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The chat example's transceiver for the fixture's first handler, once Mongrel2 listens.
+/// Its queues are small, so the tests also prove that full queues make senders wait (and
+/// the driver leave requests in ZeroMQ) rather than fail or drop anything.
 async fn chat_handler(m2: &Mongrel2) -> AsyncTransceiver {
     let handler = m2.handler(0);
     let transceiver = Transceiver::builder(&handler.send_ident)
