@@ -11,9 +11,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{HandlerConf, Mongrel2};
+use futures_util::StreamExt;
 use mongrel2_transceiver::asynchronous::AsyncTransceiver;
 use mongrel2_transceiver::harness::{HttpRequest, Protocol, Server};
-use mongrel2_transceiver::Transceiver;
+use mongrel2_transceiver::{CloseReason, Event, Transceiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -218,4 +219,41 @@ async fn the_harness_drives_an_async_handler_from_a_tokio_test() {
     assert!(slow.contains("slow answer"), "{slow}");
     stop.cancel();
     server.await.unwrap().expect("serve returns Ok");
+}
+
+/// Cancelling the token says goodbye (close 1001) to every session, reports each closed,
+/// and then ends the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_says_goodbye_to_every_session_then_ends_the_stream() {
+    let mut transceiver = Transceiver::builder("0c6f1d9e-2b3a-4c5d-8e7f-9a0b1c2d3e4f")
+        .pull("inproc://nowhere")
+        .publish("inproc://nowhere")
+        .control(Some("tcp://127.0.0.1:*"))
+        .build_async()
+        .expect("async transceiver");
+    let control = transceiver.control_endpoint().unwrap().to_owned();
+    let stop = transceiver.cancellation_token();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut server = Server::new([control]).expect("harness server");
+        let mut session = server.client(Protocol::WebSocket).unwrap();
+        session.handshake("/chat").unwrap();
+        session.send_text("ready").unwrap();
+        let goodbye = session.recv_close_frame().unwrap();
+        (goodbye, server)
+    });
+
+    let mut closed = Vec::new();
+    while let Some(event) = transceiver.next().await {
+        match event {
+            Event::Message { .. } => stop.cancel(),
+            Event::Closed { reason, .. } => closed.push(reason),
+            _ => {}
+        }
+    }
+    assert_eq!(closed, [CloseReason::Shutdown]);
+    let (goodbye, server) = client.await.unwrap();
+    assert_eq!(goodbye, Some(1001));
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
 }
