@@ -56,7 +56,12 @@
 //! ([`CloseReason::Shutdown`](crate::CloseReason::Shutdown)) before the stream ends.
 //! Dropping the whole runtime instead closes the sockets at once, without goodbyes.
 //!
-//! The control socket (for [`harness::Server`](crate::harness) and
+//! On a multi-thread runtime the driver may move between worker threads; ZeroMQ allows a
+//! socket to change threads when the hand-over is synchronised, which tokio's scheduler
+//! does. A current-thread runtime (`#[tokio::main(flavor = "current_thread")]`) keeps the
+//! handler and the driver on one thread, the cheapest arrangement for plain request/reply.
+//!
+//! The control socket (for the harness's `Server` and
 //! `Connector`) works as in the blocking loop; [`Transceiver::watch`](crate::Transceiver::watch)
 //! has no counterpart here: a tokio program waits on its other sources itself.
 //!
