@@ -68,8 +68,9 @@
 //! # Tests on tokio
 //!
 //! The harness's `Server` and `Client` block; from a `#[tokio::test]` run them under
-//! `tokio::task::spawn_blocking` (or on a multi-thread runtime, whose other workers keep
-//! the driver going), as the `asynchronous` tests in the repository do.
+//! `tokio::task::spawn_blocking` while the handler runs on the runtime, as the
+//! `asynchronous` tests in the repository do. Called directly they would hold up the
+//! runtime's thread, and with it the driver their requests need.
 
 mod driver;
 mod handle;
