@@ -80,3 +80,48 @@ impl Readiness {
         self.idle.set(false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use super::Readiness;
+
+    /// Messages that arrive while the task waits, in bursts and one by one, all wake it: the
+    /// edge-triggered descriptor is never waited on with messages already queued.
+    #[tokio::test]
+    async fn every_message_sent_while_waiting_wakes_the_reader() {
+        const MESSAGES: usize = 2000;
+        let context = zmq::Context::new();
+        let pull = context.socket(zmq::PULL).unwrap();
+        pull.bind("inproc://readiness-test").unwrap();
+        let push = context.socket(zmq::PUSH).unwrap();
+        push.connect("inproc://readiness-test").unwrap();
+        let ready = Readiness::new(&pull).unwrap();
+        let sender = std::thread::spawn(move || {
+            for index in 0..MESSAGES {
+                push.send(index.to_string().as_bytes(), 0).unwrap();
+                if index % 7 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            push
+        });
+        let mut received = 0;
+        let reading = async {
+            while received < MESSAGES {
+                poll_fn(|cx| ready.poll(&pull, zmq::POLLIN, cx))
+                    .await
+                    .unwrap();
+                while pull.recv_msg(zmq::DONTWAIT).is_ok() {
+                    received += 1;
+                }
+                ready.used();
+            }
+        };
+        let finished = tokio::time::timeout(Duration::from_secs(20), reading).await;
+        assert!(finished.is_ok(), "stalled after {received} of {MESSAGES}");
+        drop(sender.join().unwrap());
+    }
+}
