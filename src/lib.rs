@@ -46,8 +46,8 @@
 //! The protocol work is done by [`Core`], a state machine without sockets (Mongrel2
 //! messages and the time in, events and replies out); the [`Transceiver`] is the ZeroMQ
 //! loop around it; with the `tokio` feature, `asynchronous` drives the same core from a
-//! tokio runtime (a `Stream` of events, async sending methods). The test harness (`harness`, behind the `harness` feature) plays
-//! Mongrel2's part in tests.
+//! tokio runtime (a `Stream` of events, async sending methods). The test harness
+//! (`harness`, behind the `harness` feature) plays Mongrel2's part in tests.
 //!
 //! The wire codecs stand on their own and know nothing of sockets:
 //! [`tnetstring`] (typed netstrings, with serde), [`request`] (both header protocols),
