@@ -45,8 +45,9 @@
 //!
 //! The protocol work is done by [`Core`], a state machine without sockets (Mongrel2
 //! messages and the time in, events and replies out); the [`Transceiver`] is the ZeroMQ
-//! loop around it. The test harness (`harness`, behind the `harness` feature) plays
-//! Mongrel2's part in tests.
+//! loop around it; with the `tokio` feature, `asynchronous` drives the same core from a
+//! tokio runtime (a `Stream` of events, async sending methods). The test harness
+//! (`harness`, behind the `harness` feature) plays Mongrel2's part in tests.
 //!
 //! The wire codecs stand on their own and know nothing of sockets:
 //! [`tnetstring`] (typed netstrings, with serde), [`request`] (both header protocols),
@@ -57,6 +58,8 @@
 /// The ZeroMQ binding whose `Context` and `Socket` appear in this crate's API.
 pub use zmq;
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod control_port;

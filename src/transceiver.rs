@@ -4,17 +4,17 @@
 
 mod builder;
 pub(crate) mod command;
-mod connection;
-mod control;
+pub(crate) mod connection;
+pub(crate) mod control;
 mod core;
 mod error;
 mod event;
 mod event_loop;
 pub(crate) mod handle;
-mod outbound;
+pub(crate) mod outbound;
 mod reactions;
 mod session;
-mod signals;
+pub(crate) mod signals;
 
 pub use self::core::{Core, Outgoing};
 pub use builder::{

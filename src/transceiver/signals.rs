@@ -14,7 +14,7 @@ use signal_hook::SigId;
 
 use super::Error;
 
-pub(super) struct Signals {
+pub(crate) struct Signals {
     read: UnixStream,
     pipes: Vec<SigId>,
     /// Set by the first signal; from then on the next one exits the process.
@@ -22,7 +22,7 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub(super) fn register() -> Result<Signals, Error> {
+    pub(crate) fn register() -> Result<Signals, Error> {
         let failed = |err: std::io::Error| Error::Config(format!("signal handler: {err}"));
         let (read, write) = UnixStream::pair().map_err(failed)?;
         read.set_nonblocking(true).map_err(failed)?;
@@ -41,12 +41,12 @@ impl Signals {
         Ok(Signals { read, pipes, seen })
     }
 
-    pub(super) fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
 
     /// Empties the pipe; true when a signal had arrived.
-    pub(super) fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         let mut arrived = false;
         let mut sink = [0u8; 64];
         loop {
