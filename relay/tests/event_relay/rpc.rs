@@ -315,25 +315,23 @@ fn rpc_timeouts_late_answers_gone_callers_and_limits() {
 
 #[test]
 fn the_shipped_rpc_backend_example_answers_through_the_relay() {
-    let context = zmq::Context::new();
-    let mut backend =
-        crate::rpc_backend::Backend::bind(&context, "tcp://127.0.0.1:*").expect("binds");
-    let endpoint = backend.endpoint();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || backend.run(&stop).expect("serves"))
-    };
-    struct Stop(Arc<AtomicBool>, Option<JoinHandle<()>>);
+    let endpoint = free_endpoint();
+    let backend = support::child::program(env!("CARGO_BIN_EXE_rpc-backend"))
+        .args(["--bind", &endpoint])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rpc-backend");
+    // The relay's DEALER connects whenever the backend is bound: no readiness to wait for.
+    struct Stop(Child);
     impl Drop for Stop {
         fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-            if let Some(thread) = self.1.take() {
-                let _ = thread.join();
-            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
-    let _stop = Stop(stop, Some(thread));
+    let _backend = Stop(backend);
 
     let mut config = test_config();
     config["actions"] = json!({"sum": endpoint, "echo": endpoint, "time": endpoint});

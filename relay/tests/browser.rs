@@ -4,21 +4,14 @@
 //! from the relay's history) and Mongrel2 + relay restarts (the relay numbers keys from 1
 //! again and the page must notice).
 //!
-//! The relay runs as a child process of this test binary (the example is compiled in as
-//! `event_relay`; `relay_child_process` runs it when [`CHILD_ARGS`] is set), as in
-//! tests/event_relay.rs, so it is always built from the current sources.
+//! The relay is the crate's `event-relay` binary, run as a child process (Cargo builds it
+//! before the tests), as in tests/event_relay.rs.
 //!
 //! Needs Chromium and chromedriver (`apt-get install -y chromium chromium-driver`; scripts/test
 //! installs them). Without them the test fails under `CI=true` and is skipped, loudly,
 //! otherwise. Screenshots go to `target/artifacts/` for review.
 
-mod common;
-mod support;
 mod webdriver;
-
-#[allow(dead_code)]
-#[path = "../examples/event-relay/main.rs"]
-mod event_relay;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,27 +21,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{free_endpoint, free_tcp_port, HandlerConf, Mongrel2};
-use support::HttpClient;
+use mongrel2_test_fixture::support::{self, HttpClient};
+use mongrel2_test_fixture::{free_endpoint, free_tcp_port, HandlerConf, Mongrel2};
 use webdriver::{Browser, Tools};
 
-/// Set in the child's environment: its command line, one argument per line.
-const CHILD_ARGS: &str = "BROWSER_TEST_RELAY_CHILD_ARGS";
 /// Bound for anything that should happen "soon", reconnect backoff included.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// In a normal run: nothing. In the child: the relay's `main`.
-#[test]
-fn relay_child_process() {
-    let Some(args) = support::child::child_args(CHILD_ARGS) else {
-        return;
-    };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .try_init();
-    let env = |name: &str| std::env::var(name).ok();
-    let code = event_relay::cli(args, &env);
-    std::process::exit(i32::from(code));
-}
 
 // ----- fixture ---------------------------------------------------------------------------
 
@@ -76,7 +54,7 @@ fn is_ci() -> bool {
 fn artifacts_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = target.join("artifacts");
     fs::create_dir_all(&dir).expect("create the artifacts directory");
     dir
@@ -136,9 +114,9 @@ impl RelayProcess {
             "off",
             "--config",
             &config.to_string_lossy(),
-        ]
-        .join("\n");
-        let mut command = support::child::command("relay_child_process", CHILD_ARGS, &args);
+        ];
+        let mut command = support::child::program(env!("CARGO_BIN_EXE_event-relay"));
+        command.args(args);
         command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -407,7 +385,7 @@ fn save_screenshot(b: &Browser, name: &str) {
 /// exact-key subscriptions its Resumes add under a wildcard).
 fn wait_subscriptions(m2: &Mongrel2, exchange: &str, want: u64) {
     let mut last = Value::Null;
-    let found = common::wait_for(WAIT, || {
+    let found = mongrel2_test_fixture::wait_for(WAIT, || {
         last = try_get(m2, "/events/status")?;
         (last["subscriptions"][exchange].as_u64() == Some(want)).then_some(())
     });

@@ -1,34 +1,13 @@
-//! The event relay example against a real Mongrel2, with real WebSocket clients, ZeroMQ
-//! injectors and HTTP publishers.
+//! The event relay against a real Mongrel2, with real WebSocket clients, ZeroMQ injectors
+//! and HTTP publishers.
 //!
 //! How the relay runs: each test starts its own Mongrel2 (fresh ports and send_ident) and
-//! the relay as a CHILD PROCESS, so signals and exit codes are real. The child is this test
-//! binary itself: the whole example is compiled in as the module `event_relay` (its modules
-//! refer to each other with `super::`, so that works), and the test `relay_child_process`
-//! runs its command line when the environment variable [`CHILD_ARGS`] is set (in a normal
-//! run it does nothing). That way the relay under test is always built from the current
-//! sources by whatever `cargo test` invocation built the tests; a separate example binary
-//! would be missing after a plain `cargo test` (which builds `test = true` examples only as
-//! test harnesses) and stale after `cargo test --test event_relay`. The cost: the example's
-//! unit tests also run in this binary (about a second).
+//! the `event-relay` binary as a child process, so signals and exit codes are real. Cargo
+//! builds the crate's binaries before its integration tests, so the relay under test is
+//! always the current one.
 //!
 //! Readiness is detected, not slept on: a test starts once `GET /events/status` through
 //! Mongrel2 is answered by the relay. Every process is stopped by a Drop guard.
-
-mod common;
-mod support;
-
-#[allow(dead_code)]
-#[path = "../examples/event-relay/main.rs"]
-mod event_relay;
-
-#[allow(dead_code)]
-#[path = "../examples/inject.rs"]
-mod inject;
-
-#[allow(dead_code)]
-#[path = "../examples/rpc-backend.rs"]
-mod rpc_backend;
 
 use std::fs;
 use std::net::TcpStream;
@@ -40,11 +19,9 @@ use serde_json::{json, Value};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
-use common::{free_endpoint, HandlerConf, Mongrel2};
-use support::{ws_connect, HttpClient, HttpResponse};
+use mongrel2_test_fixture::support::{self, ws_connect, HttpClient, HttpResponse};
+use mongrel2_test_fixture::{free_endpoint, HandlerConf, Mongrel2};
 
-/// Set in the child's environment: its command line, one argument per line.
-const CHILD_ARGS: &str = "EVENT_RELAY_TEST_CHILD_ARGS";
 /// Generous bound for anything that should happen "soon" (loaded CI machines).
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -65,19 +42,6 @@ fn test_config() -> Value {
         "publish_token": PUBLISH_TOKEN,
         "limits": {"subscriptions_per_session": 5, "history_per_key": 10}
     })
-}
-
-/// In a normal run: nothing. In the child: the relay's `main`.
-#[test]
-fn relay_child_process() {
-    let Some(args) = support::child::child_args(CHILD_ARGS) else {
-        return;
-    };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .try_init();
-    let env = |name: &str| std::env::var(name).ok();
-    let code = event_relay::cli(args, &env);
-    std::process::exit(i32::from(code));
 }
 
 // ----- fixture ---------------------------------------------------------------------------
@@ -174,7 +138,8 @@ impl RelayProcess {
             .append(true)
             .open(&self.log)
             .expect("relay log file");
-        let mut command = support::child::command("relay_child_process", CHILD_ARGS, &self.args);
+        let mut command = support::child::program(env!("CARGO_BIN_EXE_event-relay"));
+        command.args(self.args.split('\n'));
         command
             .env(
                 "RUST_LOG",
@@ -859,13 +824,16 @@ fn injector_answers_every_request_exactly_once() {
 
     // The inject example: key=value pairs stay strings, key:=JSON is JSON.
     let run = |args: &[&str]| {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
         let args = args.iter().map(|a| a.to_string());
-        let code = inject::run(args, &|_: &str| None, &mut out, &mut err);
+        let output = support::child::program(env!("CARGO_BIN_EXE_inject"))
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("run inject");
         (
-            code,
-            String::from_utf8_lossy(&out).into_owned(),
-            String::from_utf8_lossy(&err).into_owned(),
+            output.status.code().expect("inject exits"),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
     let (code, out, err) = run(&[

@@ -2,14 +2,13 @@
 //! to WebSocket and Server-Sent-Events subscribers behind Mongrel2, speaking Myxi's
 //! action/event protocol, and forwards configured actions to RPC backends.
 //!
-//! Layout: `flags` and `config` (startup), `protocol` (wire JSON), `subscriptions`,
-//! `history`, `outbox`, `dedupe` (state), `relay` (the I/O-free core tying them together),
-//! `metrics` (status and Prometheus), `frame` (WebSocket/SSE framing); then `http_api`
-//! (HTTP endpoints), `sse` (event streams), `sources` (ZeroMQ event sockets), `links`
-//! (linked relays), `rpc` (actions forwarded to backends) and `io` (the loop) for I/O.
+//! The I/O-free core is the `mongrel2_event_relay` library; this binary holds `flags`
+//! (command line), `http_api` (HTTP endpoints), `sse` (event streams), `sources` (ZeroMQ
+//! event sockets), `links` (linked relays), `rpc` (actions forwarded to backends) and `io`
+//! (the loop).
 //!
 //! ```text
-//! cargo run --release --example event-relay -- [--config relay.json] [--inject tcp://127.0.0.1:9996] ...
+//! cargo run --release -p mongrel2-event-relay --bin event-relay -- [--config relay.json] [--inject tcp://127.0.0.1:9996] ...
 //! ```
 //!
 //! Run with Mongrel2 and the repository's mongrel2.conf (route `/events`); see `--help` for
@@ -44,31 +43,17 @@
 //! The Transceiver's `max_message_size` is `sources::transport_limit(limits.message_size)`,
 //! above the relay's own limit, so oversized client messages get `InvalidPayload` from the
 //! relay instead of a 1009 close (and only messages beyond that bound are closed).
-//!
-//! Modules refer to each other with `super::` so that the whole example can also be
-//! compiled as a module: the integration tests (tests/event_relay.rs) embed it and run
-//! [`cli`] in a child process.
 
-// A few conveniences of the core (`Relay::open`, `publish`, `is_idle`, ...) are reached only
-// from unit tests.
-#![cfg_attr(not(test), allow(dead_code))]
-
-mod config;
-mod dedupe;
 mod flags;
-mod frame;
-mod history;
 mod http_api;
 mod io;
 mod links;
-mod metrics;
-mod outbox;
-mod protocol;
-mod relay;
 mod rpc;
 mod sources;
 mod sse;
-mod subscriptions;
+
+// The core's modules, under the names the I/O modules reach them by (`super::relay`, ...).
+use mongrel2_event_relay::{config, frame, metrics, protocol, relay};
 
 use std::process::ExitCode;
 
@@ -83,7 +68,7 @@ fn main() -> ExitCode {
 
 /// Runs the relay with command-line `args` (without the program name) and `env` for the
 /// `RELAY_…` variables; returns the exit status. Stops on SIGINT/SIGTERM.
-pub fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<String>) -> u8 {
+fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<String>) -> u8 {
     let options = match flags::parse(args, env) {
         Ok(Parsed::Run(o)) => *o,
         Ok(Parsed::Help) => {
