@@ -57,29 +57,28 @@ use mongrel2_event_relay::{config, frame, metrics, protocol, relay};
 
 use std::process::ExitCode;
 
+use clap::Parser as _;
+
 use config::Config;
-use flags::Parsed;
+use flags::{Flags, Options};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let env = |name: &str| std::env::var(name).ok();
-    ExitCode::from(cli(std::env::args().skip(1), &env))
-}
-
-/// Runs the relay with command-line `args` (without the program name) and `env` for the
-/// `RELAY_…` variables; returns the exit status. Stops on SIGINT/SIGTERM.
-fn cli(args: impl IntoIterator<Item = String>, env: &dyn Fn(&str) -> Option<String>) -> u8 {
-    let options = match flags::parse(args, env) {
-        Ok(Parsed::Run(o)) => *o,
-        Ok(Parsed::Help) => {
-            print!("{}", flags::USAGE);
-            return 0;
-        }
+    let options: Options = match Flags::try_parse() {
+        Ok(flags) => flags.into(),
         Err(e) => {
-            eprintln!("event-relay: {e}");
-            return 2;
+            // Help and version go to stdout with status 0; mistakes to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    let env = |name: &str| std::env::var(name).ok();
+    ExitCode::from(run(options, &env))
+}
+
+/// Runs the relay with `options` and `env` for the config's `RELAY_…` secrets; returns the
+/// exit status. Stops on SIGINT/SIGTERM.
+fn run(options: Options, env: &dyn Fn(&str) -> Option<String>) -> u8 {
     let config = match Config::load(options.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
