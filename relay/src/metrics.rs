@@ -1,9 +1,14 @@
-//! Relay statistics: JSON for `GET /events/status`, Prometheus text exposition (format
-//! 0.0.4) for `GET /events/metrics`.
+//! Relay statistics: JSON for `GET /events/status`, OpenMetrics text (which Prometheus
+//! scrapes) for `GET /events/metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::history::HistorySize;
@@ -160,212 +165,226 @@ impl Stats {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Prometheus text exposition.
+    /// The OpenMetrics text exposition (what Prometheus scrapes), built by
+    /// `prometheus-client` from this snapshot. Counter families get the `_total` suffix.
     pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(2048);
+        let mut registry = Registry::default();
         let c = &self.counters;
-        let plain = |v: u64| vec![(Vec::new(), v)];
+        let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+            let metric = Gauge::<i64, AtomicI64>::default();
+            metric.set(i64::try_from(value).unwrap_or(i64::MAX));
+            registry.register(name, help, metric);
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+            let metric = Counter::<u64, AtomicU64>::default();
+            metric.inc_by(value);
+            registry.register(name, help, metric);
+        };
+        let labelled_gauge =
+            |registry: &mut Registry,
+             name: &str,
+             help: &str,
+             label: &str,
+             samples: &mut dyn Iterator<Item = (String, u64)>| {
+                let family = Family::<Labels, Gauge>::default();
+                for (value, n) in samples {
+                    family
+                        .get_or_create(&vec![(label.to_owned(), value)])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                registry.register(name, help, family);
+            };
+        let labelled_counter =
+            |registry: &mut Registry,
+             name: &str,
+             help: &str,
+             label: &str,
+             samples: &mut dyn Iterator<Item = (String, u64)>| {
+                let family = Family::<Labels, Counter>::default();
+                for (value, n) in samples {
+                    family
+                        .get_or_create(&vec![(label.to_owned(), value)])
+                        .inc_by(n);
+                }
+                registry.register(name, help, family);
+            };
         let per_source = |counts: &SourceCounts| {
             Source::ALL
                 .iter()
-                .map(|s| (vec![("source", s.as_str().to_owned())], counts.get(*s)))
+                .map(|s| (s.as_str().to_owned(), counts.get(*s)))
                 .collect::<Vec<_>>()
+                .into_iter()
         };
-        let mut families: Vec<(&str, &str, &str, Samples)> = vec![
-            (
-                "relay_uptime_seconds",
-                "gauge",
-                "Seconds since the relay started.",
-                plain(self.uptime_seconds),
-            ),
-            (
-                "relay_sessions",
-                "gauge",
-                "Open subscriber sessions.",
-                plain(self.sessions as u64),
-            ),
-            (
-                "relay_streams",
-                "gauge",
-                "Open SSE streams (included in relay_sessions).",
-                plain(self.streams as u64),
-            ),
-            (
-                "relay_subscriptions",
-                "gauge",
-                "Subscriptions per exchange.",
-                self.subscriptions
-                    .iter()
-                    .map(|(e, n)| (vec![("exchange", e.clone())], *n as u64))
-                    .collect(),
-            ),
-            (
-                "relay_events_in_total",
-                "counter",
-                "Events accepted, by source.",
-                per_source(&c.events_in),
-            ),
-            (
-                "relay_events_rejected_total",
-                "counter",
-                "Events refused, by source.",
-                per_source(&c.events_rejected),
-            ),
-            (
-                "relay_events_duplicate_total",
-                "counter",
-                "Linked events dropped as already seen.",
-                plain(c.events_duplicate),
-            ),
-            (
-                "relay_events_queued_total",
-                "counter",
-                "Event frames queued to sessions.",
-                plain(c.events_queued),
-            ),
-            (
-                "relay_frames_out_total",
-                "counter",
-                "Frames handed to Mongrel2.",
-                plain(c.frames_out),
-            ),
-            (
-                "relay_payloads_out_total",
-                "counter",
-                "Coalesced payloads handed to Mongrel2.",
-                plain(c.payloads_out),
-            ),
-            (
-                "relay_lagged_total",
-                "counter",
-                "Lagged notices sent to slow sessions.",
-                plain(c.lagged),
-            ),
-            (
-                "relay_dropped_total",
-                "counter",
-                "Event frames dropped from full outboxes.",
-                plain(c.dropped),
-            ),
-            (
-                "relay_history",
-                "gauge",
-                "History held: keys, events and bytes.",
-                vec![
-                    (vec![("kind", "keys".to_owned())], self.history.keys as u64),
-                    (
-                        vec![("kind", "events".to_owned())],
-                        self.history.events as u64,
-                    ),
-                    (
-                        vec![("kind", "bytes".to_owned())],
-                        self.history.bytes as u64,
-                    ),
-                ],
-            ),
-            (
-                "relay_forward_dropped_total",
-                "counter",
-                "Events not forwarded to linked relays (forward queue full).",
-                plain(c.forward_dropped),
-            ),
-            (
-                "relay_overflow_closes_total",
-                "counter",
-                "Sessions closed because their outbox overflowed.",
-                plain(c.overflowed),
-            ),
-        ];
+        let r = &mut registry;
+        gauge(
+            r,
+            "relay_uptime_seconds",
+            "Seconds since the relay started",
+            self.uptime_seconds,
+        );
+        gauge(
+            r,
+            "relay_sessions",
+            "Open subscriber sessions",
+            self.sessions as u64,
+        );
+        gauge(
+            r,
+            "relay_streams",
+            "Open SSE streams (included in relay_sessions)",
+            self.streams as u64,
+        );
+        labelled_gauge(
+            r,
+            "relay_subscriptions",
+            "Subscriptions per exchange",
+            "exchange",
+            &mut self
+                .subscriptions
+                .iter()
+                .map(|(e, n)| (e.clone(), *n as u64)),
+        );
+        labelled_counter(
+            r,
+            "relay_events_in",
+            "Events accepted, by source",
+            "source",
+            &mut per_source(&c.events_in),
+        );
+        labelled_counter(
+            r,
+            "relay_events_rejected",
+            "Events refused, by source",
+            "source",
+            &mut per_source(&c.events_rejected),
+        );
+        counter(
+            r,
+            "relay_events_duplicate",
+            "Linked events dropped as already seen",
+            c.events_duplicate,
+        );
+        counter(
+            r,
+            "relay_events_queued",
+            "Event frames queued to sessions",
+            c.events_queued,
+        );
+        counter(
+            r,
+            "relay_frames_out",
+            "Frames handed to Mongrel2",
+            c.frames_out,
+        );
+        counter(
+            r,
+            "relay_payloads_out",
+            "Coalesced payloads handed to Mongrel2",
+            c.payloads_out,
+        );
+        counter(
+            r,
+            "relay_lagged",
+            "Lagged notices sent to slow sessions",
+            c.lagged,
+        );
+        counter(
+            r,
+            "relay_dropped",
+            "Event frames dropped from full outboxes",
+            c.dropped,
+        );
+        labelled_gauge(
+            r,
+            "relay_history",
+            "History held: keys, events and bytes",
+            "kind",
+            &mut [
+                ("keys", self.history.keys),
+                ("events", self.history.events),
+                ("bytes", self.history.bytes),
+            ]
+            .into_iter()
+            .map(|(kind, n)| (kind.to_owned(), n as u64)),
+        );
+        counter(
+            r,
+            "relay_forward_dropped",
+            "Events not forwarded to linked relays (forward queue full)",
+            c.forward_dropped,
+        );
+        counter(
+            r,
+            "relay_overflow_closes",
+            "Sessions closed because their outbox overflowed",
+            c.overflowed,
+        );
         if let Some(rpc) = &self.rpc {
-            let outcome = |name: &str, v: u64| (vec![("outcome", name.to_owned())], v);
-            families.push((
+            gauge(
+                r,
                 "relay_rpc_in_flight",
-                "gauge",
-                "RPC calls waiting for their backend.",
-                plain(rpc.in_flight as u64),
-            ));
-            families.push((
-                "relay_rpc_calls_total",
-                "counter",
-                "RPC calls by outcome (sent counts every call handed to a backend).",
-                vec![
-                    outcome("sent", rpc.calls),
-                    outcome("result", rpc.results),
-                    outcome("error", rpc.errors),
-                    outcome("timeout", rpc.timeouts),
-                    outcome("refused", rpc.refused),
-                    outcome("late", rpc.late),
-                    outcome("orphaned", rpc.orphaned),
-                ],
-            ));
+                "RPC calls waiting for their backend",
+                rpc.in_flight as u64,
+            );
+            labelled_counter(
+                r,
+                "relay_rpc_calls",
+                "RPC calls by outcome (sent counts every call handed to a backend)",
+                "outcome",
+                &mut [
+                    ("sent", rpc.calls),
+                    ("result", rpc.results),
+                    ("error", rpc.errors),
+                    ("timeout", rpc.timeouts),
+                    ("refused", rpc.refused),
+                    ("late", rpc.late),
+                    ("orphaned", rpc.orphaned),
+                ]
+                .into_iter()
+                .map(|(outcome, n)| (outcome.to_owned(), n)),
+            );
         }
         if let Some(links) = &self.links {
-            let count = |state: &str| {
-                let n = links.peers.iter().filter(|p| p.state == state).count();
-                (vec![("state", state.to_owned())], n as u64)
-            };
-            families.push((
+            labelled_gauge(
+                r,
                 "relay_link_peers",
-                "gauge",
-                "Linked relays this relay subscribes to, by state.",
-                vec![count("connecting"), count("verified"), count("stale")],
-            ));
-            families.push((
+                "Linked relays this relay subscribes to, by state",
+                "state",
+                &mut ["connecting", "verified", "stale"]
+                    .into_iter()
+                    .map(|state| {
+                        let n = links.peers.iter().filter(|p| p.state == state).count();
+                        (state.to_owned(), n as u64)
+                    }),
+            );
+            gauge(
+                r,
                 "relay_link_subscribers",
-                "gauge",
-                "Linked relays subscribed to this relay.",
-                plain(links.subscribers.len() as u64),
-            ));
-            families.push((
-                "relay_link_published_total",
-                "counter",
-                "Events published to linked relays.",
-                plain(links.published),
-            ));
-            families.push((
-                "relay_link_missed_total",
-                "counter",
-                "Events linked relays published that never arrived here.",
-                plain(links.peers.iter().map(|p| p.missed).sum()),
-            ));
+                "Linked relays subscribed to this relay",
+                links.subscribers.len() as u64,
+            );
+            counter(
+                r,
+                "relay_link_published",
+                "Events published to linked relays",
+                links.published,
+            );
+            counter(
+                r,
+                "relay_link_missed",
+                "Events linked relays published that never arrived here",
+                links.peers.iter().map(|p| p.missed).sum(),
+            );
         }
-        for (name, kind, help, samples) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {value}");
-            }
-        }
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail, and every name above is a valid metric name.
+        let _ = encode(&mut out, &registry);
         out
     }
 }
 
-type Samples = Vec<(Vec<(&'static str, String)>, u64)>;
-
-/// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// One label of a labelled family, e.g. `source="http"`.
+type Labels = Vec<(String, String)>;
 
 #[cfg(test)]
 mod tests {
@@ -410,12 +429,6 @@ mod tests {
     }
 
     #[test]
-    fn label_escaping() {
-        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label("x\ny"), "x\\ny");
-    }
-
-    #[test]
     fn prometheus_exposition_has_help_type_and_samples() {
         let text = sample().to_prometheus();
         assert!(text.contains("# HELP relay_sessions Open subscriber sessions.\n# TYPE relay_sessions gauge\nrelay_sessions 3\n"));
@@ -424,11 +437,12 @@ mod tests {
         assert!(text.contains("relay_subscriptions{exchange=\"calls\"} 2\n"));
         assert!(text.contains("relay_subscriptions{exchange=\"we\\\"ird\\\\\\n\"} 1\n"));
         assert!(text.contains("relay_history{kind=\"bytes\"} 30\n"));
-        assert!(text.contains("# TYPE relay_frames_out_total counter\nrelay_frames_out_total 7\n"));
+        assert!(text.contains("# TYPE relay_frames_out counter\nrelay_frames_out_total 7\n"));
         assert!(text.contains("relay_streams 1\n"));
         assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
         assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
         assert!(text.contains("relay_link_missed_total 2\n"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
         // Every sample line belongs to a family declared just before it.
         let mut declared = None;
         for line in text.lines() {
@@ -436,7 +450,8 @@ mod tests {
                 declared = rest.split(' ').next().map(str::to_owned);
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert_eq!(Some(name.to_owned()), declared, "{line}");
+                let family = name.strip_suffix("_total").unwrap_or(name);
+                assert_eq!(Some(family.to_owned()), declared, "{line}");
                 assert!(
                     line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),
                     "{line}"

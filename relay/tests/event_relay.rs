@@ -988,8 +988,8 @@ fn pull_socket_and_http_publish() {
     c.assert_nothing_pending();
 }
 
-/// Prometheus' text exposition format, as the relay labels it.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// OpenMetrics text (what Prometheus scrapes), as the relay labels it.
+const PROMETHEUS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 // ----- delivery under load -----------------------------------------------------------------
 

@@ -292,7 +292,12 @@ mod tests {
         assert_eq!(help.kind(), ErrorKind::DisplayHelp);
         assert_eq!(help.exit_code(), 0);
         let help = help.to_string();
-        for documented in ["--link-bind", "RELAY_PULL_EVENTS", "RELAY_TOKENS", "[default: 30]"] {
+        for documented in [
+            "--link-bind",
+            "RELAY_PULL_EVENTS",
+            "RELAY_TOKENS",
+            "[default: 30]",
+        ] {
             assert!(help.contains(documented), "{documented}: {help}");
         }
         for (args, kind) in [

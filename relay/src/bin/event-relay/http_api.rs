@@ -8,7 +8,7 @@
 //! |-------------------------|------------|------------------------------------------------------|
 //! | `/publish`              | POST       | 202 + ack JSON; 401 without the bearer token; 400    |
 //! | `/status`               | GET, HEAD  | 200 + status JSON                                    |
-//! | `/metrics`              | GET, HEAD  | 200 + Prometheus text (format 0.0.4)                 |
+//! | `/metrics`              | GET, HEAD  | 200 + OpenMetrics text (Prometheus scrapes it)       |
 //! | `/stream`               | GET        | SSE stream, opened by the loop (see `sse`)           |
 //! | anything else           | any        | 404 `{"ok":false,"error":"NotFound"}`                |
 //!
@@ -22,8 +22,9 @@ use super::metrics::Stats;
 use super::protocol::{Ack, ErrorName, Source};
 use super::relay::{Relay, SessionKey};
 
-/// Prometheus' text exposition content type.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The OpenMetrics text content type (what `prometheus-client` writes).
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The endpoint a request path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
