@@ -7,11 +7,11 @@
 //! The relay is the crate's `event-relay` binary, run as a child process (Cargo builds it
 //! before the tests), as in tests/event_relay.rs.
 //!
-//! Needs Chromium and chromedriver (`apt-get install -y chromium chromium-driver`; scripts/test
-//! installs them). Without them the test fails under `CI=true` and is skipped, loudly,
+//! Needs Chromium (`apt-get install -y chromium`; scripts/test installs it), driven over the
+//! DevTools protocol by `headless_chrome`. Without them the test fails under `CI=true` and is skipped, loudly,
 //! otherwise. Screenshots go to `target/artifacts/` for review.
 
-mod webdriver;
+mod chrome;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,20 +21,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use chrome::Browser;
 use mongrel2_test_fixture::support::{self, HttpClient};
-use mongrel2_test_fixture::{free_endpoint, free_tcp_port, HandlerConf, Mongrel2};
-use webdriver::{Browser, Tools};
+use mongrel2_test_fixture::{free_endpoint, HandlerConf, Mongrel2};
 
 /// Bound for anything that should happen "soon", reconnect backoff included.
 const WAIT: Duration = Duration::from_secs(30);
 
 // ----- fixture ---------------------------------------------------------------------------
 
-/// Chromium and chromedriver, or `None` (after a loud message) when they are missing and
-/// this is not CI.
-fn browser_tools() -> Option<Tools> {
-    match Tools::find() {
-        Ok(tools) => Some(tools),
+/// Chromium, or `None` (after a loud message) when it is missing and this is not CI.
+fn browser_tools() -> Option<PathBuf> {
+    match chrome::find_chromium() {
+        Ok(chromium) => Some(chromium),
         Err(e) if is_ci() => panic!("{e}\n(CI is set: the browser test must run, not skip)"),
         Err(e) => {
             eprintln!(
@@ -269,7 +268,6 @@ fn rows(b: &Browser) -> Vec<Row> {
                tr => ({seq: Number(tr.dataset.seq), exchange: tr.dataset.exchange, \
                        key: tr.dataset.key, event: tr.dataset.event, \
                        payload: tr.querySelector('td.payload').textContent}));",
-            &[],
         )
         .expect("read the event rows");
     v.as_array()
@@ -311,7 +309,6 @@ fn counters(b: &Browser) -> BTreeMap<String, u64> {
         .execute(
             "return Array.from(document.querySelectorAll('#counters tbody tr[data-exchange]'))\
                .map(tr => [tr.dataset.exchange, Number(tr.querySelector('td').dataset.count)]);",
-            &[],
         )
         .expect("read the counters");
     v.as_array()
@@ -331,7 +328,6 @@ fn state(b: &Browser) -> (String, u64) {
         .execute(
             "const s = document.getElementById('state');\
              return [s.dataset.state, Number(s.dataset.welcomes || 0)];",
-            &[],
         )
         .expect("read #state");
     (
@@ -361,16 +357,11 @@ fn wait_state_is(b: &Browser, want: &str) {
 fn subscribe(b: &Browser, exchange: &str, key: &str) {
     b.fill("#exchange", exchange).expect("type the exchange");
     b.fill("#routing-key", key).expect("type the routing key");
-    b.click(&b.find("#subscribe").expect("subscribe button"))
-        .expect("click subscribe");
+    b.click("#subscribe").expect("click subscribe");
     let css = format!(
         "#subscriptions li[data-exchange='{exchange}'][data-key='{key}'][data-status='active']"
     );
-    b.wait_until(WAIT, &css, |b| match b.find(&css) {
-        Ok(_) => Ok(Some(())),
-        Err(e) if e.is_no_such_element() => Ok(None),
-        Err(e) => Err(e),
-    });
+    b.wait_until(WAIT, &css, |b| Ok(b.exists(&css)?.then_some(())));
 }
 
 fn save_screenshot(b: &Browser, name: &str) {
@@ -396,8 +387,8 @@ fn wait_subscriptions(m2: &Mongrel2, exchange: &str, want: u64) {
 }
 
 /// Headless Chromium showing the page from `m2`, once it is live.
-fn open_page(tools: &Tools, m2: &Mongrel2) -> Browser {
-    let browser = match Browser::start(tools, free_tcp_port()) {
+fn open_page(chromium: &Path, m2: &Mongrel2) -> Browser {
+    let browser = match Browser::start(chromium) {
         Ok(b) => b,
         Err(e) => panic!("headless Chromium did not start: {e}"),
     };
@@ -420,9 +411,7 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
     let mut relay = RelayProcess::spawn(&m2, &limits);
     relay_status_eventually(&m2, &mut relay);
     let browser = open_page(&tools, &m2);
-    let title = browser
-        .execute("return document.title;", &[])
-        .expect("title");
+    let title = browser.execute("return document.title;").expect("title");
     assert_eq!(title, json!("Event relay"));
 
     // Subscribing through the form: a wildcard on one exchange, an exact key on another.
@@ -519,22 +508,20 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
 
     // Unsubscribing through the page stops its events; a later event on the other
     // subscription proves the page is still live and in order.
-    let unsubscribe = browser
-        .find("#subscriptions li[data-exchange='agents'][data-key='agent.ada'] button.unsubscribe")
-        .expect("unsubscribe button");
-    browser.click(&unsubscribe).expect("click unsubscribe");
+    browser
+        .click("#subscriptions li[data-exchange='agents'][data-key='agent.ada'] button.unsubscribe")
+        .expect("click unsubscribe");
     wait_subscriptions(&m2, "agents", 0);
     let ack = inject(&relay, "agents", "agent.ada", "AgentReady", 16);
     assert_eq!(ack["delivered_to"], json!(0), "{ack}");
     inject(&relay, "calls", "queue.billing", "CallOffered", 17);
     wait_shown(&browser, &[1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15, 17]);
     assert_eq!(shown(&browser)[0], 17, "newest first");
-    assert!(
+    assert_eq!(
         browser
-            .find_all("#subscriptions li")
-            .expect("subscription list")
-            .len()
-            == 1
+            .count("#subscriptions li")
+            .expect("subscription list"),
+        1
     );
     save_screenshot(&browser, "page.png");
 }
