@@ -3,8 +3,8 @@
 //! about every half second.
 //!
 //! ```text
-//! cargo run --example event-relay &
-//! cargo run --example demo-feed -- --inject tcp://127.0.0.1:9996 --interval-ms 500
+//! cargo run -p mongrel2-event-relay --bin event-relay &
+//! cargo run -p mongrel2-event-relay --bin demo-feed -- --inject tcp://127.0.0.1:9996 --interval-ms 500
 //! ```
 //!
 //! Events (exchange / routing key: event {payload}):

@@ -1,7 +1,7 @@
 //! Sends one event to the event relay's injector socket and prints the relay's ack.
 //!
 //! ```text
-//! cargo run --example inject -- --to tcp://127.0.0.1:9996 --exchange calls \
+//! cargo run -p mongrel2-event-relay --bin inject -- --to tcp://127.0.0.1:9996 --exchange calls \
 //!     --routing-key queue.sales --event CallOffered caller=555-1234 agent=7
 //! {"delivered_to":2,"ok":true,"seq":14}
 //! ```

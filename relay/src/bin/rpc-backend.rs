@@ -2,7 +2,7 @@
 //! JSON requests. Methods: `time`, `echo`, `sum`, and `sleep` (for timeout tests).
 //!
 //! ```text
-//! cargo run --example rpc-backend -- --bind tcp://127.0.0.1:9100
+//! cargo run -p mongrel2-event-relay --bin rpc-backend -- --bind tcp://127.0.0.1:9100
 //! ```
 //!
 //! # Framing
