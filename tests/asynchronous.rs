@@ -1,6 +1,6 @@
 //! The async face through a real Mongrel2 (and the harness from a tokio test).
 
-mod common;
+use mongrel2_test_fixture as common;
 
 #[allow(dead_code)]
 #[path = "../examples/async-chat.rs"]

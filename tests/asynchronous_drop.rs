@@ -1,7 +1,7 @@
 //! Dropping a tokio runtime that runs the async face mid-traffic: it returns promptly and
 //! leaves no thread behind. Alone in its binary, so no other test's threads are counted.
 
-mod common;
+use mongrel2_test_fixture as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! run in parallel).
 #![cfg(feature = "config")]
 
-mod common;
-mod support;
+use mongrel2_test_fixture as common;
+use mongrel2_test_fixture::support;
 
 #[allow(dead_code)]
 #[path = "../examples/echo.rs"]

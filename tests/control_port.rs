@@ -1,8 +1,8 @@
 //! The control-port client against a real Mongrel2 1.12.2: every command, a kill of a live
 //! WebSocket, a reload under load, stop/terminate, and a control port that stops answering.
 
-mod common;
-mod support;
+use mongrel2_test_fixture as common;
+use mongrel2_test_fixture::support;
 
 #[allow(dead_code)]
 #[path = "../examples/m2ctl.rs"]

@@ -10,8 +10,8 @@
 // Both examples include examples/common/flags.rs; each keeps its own copy, as in its binary.
 #![allow(clippy::duplicate_mod)]
 
-mod common;
-mod support;
+use mongrel2_test_fixture as common;
+use mongrel2_test_fixture::support;
 
 #[allow(dead_code)]
 #[path = "../examples/echo.rs"]

@@ -4,7 +4,7 @@
 //! their own echo handler (tests/echo_handler). Intended differences between the two are
 //! documented in the harness module docs.
 
-mod common;
+use mongrel2_test_fixture as common;
 mod echo_handler;
 
 use std::io::{Read, Write};

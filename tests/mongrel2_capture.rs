@@ -13,7 +13,7 @@
 //! with [`Request::parse`] and compares sender, path, protocol, kind, headers
 //! (in any order) and body, ignoring exactly those two things.
 
-mod common;
+use mongrel2_test_fixture as common;
 
 use mongrel2_transceiver::request::{HeaderProtocol, Request, RequestKind};
 

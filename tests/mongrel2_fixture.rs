@@ -1,6 +1,6 @@
 //! The real-Mongrel2 fixture itself: what the integration tests rely on.
 
-mod common;
+use mongrel2_test_fixture as common;
 
 use common::{
     connect_reply_socket, connect_request_socket, recv_timeout, wait_subscription, HandlerConf,

@@ -1,7 +1,7 @@
 //! The Transceiver against a real Mongrel2, with real HTTP and WebSocket clients.
 
-mod common;
-mod support;
+use mongrel2_test_fixture as common;
+use mongrel2_test_fixture::support;
 
 use std::time::{Duration, Instant};
 

@@ -15,17 +15,8 @@ use mongrel2_transceiver::request::{
 use mongrel2_transceiver::tnetstring::{self, Dict, Value};
 use mongrel2_transceiver::websocket::{self, CloseFrame, Flags, Frame, Opcode};
 
-// The relay's pure wire code, compiled straight from its sources (they need only serde).
-// Once the relay is the `mongrel2-event-relay` crate, depend on it instead.
-#[allow(dead_code, unused_imports)]
-#[path = "../../examples/event-relay/config.rs"]
-pub mod config;
-#[allow(dead_code, unused_imports)]
-#[path = "../../examples/event-relay/protocol.rs"]
-pub mod protocol;
-#[allow(dead_code, unused_imports)]
-#[path = "../../examples/event-relay/subscriptions.rs"]
-pub mod subscriptions;
+// The relay's I/O-free core: its client protocol and its config file face users too.
+pub use mongrel2_event_relay::{config, protocol, subscriptions};
 
 /// Every target by name, for the regression replay.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[

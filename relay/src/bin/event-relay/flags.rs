@@ -1,0 +1,328 @@
+//! Command-line flags (clap), each also settable from a `RELAY_…` environment variable
+//! (flag > environment > default), turned into the effective [`Options`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default Mongrel2 handler sender id (`send_ident`) when neither `--sender-id` nor
+/// `RELAY_SENDER_ID` is given.
+pub const RELAY_SENDER_ID: &str = "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61";
+
+/// Largest `--ping-interval` accepted (one day).
+const MAX_PING_INTERVAL_SECS: u64 = 86_400;
+
+const SECRETS: &str = "\
+Endpoints marked (off-able) accept `off` to disable them.
+
+Secrets come from the config file or the environment only:
+  RELAY_TOKENS=name:token[,name:token...]   tokens for the Authenticate action
+  RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish";
+
+/// The command line as given.
+#[derive(Debug, Parser)]
+#[command(
+    name = "event-relay",
+    version,
+    about = "Relay events from ZeroMQ, HTTP and linked relays to WebSocket and SSE subscribers \
+             through Mongrel2, and forward configured actions to RPC backends",
+    after_help = SECRETS
+)]
+pub struct Flags {
+    /// Mongrel2 handler send_ident.
+    #[arg(long, env = "RELAY_SENDER_ID", value_name = "UUID", default_value = RELAY_SENDER_ID, value_parser = sender_id)]
+    sender_id: String,
+    /// Mongrel2 send_spec (we PULL).
+    #[arg(long, env = "RELAY_PULL", value_name = "ADDR", default_value = "tcp://127.0.0.1:9999", value_parser = endpoint)]
+    pull: String,
+    /// Mongrel2 recv_spec (we PUB).
+    #[arg(long = "pub", env = "RELAY_PUB", value_name = "ADDR", default_value = "tcp://127.0.0.1:9998", value_parser = endpoint)]
+    publish: String,
+    /// Control REP socket (off-able).
+    #[arg(long, env = "RELAY_CONTROL", value_name = "ADDR", default_value = "tcp://127.0.0.1:9997", value_parser = endpoint_or_off)]
+    control: String,
+    /// Event injector REP socket (off-able).
+    #[arg(long, env = "RELAY_INJECT", value_name = "ADDR", default_value = "tcp://127.0.0.1:9996", value_parser = endpoint_or_off)]
+    inject: String,
+    /// Event PULL socket (off-able).
+    #[arg(long, env = "RELAY_PULL_EVENTS", value_name = "ADDR", default_value = "tcp://127.0.0.1:9995", value_parser = endpoint_or_off)]
+    pull_events: String,
+    /// JSON config (exchanges, tokens, limits, actions, timing); built-in when absent.
+    #[arg(long, env = "RELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// WebSocket ping interval in seconds, 0 = off.
+    #[arg(long, env = "RELAY_PING_INTERVAL", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_PING_INTERVAL_SECS))]
+    ping_interval: u64,
+    /// XPUB re-publishing every accepted event to linked relays (off-able).
+    #[arg(long, env = "RELAY_LINK_BIND", value_name = "ADDR", default_value = "tcp://127.0.0.1:9994", value_parser = endpoint_or_off)]
+    link_bind: String,
+    /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
+    #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    links: Vec<String>,
+}
+
+/// Effective options.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Options {
+    /// Mongrel2 handler send_ident.
+    pub sender_id: String,
+    /// Mongrel2 send_spec, connected with PULL.
+    pub pull: String,
+    /// Mongrel2 recv_spec, connected with PUB.
+    pub publish: String,
+    /// Transceiver control REP socket.
+    pub control: Option<String>,
+    /// Event injector REP socket (bound).
+    pub inject: Option<String>,
+    /// Event PULL socket (bound).
+    pub pull_events: Option<String>,
+    /// Config file.
+    pub config: Option<PathBuf>,
+    /// WebSocket ping interval (`None` = off).
+    #[serde(rename = "ping_interval_secs", serialize_with = "as_secs")]
+    pub ping_interval: Option<Duration>,
+    /// Linked-relay listener.
+    pub link_bind: Option<String>,
+    /// Linked relays to connect to.
+    pub links: Vec<String>,
+}
+
+impl From<Flags> for Options {
+    fn from(flags: Flags) -> Options {
+        let off = |value: String| (value != "off").then_some(value);
+        Options {
+            sender_id: flags.sender_id,
+            pull: flags.pull,
+            publish: flags.publish,
+            control: off(flags.control),
+            inject: off(flags.inject),
+            pull_events: off(flags.pull_events),
+            config: flags.config,
+            ping_interval: (flags.ping_interval > 0)
+                .then(|| Duration::from_secs(flags.ping_interval)),
+            link_bind: off(flags.link_bind),
+            // A trailing comma in RELAY_LINK leaves an empty item.
+            links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
+        }
+    }
+}
+
+fn as_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+}
+
+fn endpoint(v: &str) -> Result<String, &'static str> {
+    match v.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => Ok(v.to_owned()),
+        _ => Err("expected a ZeroMQ address like tcp://127.0.0.1:9999"),
+    }
+}
+
+fn endpoint_or_off(v: &str) -> Result<String, &'static str> {
+    if v == "off" {
+        Ok(v.to_owned())
+    } else {
+        endpoint(v)
+    }
+}
+
+/// An item of `--link` or of the comma-separated `RELAY_LINK` (spaces around it dropped).
+fn link(v: &str) -> Result<String, &'static str> {
+    match v.trim() {
+        "" => Ok(String::new()),
+        v => endpoint(v),
+    }
+}
+
+/// Mongrel2 accepts only letters, digits and '-' in a reply's sender uuid.
+fn sender_id(v: &str) -> Result<String, &'static str> {
+    if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Ok(v.to_owned())
+    } else {
+        Err("expected letters, digits and '-' (at most 128)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, MutexGuard};
+
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    /// These tests set and read the process's `RELAY_…` variables: one at a time.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn env_lock() -> MutexGuard<'static, ()> {
+        ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Flags::try_parse_from(std::iter::once("event-relay").chain(args.iter().copied()))
+            .map(Options::from)
+    }
+
+    #[test]
+    fn clap_accepts_the_definition() {
+        use clap::CommandFactory;
+        Flags::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let _env = env_lock();
+        assert_eq!(
+            parse(&[]).unwrap(),
+            Options {
+                sender_id: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
+                pull: "tcp://127.0.0.1:9999".into(),
+                publish: "tcp://127.0.0.1:9998".into(),
+                control: Some("tcp://127.0.0.1:9997".into()),
+                inject: Some("tcp://127.0.0.1:9996".into()),
+                pull_events: Some("tcp://127.0.0.1:9995".into()),
+                config: None,
+                ping_interval: Some(Duration::from_secs(30)),
+                link_bind: Some("tcp://127.0.0.1:9994".into()),
+                links: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn flags_both_forms_and_repeated_links() {
+        let _env = env_lock();
+        let o = parse(&[
+            "--sender-id=abc-123",
+            "--pull",
+            "ipc:///tmp/p",
+            "--pub=tcp://h:1",
+            "--control",
+            "off",
+            "--inject=tcp://*:7",
+            "--pull-events",
+            "tcp://*:8",
+            "--config",
+            "/etc/relay.json",
+            "--ping-interval=0",
+            "--link-bind",
+            "off",
+            "--link",
+            "tcp://a:1",
+            "--link=tcp://b:2",
+        ])
+        .unwrap();
+        assert_eq!(o.sender_id, "abc-123");
+        assert_eq!(o.pull, "ipc:///tmp/p");
+        assert_eq!(o.publish, "tcp://h:1");
+        assert_eq!(o.control, None);
+        assert_eq!(o.inject.as_deref(), Some("tcp://*:7"));
+        assert_eq!(o.pull_events.as_deref(), Some("tcp://*:8"));
+        assert_eq!(o.config, Some(PathBuf::from("/etc/relay.json")));
+        assert_eq!(o.ping_interval, None);
+        assert_eq!(o.link_bind, None);
+        assert_eq!(o.links, ["tcp://a:1", "tcp://b:2"]);
+    }
+
+    #[test]
+    fn env_fallbacks_and_flag_precedence() {
+        let _env = env_lock();
+        let vars = [
+            ("RELAY_SENDER_ID", "env-id"),
+            ("RELAY_PULL", "tcp://env:1"),
+            ("RELAY_PUB", "tcp://env:2"),
+            ("RELAY_CONTROL", "tcp://env:3"),
+            ("RELAY_INJECT", "off"),
+            ("RELAY_PULL_EVENTS", "tcp://env:5"),
+            ("RELAY_CONFIG", "/env.json"),
+            ("RELAY_PING_INTERVAL", "5"),
+            ("RELAY_LINK_BIND", "tcp://env:6"),
+            ("RELAY_LINK", "tcp://x:1, tcp://y:2,"),
+        ];
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+        let from_env = parse(&[]);
+        let with_flags = parse(&[
+            "--pull",
+            "tcp://flag:1",
+            "--link",
+            "tcp://f:1",
+            "--ping-interval",
+            "7",
+        ]);
+        std::env::set_var("RELAY_PING_INTERVAL", "soon");
+        let bad_env = parse(&[]);
+        for (name, _) in vars {
+            std::env::remove_var(name);
+        }
+
+        let o = from_env.unwrap();
+        assert_eq!(o.sender_id, "env-id");
+        assert_eq!(o.pull, "tcp://env:1");
+        assert_eq!(o.publish, "tcp://env:2");
+        assert_eq!(o.control.as_deref(), Some("tcp://env:3"));
+        assert_eq!(o.inject, None);
+        assert_eq!(o.pull_events.as_deref(), Some("tcp://env:5"));
+        assert_eq!(o.config, Some(PathBuf::from("/env.json")));
+        assert_eq!(o.ping_interval, Some(Duration::from_secs(5)));
+        assert_eq!(o.link_bind.as_deref(), Some("tcp://env:6"));
+        assert_eq!(o.links, ["tcp://x:1", "tcp://y:2"]);
+
+        let o = with_flags.unwrap();
+        assert_eq!(o.pull, "tcp://flag:1");
+        assert_eq!(o.links, ["tcp://f:1"], "flags replace the env list");
+        assert_eq!(o.ping_interval, Some(Duration::from_secs(7)));
+
+        let err = bad_env.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{err}");
+    }
+
+    #[test]
+    fn help_and_errors() {
+        let _env = env_lock();
+        assert_eq!(
+            parse(&["--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
+        let help = parse(&["--pull", "tcp://a:1", "-h"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert_eq!(help.exit_code(), 0);
+        let help = help.to_string();
+        for documented in [
+            "--link-bind",
+            "RELAY_PULL_EVENTS",
+            "RELAY_TOKENS",
+            "[default: 30]",
+        ] {
+            assert!(help.contains(documented), "{documented}: {help}");
+        }
+        for (args, kind) in [
+            (&["--bogus"][..], ErrorKind::UnknownArgument),
+            (&["positional"], ErrorKind::UnknownArgument),
+            (&["--pull"], ErrorKind::InvalidValue),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), kind, "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        for bad in [
+            &["--pull", "nowhere"][..],
+            &["--pull", "off"],
+            &["--pub=tcp://"],
+            &["--sender-id", "has space"],
+            &["--sender-id="],
+            &["--ping-interval", "-1"],
+            &["--ping-interval", "1.5"],
+            &["--ping-interval", "86401"],
+            &["--link", "x"],
+            &["--config="],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+    }
+}

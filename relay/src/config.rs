@@ -1,0 +1,447 @@
+//! Relay configuration: exchanges and who may subscribe, tokens, limits, RPC actions.
+//!
+//! Read from an optional JSON file, then secrets from the environment. No secret is built
+//! in: without a configured token, nobody can authenticate and HTTP publish answers 401.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::protocol::{ErrorName, DEFAULT_MAX_HOPS};
+use super::subscriptions::Pattern;
+
+/// Names of the actions the relay implements itself; config `actions` may not shadow them.
+pub const BUILT_IN_ACTIONS: [&str; 6] = [
+    "Subscribe",
+    "Unsubscribe",
+    "ListSubscriptions",
+    "Ping",
+    "Authenticate",
+    "Resume",
+];
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid JSON of the expected shape.
+    #[error("invalid config JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `RELAY_TOKENS` is not `name:token[,name:token...]`.
+    #[error("RELAY_TOKENS: {0}")]
+    EnvTokens(String),
+    /// The config is well-formed but inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Who may subscribe to an exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRule {
+    /// Anyone may subscribe (no `Authenticate` needed).
+    #[serde(default)]
+    pub public: bool,
+    /// Token names that may subscribe (ignored when `public`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// If not empty, only routing keys (or wildcard prefixes) starting with one of these may
+    /// be subscribed, by anyone.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+impl ExchangeRule {
+    /// May a session with identity `auth` (token name) subscribe to `pattern`?
+    pub fn check(&self, pattern: &Pattern, auth: Option<&str>) -> Result<(), ErrorName> {
+        if !self.public {
+            let name = auth.ok_or(ErrorName::AuthRequired)?;
+            if !self.tokens.iter().any(|t| t == name) {
+                return Err(ErrorName::SubscriptionDenied);
+            }
+        }
+        // A wildcard's literal part must itself lie inside an allowed prefix, so `*` (all
+        // keys) is refused when prefixes restrict the exchange.
+        if !self.prefixes.is_empty()
+            && !self
+                .prefixes
+                .iter()
+                .any(|p| pattern.literal().starts_with(p.as_str()))
+        {
+            return Err(ErrorName::SubscriptionDenied);
+        }
+        Ok(())
+    }
+}
+
+/// Resource limits. Every one bounds something a peer controls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session: usize,
+    /// Largest client message or published event (bytes); bigger ones are `InvalidPayload`.
+    pub message_size: usize,
+    /// Events kept per (exchange, routing key) for `Resume`.
+    pub history_per_key: usize,
+    /// (exchange, routing key) pairs with history; the least recently published is
+    /// forgotten first (its seq restarts at 1).
+    pub history_keys: usize,
+    /// Bytes of history kept in total (same eviction as `history_keys`).
+    pub history_bytes: usize,
+    /// Frames queued for one session before the oldest events are dropped (and `Lagged`).
+    pub pending_frames: usize,
+    /// Bytes queued for one session before the oldest events are dropped (and `Lagged`).
+    pub pending_bytes: usize,
+    /// Most bytes sent to one session per flush (one Mongrel2 message); the rest waits.
+    pub flush_bytes: usize,
+    /// Most links an event from a linked relay may have crossed; more is refused (and an
+    /// event that has crossed this many is not forwarded again).
+    pub max_hops: u32,
+    /// RPC calls one session may have waiting for their backends at once.
+    pub rpc_calls_per_session: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            subscriptions_per_session: 100,
+            message_size: 64 * 1024,
+            history_per_key: 100,
+            history_keys: 10_000,
+            history_bytes: 64 * 1024 * 1024,
+            pending_frames: 4096,
+            pending_bytes: 4 * 1024 * 1024,
+            flush_bytes: 256 * 1024,
+            max_hops: DEFAULT_MAX_HOPS,
+            rpc_calls_per_session: 256,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("subscriptions_per_session", self.subscriptions_per_session),
+            ("message_size", self.message_size),
+            ("history_keys", self.history_keys),
+            ("pending_frames", self.pending_frames),
+            ("flush_bytes", self.flush_bytes),
+            ("rpc_calls_per_session", self.rpc_calls_per_session),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
+        }
+        // An outgoing event carries the input's event name and payload plus a small envelope;
+        // the pending bound must hold at least one of the largest.
+        if self.pending_bytes < self.message_size.saturating_add(1024) {
+            return Err(ConfigError::Invalid(
+                "limits.pending_bytes must be at least limits.message_size + 1024".into(),
+            ));
+        }
+        if self.max_hops > MAX_HOPS_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_hops must be at most {MAX_HOPS_LIMIT}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Highest `limits.max_hops` accepted.
+const MAX_HOPS_LIMIT: u32 = 255;
+/// Longest interval accepted in `timing` (one day).
+const MAX_TIMING_MS: u64 = 86_400_000;
+
+/// Timers, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// How long an RPC call waits for its backend's answer before the client gets
+    /// `BackendTimeout` (a later answer is dropped).
+    pub rpc_timeout_ms: u64,
+    /// Interval of the comment lines that keep idle SSE streams (and proxies) alive.
+    pub sse_heartbeat_ms: u64,
+    /// Interval of the hello this relay publishes to linked relays; a link that has not
+    /// heard its peer's hello for three of the peer's intervals counts as stale.
+    pub link_heartbeat_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            rpc_timeout_ms: 5_000,
+            sse_heartbeat_ms: 15_000,
+            link_heartbeat_ms: 1_000,
+        }
+    }
+}
+
+impl Timing {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, ms) in [
+            ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("sse_heartbeat_ms", self.sse_heartbeat_ms),
+            ("link_heartbeat_ms", self.link_heartbeat_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMING_MS {
+                return Err(ConfigError::Invalid(format!(
+                    "timing.{name} must be 1..={MAX_TIMING_MS}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `rpc_timeout_ms` as a duration.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    /// `sse_heartbeat_ms` as a duration.
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.sse_heartbeat_ms)
+    }
+
+    /// `link_heartbeat_ms` as a duration.
+    pub fn link_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.link_heartbeat_ms)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    exchanges: Option<BTreeMap<String, ExchangeRule>>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+    publish_token: Option<String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    actions: BTreeMap<String, String>,
+    #[serde(default)]
+    timing: Timing,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Exchanges by name (names shared as `Arc<str>` with indexes and history).
+    pub exchanges: BTreeMap<Arc<str>, ExchangeRule>,
+    /// Token name -> secret token, for `Authenticate`.
+    pub tokens: BTreeMap<String, String>,
+    /// Bearer token for `POST /events/publish` (`None`: HTTP publish is refused).
+    pub publish_token: Option<String>,
+    /// Limits.
+    pub limits: Limits,
+    /// RPC actions: action name -> backend endpoint (a ZeroMQ ROUTER the relay connects a
+    /// DEALER to).
+    pub actions: BTreeMap<String, String>,
+    /// Timers.
+    pub timing: Timing,
+}
+
+impl Default for Config {
+    /// Built-in default: `calls` and `agents` public, `admin` for the token named `admin`.
+    fn default() -> Self {
+        let mut exchanges = BTreeMap::new();
+        let public = ExchangeRule {
+            public: true,
+            ..ExchangeRule::default()
+        };
+        exchanges.insert(Arc::from("calls"), public.clone());
+        exchanges.insert(Arc::from("agents"), public);
+        exchanges.insert(
+            Arc::from("admin"),
+            ExchangeRule {
+                tokens: vec!["admin".into()],
+                ..ExchangeRule::default()
+            },
+        );
+        Config {
+            exchanges,
+            tokens: BTreeMap::new(),
+            publish_token: None,
+            limits: Limits::default(),
+            actions: BTreeMap::new(),
+            timing: Timing::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or the built-in default), then applies `RELAY_TOKENS` and
+    /// `RELAY_PUBLISH_TOKEN` from `env` (which override the file).
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.to_owned(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        Config::from_parts(text.as_deref(), env)
+    }
+
+    /// Like [`Config::load`] with the file's text (or `None` for the default).
+    pub fn from_parts(
+        json: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match json {
+            None => Config::default(),
+            Some(text) => {
+                let file: ConfigFile = serde_json::from_str(text)?;
+                let defaults = Config::default();
+                Config {
+                    exchanges: match file.exchanges {
+                        Some(ex) => ex.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+                        None => defaults.exchanges,
+                    },
+                    tokens: file.tokens,
+                    publish_token: file.publish_token,
+                    limits: file.limits,
+                    actions: file.actions,
+                    timing: file.timing,
+                }
+            }
+        };
+        if let Some(list) = env("RELAY_TOKENS") {
+            for (name, token) in parse_token_list(&list)? {
+                config.tokens.insert(name, token);
+            }
+        }
+        if let Some(t) = env("RELAY_PUBLISH_TOKEN") {
+            config.publish_token = Some(t);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        self.timing.validate()?;
+        if self.exchanges.keys().any(|e| e.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "exchange names must not be empty".into(),
+            ));
+        }
+        if let Some((name, _)) = self
+            .tokens
+            .iter()
+            .find(|(n, t)| n.is_empty() || t.is_empty())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "token {name:?}: name and token must not be empty"
+            )));
+        }
+        if self.publish_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "publish_token must not be empty".into(),
+            ));
+        }
+        for (action, endpoint) in &self.actions {
+            if BUILT_IN_ACTIONS.contains(&action.as_str()) {
+                return Err(ConfigError::Invalid(format!("action {action} is built in")));
+            }
+            if !endpoint.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "action {action}: endpoint {endpoint:?} is not a ZeroMQ address"
+                )));
+            }
+        }
+        for (exchange, rule) in &self.exchanges {
+            for name in rule.tokens.iter().filter(|n| !self.tokens.contains_key(*n)) {
+                // Not fatal: the token may be added later (or deliberately left out).
+                log::warn!("exchange {exchange}: token name {name:?} has no token configured");
+            }
+        }
+        Ok(())
+    }
+
+    /// The name whose token is `token`, comparing in constant time per candidate so the
+    /// answer time does not reveal how much of a token was right.
+    pub fn token_name(&self, token: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, secret) in &self.tokens {
+            if constant_time_eq(secret.as_bytes(), token.as_bytes()) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    /// Does an HTTP `Authorization` header value (`Bearer TOKEN`) carry the publish token?
+    pub fn publish_authorized(&self, authorization: Option<&str>) -> bool {
+        let (Some(expected), Some(header)) = (self.publish_token.as_deref(), authorization) else {
+            return false;
+        };
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
+        constant_time_eq(expected.as_bytes(), presented.as_bytes())
+    }
+
+    /// The interned name and rule of an exchange.
+    pub fn exchange(&self, name: &str) -> Option<(&Arc<str>, &ExchangeRule)> {
+        self.exchanges.get_key_value(name)
+    }
+
+    /// A printable summary with every secret left out.
+    pub fn redacted(&self) -> serde_json::Value {
+        json!({
+            "exchanges": self.exchanges.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "token_names": self.tokens.keys().collect::<Vec<_>>(),
+            "publish_token": if self.publish_token.is_some() { "set" } else { "unset (HTTP publish answers 401)" },
+            "limits": self.limits,
+            "actions": self.actions,
+            "timing": self.timing,
+        })
+    }
+}
+
+/// Parses `name:token,name2:token2` (whitespace around items ignored).
+pub fn parse_token_list(list: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once(':') {
+            Some((name, token)) if !name.is_empty() && !token.is_empty() => {
+                Ok((name.to_owned(), token.to_owned()))
+            }
+            // Never echo the item: it may be a secret.
+            _ => Err(ConfigError::EnvTokens(
+                "expected name:token[,name:token...]".into(),
+            )),
+        })
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn default_has_public_calls_agents_and_token_only_admin_without_secrets() {
+    let c = Config::from_parts(None, &no_env).unwrap();
+    let p = Pattern::parse("x");
+    assert_eq!(c.exchange("calls").unwrap().1.check(&p, None), Ok(()));
+    assert_eq!(c.exchange("agents").unwrap().1.check(&p, None), Ok(()));
+    assert_eq!(
+        c.exchange("admin").unwrap().1.check(&p, None),
+        Err(ErrorName::AuthRequired)
+    );
+    assert!(c.tokens.is_empty());
+    assert_eq!(c.publish_token, None);
+    assert!(!c.publish_authorized(Some("Bearer ")));
+    assert!(!c.publish_authorized(None));
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits.subscriptions_per_session, 100);
+    assert_eq!(c.limits.message_size, 65536);
+    assert_eq!(c.limits.history_per_key, 100);
+    assert_eq!(c.limits.max_hops, 8);
+    assert_eq!(c.timing.rpc_timeout(), Duration::from_secs(5));
+    assert_eq!(c.timing.sse_heartbeat(), Duration::from_secs(15));
+    assert_eq!(c.timing.link_heartbeat(), Duration::from_secs(1));
+}
+
+#[test]
+fn env_tokens_and_publish_token() {
+    let env = |k: &str| match k {
+        "RELAY_TOKENS" => Some(" admin:s3cret , ops:o:p ".to_owned()),
+        "RELAY_PUBLISH_TOKEN" => Some("pub".to_owned()),
+        _ => None,
+    };
+    let c = Config::from_parts(None, &env).unwrap();
+    assert_eq!(c.token_name("s3cret"), Some("admin"));
+    assert_eq!(c.token_name("o:p"), Some("ops"));
+    assert_eq!(c.token_name("s3cre"), None);
+    assert!(c.publish_authorized(Some("Bearer pub")));
+    assert!(!c.publish_authorized(Some("Bearer pu")));
+    assert!(!c.publish_authorized(Some("pub")));
+    let rule = &c.exchange("admin").unwrap().1;
+    assert_eq!(rule.check(&Pattern::parse("*"), Some("admin")), Ok(()));
+    assert_eq!(
+        rule.check(&Pattern::parse("*"), Some("ops")),
+        Err(ErrorName::SubscriptionDenied)
+    );
+}
+
+#[test]
+fn bad_env_tokens_are_an_error_that_hides_the_value() {
+    for bad in ["zz", "zz:", ":qq", "a:b,qq"] {
+        let env = |k: &str| (k == "RELAY_TOKENS").then(|| bad.to_owned());
+        let err = Config::from_parts(None, &env).unwrap_err();
+        assert!(matches!(err, ConfigError::EnvTokens(_)), "{bad}");
+        assert!(!err.to_string().contains(bad), "{err}");
+    }
+}
+
+#[test]
+fn file_config_exchanges_tokens_limits_actions() {
+    let text = r#"{
+        "exchanges": {
+            "calls": {"public": true},
+            "queues": {"public": true, "prefixes": ["queue."]},
+            "admin": {"tokens": ["ops"], "prefixes": ["ops."]}
+        },
+        "tokens": {"ops": "file-token"},
+        "publish_token": "p1",
+        "limits": {"subscriptions_per_session": 5, "history_per_key": 3},
+        "actions": {"moveCar": "tcp://127.0.0.1:9100"},
+        "timing": {"rpc_timeout_ms": 250}
+    }"#;
+    let env = |k: &str| (k == "RELAY_TOKENS").then(|| "ops:env-token,x:y".to_owned());
+    let c = Config::from_parts(Some(text), &env).unwrap();
+    assert!(
+        c.exchange("agents").is_none(),
+        "file exchanges replace the default set"
+    );
+    assert_eq!(
+        c.token_name("env-token"),
+        Some("ops"),
+        "env overrides the file"
+    );
+    assert_eq!(c.token_name("file-token"), None);
+    assert_eq!(c.token_name("y"), Some("x"));
+    assert!(c.publish_authorized(Some("Bearer p1")));
+    assert_eq!(c.limits.subscriptions_per_session, 5);
+    assert_eq!(c.limits.history_per_key, 3);
+    assert_eq!(c.limits.message_size, 65536, "unset limits keep defaults");
+    assert_eq!(c.actions["moveCar"], "tcp://127.0.0.1:9100");
+    assert_eq!(c.timing.rpc_timeout_ms, 250);
+    assert_eq!(
+        c.timing.sse_heartbeat_ms, 15_000,
+        "unset timers keep defaults"
+    );
+
+    let q = &c.exchange("queues").unwrap().1;
+    assert_eq!(q.check(&Pattern::parse("queue.sales"), None), Ok(()));
+    assert_eq!(q.check(&Pattern::parse("queue.*"), None), Ok(()));
+    assert_eq!(
+        q.check(&Pattern::parse("*"), None),
+        Err(ErrorName::SubscriptionDenied)
+    );
+    assert_eq!(
+        q.check(&Pattern::parse("other"), None),
+        Err(ErrorName::SubscriptionDenied)
+    );
+    let a = &c.exchange("admin").unwrap().1;
+    assert_eq!(
+        a.check(&Pattern::parse("ops.x"), None),
+        Err(ErrorName::AuthRequired)
+    );
+    assert_eq!(a.check(&Pattern::parse("ops.x"), Some("ops")), Ok(()));
+    assert_eq!(
+        a.check(&Pattern::parse("x"), Some("ops")),
+        Err(ErrorName::SubscriptionDenied)
+    );
+    assert_eq!(
+        a.check(&Pattern::parse("ops.x"), Some("x")),
+        Err(ErrorName::SubscriptionDenied)
+    );
+}
+
+#[test]
+fn file_env_publish_token_overrides() {
+    let env = |k: &str| (k == "RELAY_PUBLISH_TOKEN").then(|| "env".to_owned());
+    let c = Config::from_parts(Some(r#"{"publish_token":"file"}"#), &env).unwrap();
+    assert!(c.publish_authorized(Some("Bearer env")));
+    assert!(
+        c.exchange("calls").is_some(),
+        "no exchanges key keeps the defaults"
+    );
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    for bad in [
+        r#"{"exchanges": {"calls": {"publik": true}}}"#,
+        r#"{"unknown": 1}"#,
+        r#"{"limits": {"message_size": 0}}"#,
+        r#"{"limits": {"message_size": 5000000}}"#,
+        r#"{"actions": {"Subscribe": "tcp://127.0.0.1:1"}}"#,
+        r#"{"actions": {"moveCar": "nowhere"}}"#,
+        r#"{"tokens": {"a": ""}}"#,
+        r#"{"exchanges": {"": {"public": true}}}"#,
+        r#"{"publish_token": ""}"#,
+        r#"{"limits": {"max_hops": 256}}"#,
+        r#"{"limits": {"rpc_calls_per_session": 0}}"#,
+        r#"{"timing": {"rpc_timeout_ms": 0}}"#,
+        r#"{"timing": {"sse_heartbeat_ms": 86400001}}"#,
+        r#"{"timing": {"link_hello_ms": 5}}"#,
+        "not json",
+    ] {
+        assert!(Config::from_parts(Some(bad), &no_env).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn load_reads_files_and_reports_missing_ones() {
+    let dir = std::env::temp_dir().join(format!("relay-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("relay.json");
+    std::fs::write(&path, r#"{"exchanges":{"only":{"public":true}}}"#).unwrap();
+    let c = Config::load(Some(&path), &no_env).unwrap();
+    assert_eq!(
+        c.exchanges.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["only"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(
+        Config::load(Some(&path), &no_env),
+        Err(ConfigError::Io { .. })
+    ));
+}
+
+#[test]
+fn redacted_summary_has_no_secrets() {
+    let env = |k: &str| match k {
+        "RELAY_TOKENS" => Some("admin:top-secret".to_owned()),
+        "RELAY_PUBLISH_TOKEN" => Some("pub-secret".to_owned()),
+        _ => None,
+    };
+    let c = Config::from_parts(None, &env).unwrap();
+    let text = c.redacted().to_string();
+    assert!(
+        !text.contains("top-secret") && !text.contains("pub-secret"),
+        "{text}"
+    );
+    assert!(text.contains("admin"));
+}

@@ -1,0 +1,481 @@
+//! Relay statistics: JSON for `GET /events/status`, OpenMetrics text (which Prometheus
+//! scrapes) for `GET /events/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::history::HistorySize;
+use super::protocol::Source;
+
+/// A count per event source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounts {
+    /// Injector REP socket.
+    pub inject: u64,
+    /// PULL socket.
+    pub pull: u64,
+    /// HTTP publish.
+    pub http: u64,
+    /// Linked relays.
+    pub link: u64,
+}
+
+impl SourceCounts {
+    /// The count for `source`.
+    pub fn get(&self, source: Source) -> u64 {
+        match source {
+            Source::Inject => self.inject,
+            Source::Pull => self.pull,
+            Source::Http => self.http,
+            Source::Link => self.link,
+        }
+    }
+
+    /// Adds one for `source`.
+    pub fn bump(&mut self, source: Source) {
+        let c = match source {
+            Source::Inject => &mut self.inject,
+            Source::Pull => &mut self.pull,
+            Source::Http => &mut self.http,
+            Source::Link => &mut self.link,
+        };
+        *c += 1;
+    }
+}
+
+/// Monotonic counters the relay keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Events accepted, per source.
+    pub events_in: SourceCounts,
+    /// Events refused (bad JSON, payload, exchange, auth), per source.
+    pub events_rejected: SourceCounts,
+    /// Linked events dropped as already seen.
+    pub events_duplicate: u64,
+    /// Event frames queued to sessions (one per event per recipient).
+    pub events_queued: u64,
+    /// Frames handed to the I/O loop by flushes (events, replies, notices).
+    pub frames_out: u64,
+    /// Payloads handed to the I/O loop (one per group of sessions per flush).
+    pub payloads_out: u64,
+    /// `Lagged` notices produced.
+    pub lagged: u64,
+    /// Event frames dropped from full outboxes.
+    pub dropped: u64,
+    /// Sessions closed because their outbox overflowed.
+    pub overflowed: u64,
+    /// Sessions opened.
+    pub sessions_opened: u64,
+    /// Events not forwarded to linked relays because the forward queue was full.
+    pub forward_dropped: u64,
+}
+
+/// RPC forwarding counters, kept by the I/O layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RpcStats {
+    /// Calls waiting for an answer.
+    pub in_flight: usize,
+    /// Calls sent to a backend.
+    pub calls: u64,
+    /// Answers passed on as `Result`.
+    pub results: u64,
+    /// Answers passed on as `BackendError` (backend errors and malformed answers).
+    pub errors: u64,
+    /// Calls answered `BackendTimeout`.
+    pub timeouts: u64,
+    /// Calls refused before reaching a backend (`TooManyCalls`, `BackendUnavailable`).
+    pub refused: u64,
+    /// Answers dropped because they came after the timeout (or named no call at all).
+    pub late: u64,
+    /// Answers dropped because the calling session had gone.
+    pub orphaned: u64,
+}
+
+/// Linked-relay state, kept by the I/O layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinkStats {
+    /// This relay's id on the link network (relay id plus run suffix).
+    pub relay: String,
+    /// Where this relay publishes to linked relays (`None`: it does not).
+    pub bind: Option<String>,
+    /// Relays whose subscription to our publisher is in place (as the publisher sees it).
+    pub subscribers: Vec<String>,
+    /// Events published to linked relays.
+    pub published: u64,
+    /// One entry per `--link`.
+    pub peers: Vec<PeerStats>,
+}
+
+/// One `--link` subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerStats {
+    /// The peer's publisher address.
+    pub endpoint: String,
+    /// The peer's relay id (from its hello; `None` until heard).
+    pub relay: Option<String>,
+    /// `connecting` (no hello heard yet), `verified` (a hello came through this
+    /// subscription recently, so everything the peer publishes from now on reaches us), or
+    /// `stale` (the peer's hello is overdue).
+    pub state: &'static str,
+    /// `state == "verified"`.
+    pub verified: bool,
+    /// Event messages received from this peer.
+    pub events: u64,
+    /// Events the peer published that never arrived (counted from its hellos).
+    pub missed: u64,
+    /// Times the peer restarted (its relay id changed).
+    pub restarts: u64,
+}
+
+/// A snapshot of the relay's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// Seconds since the relay started.
+    pub uptime_seconds: u64,
+    /// Open sessions (WebSocket and SSE).
+    pub sessions: usize,
+    /// Open SSE streams (included in `sessions`).
+    pub streams: usize,
+    /// Subscriptions per configured exchange.
+    pub subscriptions: BTreeMap<String, usize>,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// History sizes.
+    pub history: HistorySize,
+    /// RPC forwarding (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<RpcStats>,
+    /// Linked relays (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<LinkStats>,
+}
+
+impl Stats {
+    /// The status document.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain structs of numbers and string-keyed maps always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The OpenMetrics text exposition (what Prometheus scrapes), built by
+    /// `prometheus-client` from this snapshot. Counter families get the `_total` suffix.
+    pub fn to_prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        let c = &self.counters;
+        let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+            let metric = Gauge::<i64, AtomicI64>::default();
+            metric.set(i64::try_from(value).unwrap_or(i64::MAX));
+            registry.register(name, help, metric);
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+            let metric = Counter::<u64, AtomicU64>::default();
+            metric.inc_by(value);
+            registry.register(name, help, metric);
+        };
+        let labelled_gauge =
+            |registry: &mut Registry,
+             name: &str,
+             help: &str,
+             label: &str,
+             samples: &mut dyn Iterator<Item = (String, u64)>| {
+                let family = Family::<Labels, Gauge>::default();
+                for (value, n) in samples {
+                    family
+                        .get_or_create(&vec![(label.to_owned(), value)])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                registry.register(name, help, family);
+            };
+        let labelled_counter =
+            |registry: &mut Registry,
+             name: &str,
+             help: &str,
+             label: &str,
+             samples: &mut dyn Iterator<Item = (String, u64)>| {
+                let family = Family::<Labels, Counter>::default();
+                for (value, n) in samples {
+                    family
+                        .get_or_create(&vec![(label.to_owned(), value)])
+                        .inc_by(n);
+                }
+                registry.register(name, help, family);
+            };
+        let per_source = |counts: &SourceCounts| {
+            Source::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), counts.get(*s)))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let r = &mut registry;
+        gauge(
+            r,
+            "relay_uptime_seconds",
+            "Seconds since the relay started",
+            self.uptime_seconds,
+        );
+        gauge(
+            r,
+            "relay_sessions",
+            "Open subscriber sessions",
+            self.sessions as u64,
+        );
+        gauge(
+            r,
+            "relay_streams",
+            "Open SSE streams (included in relay_sessions)",
+            self.streams as u64,
+        );
+        labelled_gauge(
+            r,
+            "relay_subscriptions",
+            "Subscriptions per exchange",
+            "exchange",
+            &mut self
+                .subscriptions
+                .iter()
+                .map(|(e, n)| (e.clone(), *n as u64)),
+        );
+        labelled_counter(
+            r,
+            "relay_events_in",
+            "Events accepted, by source",
+            "source",
+            &mut per_source(&c.events_in),
+        );
+        labelled_counter(
+            r,
+            "relay_events_rejected",
+            "Events refused, by source",
+            "source",
+            &mut per_source(&c.events_rejected),
+        );
+        counter(
+            r,
+            "relay_events_duplicate",
+            "Linked events dropped as already seen",
+            c.events_duplicate,
+        );
+        counter(
+            r,
+            "relay_events_queued",
+            "Event frames queued to sessions",
+            c.events_queued,
+        );
+        counter(
+            r,
+            "relay_frames_out",
+            "Frames handed to Mongrel2",
+            c.frames_out,
+        );
+        counter(
+            r,
+            "relay_payloads_out",
+            "Coalesced payloads handed to Mongrel2",
+            c.payloads_out,
+        );
+        counter(
+            r,
+            "relay_lagged",
+            "Lagged notices sent to slow sessions",
+            c.lagged,
+        );
+        counter(
+            r,
+            "relay_dropped",
+            "Event frames dropped from full outboxes",
+            c.dropped,
+        );
+        labelled_gauge(
+            r,
+            "relay_history",
+            "History held: keys, events and bytes",
+            "kind",
+            &mut [
+                ("keys", self.history.keys),
+                ("events", self.history.events),
+                ("bytes", self.history.bytes),
+            ]
+            .into_iter()
+            .map(|(kind, n)| (kind.to_owned(), n as u64)),
+        );
+        counter(
+            r,
+            "relay_forward_dropped",
+            "Events not forwarded to linked relays (forward queue full)",
+            c.forward_dropped,
+        );
+        counter(
+            r,
+            "relay_overflow_closes",
+            "Sessions closed because their outbox overflowed",
+            c.overflowed,
+        );
+        if let Some(rpc) = &self.rpc {
+            gauge(
+                r,
+                "relay_rpc_in_flight",
+                "RPC calls waiting for their backend",
+                rpc.in_flight as u64,
+            );
+            labelled_counter(
+                r,
+                "relay_rpc_calls",
+                "RPC calls by outcome (sent counts every call handed to a backend)",
+                "outcome",
+                &mut [
+                    ("sent", rpc.calls),
+                    ("result", rpc.results),
+                    ("error", rpc.errors),
+                    ("timeout", rpc.timeouts),
+                    ("refused", rpc.refused),
+                    ("late", rpc.late),
+                    ("orphaned", rpc.orphaned),
+                ]
+                .into_iter()
+                .map(|(outcome, n)| (outcome.to_owned(), n)),
+            );
+        }
+        if let Some(links) = &self.links {
+            labelled_gauge(
+                r,
+                "relay_link_peers",
+                "Linked relays this relay subscribes to, by state",
+                "state",
+                &mut ["connecting", "verified", "stale"]
+                    .into_iter()
+                    .map(|state| {
+                        let n = links.peers.iter().filter(|p| p.state == state).count();
+                        (state.to_owned(), n as u64)
+                    }),
+            );
+            gauge(
+                r,
+                "relay_link_subscribers",
+                "Linked relays subscribed to this relay",
+                links.subscribers.len() as u64,
+            );
+            counter(
+                r,
+                "relay_link_published",
+                "Events published to linked relays",
+                links.published,
+            );
+            counter(
+                r,
+                "relay_link_missed",
+                "Events linked relays published that never arrived here",
+                links.peers.iter().map(|p| p.missed).sum(),
+            );
+        }
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail, and every name above is a valid metric name.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// One label of a labelled family, e.g. `source="http"`.
+type Labels = Vec<(String, String)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Stats {
+        let mut counters = Counters::default();
+        counters.events_in.bump(Source::Inject);
+        counters.events_in.bump(Source::Http);
+        counters.events_in.bump(Source::Http);
+        counters.frames_out = 7;
+        Stats {
+            uptime_seconds: 12,
+            sessions: 3,
+            streams: 1,
+            subscriptions: [("calls".to_owned(), 2), ("we\"ird\\\n".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+            counters,
+            history: HistorySize {
+                keys: 1,
+                events: 2,
+                bytes: 30,
+            },
+            rpc: Some(RpcStats {
+                calls: 4,
+                ..RpcStats::default()
+            }),
+            links: Some(LinkStats {
+                peers: vec![PeerStats {
+                    endpoint: "tcp://127.0.0.1:1".into(),
+                    relay: None,
+                    state: "connecting",
+                    verified: false,
+                    events: 0,
+                    missed: 2,
+                    restarts: 0,
+                }],
+                ..LinkStats::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn prometheus_exposition_has_help_type_and_samples() {
+        let text = sample().to_prometheus();
+        assert!(text.contains("# HELP relay_sessions Open subscriber sessions.\n# TYPE relay_sessions gauge\nrelay_sessions 3\n"));
+        assert!(text.contains("relay_events_in_total{source=\"http\"} 2\n"));
+        assert!(text.contains("relay_events_in_total{source=\"link\"} 0\n"));
+        assert!(text.contains("relay_subscriptions{exchange=\"calls\"} 2\n"));
+        assert!(text.contains("relay_subscriptions{exchange=\"we\\\"ird\\\\\\n\"} 1\n"));
+        assert!(text.contains("relay_history{kind=\"bytes\"} 30\n"));
+        assert!(text.contains("# TYPE relay_frames_out counter\nrelay_frames_out_total 7\n"));
+        assert!(text.contains("relay_streams 1\n"));
+        assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
+        assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
+        assert!(text.contains("relay_link_missed_total 2\n"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // Every sample line belongs to a family declared just before it.
+        let mut declared = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared = rest.split(' ').next().map(str::to_owned);
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = name.strip_suffix("_total").unwrap_or(name);
+                assert_eq!(Some(family.to_owned()), declared, "{line}");
+                assert!(
+                    line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn status_json_shape() {
+        let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        assert_eq!(v["sessions"], 3);
+        assert_eq!(v["uptime_seconds"], 12);
+        assert_eq!(v["subscriptions"]["calls"], 2);
+        assert_eq!(v["events_in"]["http"], 2);
+        assert_eq!(v["events_in"]["pull"], 0);
+        assert_eq!(v["frames_out"], 7);
+        assert_eq!(v["history"]["events"], 2);
+        assert_eq!(v["rpc"]["calls"], 4);
+        assert_eq!(v["links"]["peers"][0]["state"], "connecting");
+        let mut bare = sample();
+        bare.rpc = None;
+        bare.links = None;
+        let v: serde_json::Value = serde_json::from_slice(&bare.to_json()).unwrap();
+        assert!(v.get("rpc").is_none() && v.get("links").is_none(), "{v}");
+    }
+}

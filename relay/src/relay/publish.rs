@@ -1,0 +1,169 @@
+//! Publishing: events from every source checked, numbered, kept in history and queued to
+//! subscribers; forwarding to linked relays.
+
+use super::*;
+
+impl<K: SessionKey> Relay<K> {
+    /// Publishes a raw event (injector, PULL, HTTP body or link) and returns the ack.
+    /// Events from links may be [`LINK_ENVELOPE`] bytes over `limits.message_size`: the
+    /// forwarding relay added the origin to an event that was within the limit.
+    pub fn publish_json(&mut self, source: Source, body: &[u8]) -> Ack {
+        let limit = match source {
+            Source::Link => self.config.limits.message_size + LINK_ENVELOPE,
+            _ => self.config.limits.message_size,
+        };
+        let result = parse_event_input(body, limit).and_then(|input| self.publish_inner(input));
+        self.count(source, &result);
+        match result {
+            Ok(Published::Delivered {
+                seq, delivered_to, ..
+            }) => Ack::Published { seq, delivered_to },
+            Ok(Published::Duplicate) => Ack::Duplicate,
+            Err(e) => Ack::Rejected(e),
+        }
+    }
+
+    /// `POST /events/publish`: checks the `Authorization: Bearer` header first (401 without
+    /// a configured publish token), then publishes the body.
+    pub fn http_publish(&mut self, authorization: Option<&str>, body: &[u8]) -> Ack {
+        if !self.config.publish_authorized(authorization) {
+            self.counters.events_rejected.bump(Source::Http);
+            return Ack::Rejected(ErrorName::AuthRequired);
+        }
+        self.publish_json(Source::Http, body)
+    }
+
+    /// Counts an input refused before it could be parsed (e.g. a multipart ZeroMQ message)
+    /// as rejected from `source`, and returns the ack to answer it with.
+    pub fn reject(&mut self, source: Source, error: ErrorName) -> Ack {
+        self.counters.events_rejected.bump(source);
+        Ack::Rejected(error)
+    }
+
+    /// Publishes an already parsed event.
+    pub fn publish(&mut self, source: Source, input: EventInput) -> Result<Published, ErrorName> {
+        let result = self.publish_inner(input);
+        self.count(source, &result);
+        result
+    }
+
+    pub(super) fn count(&mut self, source: Source, result: &Result<Published, ErrorName>) {
+        match result {
+            Ok(Published::Delivered { .. }) => self.counters.events_in.bump(source),
+            Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
+            Err(_) => self.counters.events_rejected.bump(source),
+        }
+    }
+
+    pub(super) fn publish_inner(&mut self, input: EventInput) -> Result<Published, ErrorName> {
+        let exchange = self
+            .config
+            .exchange(&input.exchange)
+            .map(|(e, _)| e.clone())
+            .ok_or(ErrorName::InvalidExchange)?;
+        // Re-checked here because inputs may be built in code rather than parsed.
+        let rk = input.routing_key.as_str();
+        if rk.len() > MAX_ROUTING_KEY
+            || rk.ends_with('*')
+            || input.event.is_empty()
+            || input.event.len() > MAX_EVENT_NAME
+        {
+            return Err(ErrorName::InvalidPayload);
+        }
+        let max_hops = self.config.limits.max_hops;
+        let origin = match input.origin {
+            Some(o) if o.hops > max_hops => return Err(ErrorName::InvalidPayload),
+            Some(o) if *o.relay == *self.origin_id => return Ok(Published::Duplicate),
+            Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(Published::Duplicate),
+            Some(o) => o,
+            None => {
+                self.origin_seq += 1;
+                Origin {
+                    relay: self.origin_id.to_string(),
+                    seq: self.origin_seq,
+                    hops: 0,
+                }
+            }
+        };
+        let (event, payload) = (&input.event, &input.payload);
+        if self.forwarding && origin.hops < max_hops {
+            if self.forward.len() >= FORWARD_QUEUE {
+                self.forward.pop_front();
+                self.counters.forward_dropped += 1;
+            }
+            let linked = json!({
+                "exchange": &*exchange,
+                "routing_key": rk,
+                "event": event,
+                "payload": payload,
+                "origin": { "relay": origin.relay, "seq": origin.seq, "hops": origin.hops + 1 },
+            });
+            self.forward.push_back(linked.to_string().into_bytes());
+        }
+        let recorded = self.history.record(&exchange, rk, |seq| {
+            let meta = Meta {
+                event,
+                id: Some(EventId {
+                    exchange: &exchange,
+                    routing_key: rk,
+                    seq,
+                }),
+            };
+            Encoded::new(&event_json(event, payload, &exchange, rk, seq), &meta)
+        });
+        let targets = self.index.matching(&exchange, rk);
+        let bounds = bounds(&self.config);
+        for key in &targets {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            let item = Item {
+                bytes: recorded.encoded.frame(session.kind),
+                event: Some(EventRef {
+                    exchange: exchange.clone(),
+                    routing_key: recorded.routing_key.clone(),
+                    seq: recorded.seq,
+                }),
+            };
+            enqueue(
+                session,
+                key,
+                item,
+                bounds,
+                &mut self.counters,
+                &mut self.dirty,
+            );
+        }
+        self.counters.events_queued += targets.len() as u64;
+        log::debug!(
+            "event {event} on {exchange}/{rk} seq {} queued to {} sessions",
+            recorded.seq,
+            targets.len()
+        );
+        Ok(Published::Delivered {
+            seq: recorded.seq,
+            delivered_to: targets.len(),
+            origin,
+        })
+    }
+
+    // ----- linked relays -----------------------------------------------------------------
+
+    /// This relay's origin id on forwarded events (`RELAY_ID.RUN`).
+    pub fn origin_id(&self) -> &str {
+        &self.origin_id
+    }
+
+    /// Starts queueing every accepted event for linked relays (see [`Relay::take_forwards`]).
+    pub fn enable_forwarding(&mut self) {
+        self.forwarding = true;
+    }
+
+    /// Accepted events to send to every linked relay, as event-input JSON with `origin`
+    /// (hops already incremented). Events that have crossed `limits.max_hops` links are
+    /// not forwarded;
+    /// if the link layer falls more than 10,000 behind, the oldest are dropped (counted).
+    pub fn take_forwards(&mut self) -> Vec<Vec<u8>> {
+        self.forward.drain(..).collect()
+    }
+}
