@@ -15,6 +15,7 @@ mod outbound;
 mod reactions;
 mod session;
 mod signals;
+mod uploads;
 
 pub use self::core::{Core, Outgoing};
 pub use builder::{

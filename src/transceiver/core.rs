@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::builder::{HandshakeFn, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL};
 use super::command::Outbound;
 use super::session::Sessions;
+use super::uploads::{TempStore, UploadNotices};
 use super::{ConnId, Error, Event, Handshake};
 use crate::reply::{self, DEFAULT_HANDLER_TARGETS};
 use crate::request::Request;
@@ -65,6 +66,7 @@ pub struct Core {
     pub(super) next_ping: Option<Instant>,
     pub(super) max_message_size: usize,
     pub(super) handler_targets: usize,
+    pub(super) uploads: UploadNotices,
 }
 
 impl std::fmt::Debug for Core {
@@ -94,6 +96,7 @@ impl Core {
             next_ping: now.checked_add(DEFAULT_PING_INTERVAL),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handler_targets: DEFAULT_HANDLER_TARGETS,
+            uploads: UploadNotices::default(),
         }
     }
 
@@ -125,6 +128,16 @@ impl Core {
             return Err(Error::Config("handler_targets must be at least 1".into()));
         }
         self.handler_targets = targets;
+        Ok(())
+    }
+
+    /// Mongrel2's `upload.temp_store` (a path template ending in `XXXXXX`), so temp-file
+    /// upload notices can be told from forged ones; `None` (the default) makes every
+    /// `x-mongrel2-upload-*` notice an ordinary HTTP request. See
+    /// [`Builder::upload_temp_store`](super::Builder::upload_temp_store).
+    pub fn set_upload_temp_store(&mut self, template: Option<&str>) -> Result<(), Error> {
+        let store = template.map(TempStore::new).transpose()?;
+        self.uploads.set_store(store);
         Ok(())
     }
 
@@ -163,6 +176,7 @@ impl Core {
             });
         }
         self.streams.retain(|conn| conn.sender != sender);
+        self.uploads.forget_sender(&sender);
         Ok(())
     }
 
