@@ -8,7 +8,7 @@
 //! that can move bytes (another thread's loop, an async runtime, a group of processes
 //! sharing sessions) can drive the same machine.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,8 @@ pub struct Outgoing {
 pub struct Core {
     pub(super) servers: HashSet<Arc<str>>,
     pub(super) sessions: Sessions,
-    pub(super) streams: HashSet<ConnId>,
+    /// Streamed responses in progress: whether each is close-delimited.
+    pub(super) streams: HashMap<ConnId, bool>,
     pub(super) events: VecDeque<Event>,
     pub(super) outgoing: VecDeque<Outgoing>,
     pub(super) handshake: Option<HandshakeFn>,
@@ -88,7 +89,7 @@ impl Core {
         Core {
             servers: HashSet::new(),
             sessions: Sessions::default(),
-            streams: HashSet::new(),
+            streams: HashMap::new(),
             events: VecDeque::new(),
             outgoing: VecDeque::new(),
             handshake: None,
@@ -175,7 +176,7 @@ impl Core {
                 reason: super::CloseReason::Disconnected,
             });
         }
-        self.streams.retain(|conn| conn.sender != sender);
+        self.streams.retain(|conn, _| conn.sender != sender);
         self.uploads.forget_sender(&sender);
         Ok(())
     }
