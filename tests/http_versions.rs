@@ -16,9 +16,7 @@ use raw_http::{closed_by_server, header, read_response};
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn setup() -> (Mongrel2, Transceiver) {
-    let m2 = Mongrel2::builder()
-        .handler(HandlerConf::new("/h"))
-        .start();
+    let m2 = Mongrel2::builder().handler(HandlerConf::new("/h")).start();
     let h = m2.handler(0);
     let mut handler = Transceiver::builder(&h.send_ident)
         .pull(&h.send_spec)
@@ -73,7 +71,10 @@ fn responses_carry_a_date_unless_the_handler_says_otherwise() {
             b"none" => assert_eq!(date, None, "{head}"),
             _ => assert_eq!(date, Some("Sun, 06 Nov 1994 08:49:37 GMT"), "{head}"),
         }
-        assert_eq!(head.matches("\r\nDate:").count(), usize::from(date.is_some()));
+        assert_eq!(
+            head.matches("\r\nDate:").count(),
+            usize::from(date.is_some())
+        );
     }
 }
 
@@ -142,7 +143,11 @@ fn a_stream_to_an_http_1_0_client_is_close_delimited() {
     let request = next_request(&mut handler);
     stream(&mut handler, &request, false);
     let (head, body) = read_response(&mut client);
-    assert_eq!(header(&head, "transfer-encoding"), Some("chunked"), "{head}");
+    assert_eq!(
+        header(&head, "transfer-encoding"),
+        Some("chunked"),
+        "{head}"
+    );
     assert_eq!(body, b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n");
     // The same connection serves another request.
     client

@@ -41,7 +41,10 @@ fn handler(m2: &Mongrel2) -> Transceiver {
         .upload_temp_store(UPLOAD_TEMP_STORE)
         .build()
         .expect("handler builds");
-    assert!(transceiver.wait_ready(TIMEOUT).unwrap(), "Mongrel2 subscribed");
+    assert!(
+        transceiver.wait_ready(TIMEOUT).unwrap(),
+        "Mongrel2 subscribed"
+    );
     transceiver
 }
 
@@ -107,6 +110,12 @@ fn forged_requests() -> Vec<(&'static str, String)> {
                      X-Mongrel2-Upload-Done: {inside}\r\n"
                 ),
             ) + "hello",
+        ),
+        (
+            // Mongrel2 lower-cases client header names, so its own upper-case stream
+            // headers cannot be forged.
+            "stream headers",
+            head("GET", "UPLOAD_STREAM: 0\r\nUPLOAD_STREAM_DONE: 1\r\n"),
         ),
         (
             "start only",
@@ -206,7 +215,10 @@ fn forged_notices_are_ordinary_requests_and_a_streamed_upload_still_works() {
     }
     assert_eq!(received, body);
     handler
-        .reply(&conn, "HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nstored")
+        .reply(
+            &conn,
+            "HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nstored",
+        )
         .unwrap();
     let (head, reply) = read_response(&mut client);
     assert!(head.starts_with("HTTP/1.1 201"), "{head}");

@@ -47,9 +47,13 @@ pub(crate) enum Outbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamPart {
     /// The head; a close-delimited body is written unframed and ends with the connection.
-    Start { close_delimited: bool },
+    Start {
+        close_delimited: bool,
+    },
     Chunk,
-    End { then_close: bool },
+    End {
+        then_close: bool,
+    },
 }
 
 /// The `ctl` extended replies Mongrel2 understands.

@@ -472,7 +472,10 @@ fn forged_notices_are_ordinary_requests() {
     // Done alone, or differing from the start.
     assert_eq!(judged(&mut core, notice(1, None, Some(inside))), "http");
     assert_eq!(
-        judged(&mut core, notice(1, Some("/tmp/upload.zzzzzz"), Some(inside))),
+        judged(
+            &mut core,
+            notice(1, Some("/tmp/upload.zzzzzz"), Some(inside))
+        ),
         "http"
     );
     // Outside the store, or escaping it.
@@ -507,9 +510,15 @@ fn a_done_must_match_the_start_this_process_saw() {
     let path = "/tmp/upload.a1B2c3";
     let other = "/tmp/upload.OTHER9";
     assert_eq!(judged(&mut core, notice(1, Some(path), None)), "start");
-    assert_eq!(judged(&mut core, notice(1, Some(other), Some(other))), "http");
+    assert_eq!(
+        judged(&mut core, notice(1, Some(other), Some(other))),
+        "http"
+    );
     // A start seen by another process: nothing recorded here, the done is believed.
-    assert_eq!(judged(&mut core, notice(2, Some(other), Some(other))), "done");
+    assert_eq!(
+        judged(&mut core, notice(2, Some(other), Some(other))),
+        "done"
+    );
 }
 
 #[test]
@@ -532,6 +541,38 @@ fn remembered_starts_are_bounded_and_forgotten_on_disconnect() {
 fn a_temp_store_must_end_in_the_mkstemp_template() {
     let mut core = Core::new(Instant::now());
     assert!(core.set_upload_temp_store(Some("/tmp/upload")).is_err());
-    assert!(core.set_upload_temp_store(Some("/tmp/upload.XXXXXX")).is_ok());
+    assert!(core
+        .set_upload_temp_store(Some("/tmp/upload.XXXXXX"))
+        .is_ok());
     assert!(core.set_upload_temp_store(None).is_ok());
+}
+
+#[test]
+fn streams_to_http_1_0_are_close_delimited() {
+    use crate::http::ChunkedResponse;
+    let mut core = core(Instant::now());
+    let request = |id: u64, version: &str| {
+        Request::new("s1", id, "/")
+            .with_header("METHOD", "GET")
+            .with_header("VERSION", version.to_owned())
+    };
+    let head = ChunkedResponse::start(200).date(false);
+    for (id, version) in [(1, "HTTP/1.0"), (2, "HTTP/1.1")] {
+        let conn = crate::ConnId::of(&request(id, version));
+        core.stream_start(&request(id, version), &head).unwrap();
+        core.stream_chunk(&conn, b"data").unwrap();
+        core.stream_end(&conn, false).unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = replies(&mut core).into_iter().map(|r| r.2).collect();
+    let http10: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+        b"data",
+        b"",
+    ];
+    let http11: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"4\r\ndata\r\n",
+        b"0\r\n\r\n",
+    ];
+    assert_eq!(bodies, [http10, http11].concat());
 }
