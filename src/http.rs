@@ -23,7 +23,19 @@
 //! * **Chunked** ([`ChunkedResponse`]): `Transfer-Encoding: chunked` replaces any
 //!   caller-set `Content-Length` or `Transfer-Encoding` (except for 1xx/204).
 //! * **`close(true)`**: exactly one `Connection: close`; caller-set `Connection` headers
-//!   are dropped since they would contradict it.
+//!   are dropped since they would contradict it. **`keep_alive(true)`** (set by
+//!   `for_request` for an HTTP/1.0 request that asked for it) likewise writes exactly one
+//!   `Connection: keep-alive`, unless the response closes.
+//! * **Close-delimited** ([`ChunkedResponse::close_delimited`], chosen for HTTP/1.0
+//!   clients, which know no chunked coding): neither `Content-Length` nor
+//!   `Transfer-Encoding`, and `Connection: close`; the body ends when the connection does.
+//!
+//! # Date
+//!
+//! Every response carries `Date` (RFC 9110 §6.6.1: a server with a clock must send it)
+//! unless `date(false)` turns it off or the caller set its own `Date` header. The value is
+//! an IMF-fixdate formatted by the `httpdate` crate at most once per second per thread,
+//! not per response.
 //!
 //! # Header safety
 //!
@@ -36,6 +48,7 @@
 use std::sync::Arc;
 
 mod chunked;
+mod date;
 mod response;
 mod status;
 

@@ -430,8 +430,10 @@ impl<'a> Request<'a> {
 
     /// `x-mongrel2-upload-start`: temp file of an upload being spooled.
     ///
-    /// Mongrel2 lower-cases client header names, so a client can send this header
-    /// itself: only trust the path if it lies inside your `upload.temp_store`.
+    /// Mongrel2 passes client headers through, so a client can send this header itself:
+    /// only trust the path if it lies inside your `upload.temp_store`. The
+    /// [`Transceiver`](crate::Transceiver) checks that for you (see
+    /// [`Builder::upload_temp_store`](crate::transceiver::Builder::upload_temp_store)).
     pub fn upload_start(&self) -> Option<&str> {
         self.mongrel2_header(names::UPLOAD_START)
     }

@@ -15,6 +15,7 @@ pub(crate) mod outbound;
 mod reactions;
 mod session;
 pub(crate) mod signals;
+mod uploads;
 
 pub use self::core::{Core, Outgoing};
 pub use builder::{

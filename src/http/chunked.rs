@@ -14,6 +14,7 @@ use super::{HttpError, Response};
 /// use mongrel2_transceiver::http::ChunkedResponse;
 /// let head = ChunkedResponse::start(200)
 ///     .header("Content-Type", "text/event-stream")
+///     .date(false) // on by default; off here to show exact bytes
 ///     .encode()
 ///     .unwrap();
 /// assert_eq!(
@@ -73,10 +74,35 @@ impl ChunkedResponse {
         }
     }
 
-    /// Sets head and close from the request this stream answers; see [`Response::for_request`].
+    /// Sets head and close from the request this stream answers (see
+    /// [`Response::for_request`]), and for an HTTP/1.0 request, which knows no chunked
+    /// coding, [`close_delimited`](Self::close_delimited).
     pub fn for_request(self, request: &crate::request::Request<'_>) -> ChunkedResponse {
+        let http10 = request.version() == Some("HTTP/1.0");
+        let mut inner = self.inner.for_request(request);
+        inner.close_delimited = http10;
+        ChunkedResponse { inner }
+    }
+
+    /// Ends the body by closing the connection instead of with chunked coding: the head
+    /// gets `Connection: close` and neither `Transfer-Encoding` nor `Content-Length`, and
+    /// the data goes out unframed. The only way to stream to an HTTP/1.0 client (RFC 9112
+    /// §6.3); [`Transceiver::stream_start`](crate::Transceiver::stream_start) chooses it
+    /// by itself for HTTP/1.0 requests.
+    pub fn close_delimited(mut self, close_delimited: bool) -> ChunkedResponse {
+        self.inner.close_delimited = close_delimited;
+        self
+    }
+
+    /// Whether the body ends with the connection (see [`close_delimited`](Self::close_delimited)).
+    pub fn is_close_delimited(&self) -> bool {
+        self.inner.close_delimited
+    }
+
+    /// Whether the head carries a `Date`; see [`Response::date`].
+    pub fn date(self, date: bool) -> ChunkedResponse {
         ChunkedResponse {
-            inner: self.inner.for_request(request),
+            inner: self.inner.date(date),
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::date::{self, DATE_LEN};
 use super::status::{reason_phrase, status_forbids_body};
 use super::{is_valid_header_name, is_valid_header_value, HttpError};
 
@@ -16,6 +17,8 @@ enum Kind {
     ContentLength,
     TransferEncoding,
     Connection,
+    /// A caller-set `Date`: it replaces the automatic one.
+    Date,
     /// Replaced by a later call (e.g. `json` replacing `Content-Type`); never emitted.
     Removed,
 }
@@ -30,6 +33,8 @@ impl Kind {
             Kind::Connection
         } else if name.eq_ignore_ascii_case("content-type") {
             Kind::ContentType
+        } else if name.eq_ignore_ascii_case("date") {
+            Kind::Date
         } else {
             Kind::Other
         }
@@ -37,7 +42,7 @@ impl Kind {
 
     /// Whether `encode` may have to leave this entry out.
     fn filtered(self) -> bool {
-        !matches!(self, Kind::Other | Kind::ContentType)
+        !matches!(self, Kind::Other | Kind::ContentType | Kind::Date)
     }
 }
 
@@ -55,6 +60,8 @@ const HTTP_VERSION: &[u8] = b"HTTP/1.1 ";
 const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
 const TE_CHUNKED: &[u8] = b"Transfer-Encoding: chunked\r\n";
 const CONNECTION_CLOSE: &[u8] = b"Connection: close\r\n";
+const CONNECTION_KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
+const DATE: &[u8] = b"Date: ";
 
 /// What `encode` emits, worked out once so that sizing and writing agree.
 struct Plan {
@@ -65,6 +72,8 @@ struct Plan {
     keep_cl: Option<usize>,
     /// Index of the one caller-set `Transfer-Encoding` entry kept, if any.
     keep_te: Option<usize>,
+    /// The automatic `Date` value, unless turned off or set by the caller.
+    date: Option<[u8; DATE_LEN]>,
 }
 
 /// An HTTP/1.1 response with a complete body.
@@ -74,6 +83,7 @@ struct Plan {
 /// let bytes = Response::ok()
 ///     .header("Content-Type", "text/plain")
 ///     .body("hello")
+///     .date(false) // on by default; off here to show exact bytes
 ///     .encode()
 ///     .unwrap();
 /// assert_eq!(
@@ -96,7 +106,13 @@ pub struct Response {
     body: Vec<u8>,
     head: bool,
     close: bool,
+    keep_alive: bool,
+    /// Whether `Date` is added (unless the caller set one).
+    date: bool,
+    has_date: bool,
     pub(super) chunked: bool,
+    /// A streamed body that ends when the connection closes (HTTP/1.0 clients).
+    pub(super) close_delimited: bool,
     /// The first invalid input given to the builder; `encode` reports it.
     error: Option<HttpError>,
 }
@@ -111,6 +127,9 @@ impl fmt::Debug for Response {
             .field("head", &self.head)
             .field("close", &self.close)
             .field("chunked", &self.chunked)
+            .field("close_delimited", &self.close_delimited)
+            .field("keep_alive", &self.keep_alive)
+            .field("date", &self.date)
             .field("error", &self.error)
             .finish()
     }
@@ -139,7 +158,11 @@ impl Response {
             body: Vec::new(),
             head: false,
             close: false,
+            keep_alive: false,
+            date: true,
+            has_date: false,
             chunked: false,
+            close_delimited: false,
             error: None,
         }
     }
@@ -197,6 +220,7 @@ impl Response {
             });
         }
         let kind = Kind::of(name);
+        self.has_date |= kind == Kind::Date;
         let start = self.raw.len();
         self.raw.reserve(name.len() + value.len() + 4);
         self.raw.push_str(name);
@@ -247,11 +271,31 @@ impl Response {
         self
     }
 
-    /// Sets [`head`](Self::head) and [`close`](Self::close) from the request this response
-    /// answers: no body for HEAD, `Connection: close` when the request asked to close.
+    /// Sets [`head`](Self::head), [`close`](Self::close) and
+    /// [`keep_alive`](Self::keep_alive) from the request this response answers: no body
+    /// for HEAD, `Connection: close` when the request asked to close, and
+    /// `Connection: keep-alive` for an HTTP/1.0 request that asked to keep the connection
+    /// (HTTP/1.0 closes by default, so its clients wait for that answer).
     pub fn for_request(self, request: &crate::request::Request<'_>) -> Response {
+        let close = request.should_close();
         self.head(request.method() == Some("HEAD"))
-            .close(request.should_close())
+            .close(close)
+            .keep_alive(!close && request.version() == Some("HTTP/1.0"))
+    }
+
+    /// Adds `Connection: keep-alive` (unless [`close`](Self::close) is set), replacing any
+    /// caller-set `Connection` header: what an HTTP/1.0 client needs to keep the connection.
+    pub fn keep_alive(mut self, keep_alive: bool) -> Response {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Whether a `Date` header with the current time is added (the default, as RFC 9110
+    /// §6.6.1 asks of a server with a clock). A `Date` set with [`header`](Self::header)
+    /// replaces it. The value is formatted at most once per second per thread.
+    pub fn date(mut self, date: bool) -> Response {
+        self.date = date;
+        self
     }
 
     /// Adds `Connection: close`, for a request that asked to close the connection
@@ -298,6 +342,22 @@ impl Response {
         !self.head && !status_forbids_body(self.status) && self.status != 304
     }
 
+    /// Whether `Connection: close` is sent: asked for, or needed to end the body.
+    fn closes(&self) -> bool {
+        self.close || self.close_delimited
+    }
+
+    /// The `Connection` header `encode` writes, replacing caller-set ones.
+    fn connection(&self) -> Option<&'static [u8]> {
+        if self.closes() {
+            Some(CONNECTION_CLOSE)
+        } else if self.keep_alive {
+            Some(CONNECTION_KEEP_ALIVE)
+        } else {
+            None
+        }
+    }
+
     fn plan(&self) -> Plan {
         let mut plan = Plan {
             send_body: false,
@@ -305,8 +365,17 @@ impl Response {
             chunked: false,
             keep_cl: None,
             keep_te: None,
+            date: if self.date && !self.has_date {
+                date::now()
+            } else {
+                None
+            },
         };
         if status_forbids_body(self.status) {
+            return plan;
+        }
+        if self.close_delimited {
+            // The body is whatever comes before the close: no length, no coding.
             return plan;
         }
         if self.chunked {
@@ -331,10 +400,10 @@ impl Response {
 
     fn keeps(&self, index: usize, entry: &Entry, plan: &Plan) -> bool {
         match entry.kind {
-            Kind::Other | Kind::ContentType => true,
+            Kind::Other | Kind::ContentType | Kind::Date => true,
             Kind::ContentLength => plan.keep_cl == Some(index),
             Kind::TransferEncoding => plan.keep_te == Some(index),
-            Kind::Connection => !self.close,
+            Kind::Connection => self.connection().is_none(),
             Kind::Removed => false,
         }
     }
@@ -358,8 +427,11 @@ impl Response {
         if plan.chunked {
             len += TE_CHUNKED.len();
         }
-        if self.close {
-            len += CONNECTION_CLOSE.len();
+        if let Some(connection) = self.connection() {
+            len += connection.len();
+        }
+        if plan.date.is_some() {
+            len += DATE.len() + DATE_LEN + 2;
         }
         len += 2;
         if plan.send_body {
@@ -412,8 +484,13 @@ impl Response {
         if plan.chunked {
             out.extend_from_slice(TE_CHUNKED);
         }
-        if self.close {
-            out.extend_from_slice(CONNECTION_CLOSE);
+        if let Some(connection) = self.connection() {
+            out.extend_from_slice(connection);
+        }
+        if let Some(date) = &plan.date {
+            out.extend_from_slice(DATE);
+            out.extend_from_slice(date);
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         if plan.send_body {

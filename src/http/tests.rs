@@ -3,8 +3,20 @@ use serde::Serialize;
 use super::response::Digits;
 use super::*;
 
+/// The response as text, without its automatic `Date` line (checked, then left out so
+/// the framing assertions stay exact).
 fn text(r: &Response) -> String {
-    String::from_utf8(r.encode().unwrap()).unwrap()
+    without_date(&String::from_utf8(r.encode().unwrap()).unwrap())
+}
+
+fn without_date(text: &str) -> String {
+    let Some(at) = text.find("\r\nDate: ") else {
+        return text.to_owned();
+    };
+    let line = &text[at + 2..];
+    let end = line.find("\r\n").unwrap();
+    assert!(httpdate::parse_http_date(&line[6..end]).is_ok(), "{line}");
+    format!("{}{}", &text[..at + 2], &line[end + 2..])
 }
 
 #[test]
@@ -263,6 +275,7 @@ fn encode_into_appends_with_one_allocation() {
 #[test]
 fn chunked_head() {
     let head = ChunkedResponse::start(200)
+        .date(false)
         .header("Content-Type", "text/event-stream")
         .header("Content-Length", "5")
         .header("Transfer-Encoding", "gzip")
@@ -274,7 +287,7 @@ fn chunked_head() {
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
           Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
-    let head = ChunkedResponse::start(204).encode().unwrap();
+    let head = ChunkedResponse::start(204).date(false).encode().unwrap();
     assert_eq!(head, b"HTTP/1.1 204 No Content\r\n\r\n");
     assert!(!ChunkedResponse::start(204).body_allowed());
     assert!(ChunkedResponse::start(200).body_allowed());
@@ -311,4 +324,76 @@ fn json_failure_is_reported_by_encode() {
     assert!(matches!(r.encode(), Err(HttpError::Json(_))));
     // Reported again on every encode, since the builder may be reused.
     assert!(matches!(r.encode(), Err(HttpError::Json(_))));
+}
+
+#[test]
+fn date_is_added_unless_turned_off_or_set() {
+    let r = Response::ok();
+    let raw = String::from_utf8(r.encode().unwrap()).unwrap();
+    assert_eq!(raw.matches("\r\nDate: ").count(), 1, "{raw}");
+    assert_eq!(r.encoded_len(), raw.len());
+    let off = Response::ok().date(false).encode().unwrap();
+    assert_eq!(off, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let own = Response::ok()
+        .header("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+        .encode()
+        .unwrap();
+    assert_eq!(
+        own,
+        b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n"
+    );
+}
+
+#[test]
+fn keep_alive_for_http_1_0() {
+    let r = Response::ok()
+        .header("Connection", "close-ish")
+        .keep_alive(true)
+        .body("x");
+    assert_eq!(
+        text(&r),
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx"
+    );
+    assert_eq!(r.encoded_len(), r.encode().unwrap().len());
+    // Closing wins.
+    let r = Response::ok().keep_alive(true).close(true);
+    assert_eq!(
+        text(&r),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let request = |version: &str, connection: Option<&str>| {
+        let request = crate::request::Request::new("s", 1, "/")
+            .with_header("METHOD", "GET")
+            .with_header("VERSION", version.to_owned());
+        match connection {
+            Some(value) => request.with_header("connection", value.to_owned()),
+            None => request,
+        }
+    };
+    let kept = Response::ok().for_request(&request("HTTP/1.0", Some("Keep-Alive")));
+    assert!(text(&kept).contains("Connection: keep-alive\r\n"));
+    let closed = Response::ok().for_request(&request("HTTP/1.0", None));
+    assert!(text(&closed).contains("Connection: close\r\n"));
+    let http11 = Response::ok().for_request(&request("HTTP/1.1", None));
+    assert!(!text(&http11).contains("Connection:"));
+}
+
+#[test]
+fn close_delimited_stream_head() {
+    let head = ChunkedResponse::start(200)
+        .header("Content-Type", "text/event-stream")
+        .header("Content-Length", "5")
+        .header("Transfer-Encoding", "chunked")
+        .close_delimited(true);
+    assert_eq!(
+        without_date(&String::from_utf8(head.encode().unwrap()).unwrap()),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    let request = crate::request::Request::new("s", 1, "/")
+        .with_header("METHOD", "GET")
+        .with_header("VERSION", "HTTP/1.0")
+        .with_header("connection", "keep-alive");
+    assert!(ChunkedResponse::start(200)
+        .for_request(&request)
+        .is_close_delimited());
 }

@@ -33,6 +33,7 @@ pub struct Builder {
     pub(crate) handshake: Option<HandshakeFn>,
     pub(crate) queue_capacity: usize,
     pub(crate) send_timeout: Duration,
+    pub(crate) upload_temp_store: Option<String>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -63,6 +64,7 @@ impl Builder {
             handshake: None,
             queue_capacity: 4096,
             send_timeout: Duration::from_secs(1),
+            upload_temp_store: None,
         }
     }
 
@@ -151,5 +153,25 @@ impl Builder {
             return Err(Error::Config("queue capacity must be at least 1".into()));
         }
         Transceiver::from_builder(self)
+    }
+
+    /// Mongrel2's `upload.temp_store` setting, exactly as written in its configuration
+    /// (e.g. `"/tmp/upload.XXXXXX"`; it must end in `XXXXXX`).
+    ///
+    /// Clients can send `X-Mongrel2-Upload-Start` / `-Done` headers themselves, so without
+    /// this setting no request becomes [`Event::UploadStarted`](super::Event::UploadStarted)
+    /// or [`Event::UploadDone`](super::Event::UploadDone): such notices arrive as
+    /// [`Event::Http`](super::Event::Http) with a warning. With it, a notice is believed
+    /// only when its path is this template with the `XXXXXX` filled in, both headers agree,
+    /// the request took Mongrel2's upload path (empty body although one was declared), and
+    /// no other path was announced to this process for the connection. Streamed uploads
+    /// (`upload.stream`) do not need this setting.
+    ///
+    /// The paths in the notices are the template with the `XXXXXX` replaced, so they are
+    /// relative to Mongrel2's chroot (the directory of its `chroot` setting when it runs as
+    /// root): join the two to open the file.
+    pub fn upload_temp_store(mut self, template: &str) -> Builder {
+        self.upload_temp_store = Some(template.to_owned());
+        self
     }
 }

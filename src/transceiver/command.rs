@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::core::Core;
 use super::{CloseReason, ConnId, Error, Event};
+use crate::http::ChunkedResponse;
 use crate::reply;
 use crate::websocket::CloseCode;
 
@@ -32,7 +33,7 @@ pub(crate) enum Outbound {
         code: CloseCode,
         frame: Vec<u8>,
     },
-    /// A streamed HTTP response: its head, a chunk, or its end.
+    /// A streamed HTTP response: its head, a chunk's data (framed by the core), or its end.
     Stream {
         conn: ConnId,
         part: StreamPart,
@@ -45,9 +46,14 @@ pub(crate) enum Outbound {
 /// Where a streamed response is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamPart {
-    Start,
+    /// The head; a close-delimited body is written unframed and ends with the connection.
+    Start {
+        close_delimited: bool,
+    },
     Chunk,
-    End { then_close: bool },
+    End {
+        then_close: bool,
+    },
 }
 
 /// The `ctl` extended replies Mongrel2 understands.
@@ -95,23 +101,28 @@ impl Core {
                 Ok(())
             }
             Outbound::Stream { conn, part, body } => match part {
-                StreamPart::Start => {
+                StreamPart::Start { close_delimited } => {
                     self.send_to(&conn, &body)?;
-                    self.streams.insert(conn);
+                    self.streams.insert(conn, close_delimited);
                     Ok(())
                 }
-                StreamPart::Chunk if self.streams.contains(&conn) => self.send_to(&conn, &body),
-                StreamPart::Chunk => Err(Error::NotStreaming(conn)),
-                StreamPart::End { then_close } => {
-                    if !self.streams.remove(&conn) {
-                        return Err(Error::NotStreaming(conn));
+                StreamPart::Chunk => match self.streams.get(&conn) {
+                    Some(true) => self.send_to(&conn, &body),
+                    Some(false) => self.send_to(&conn, &ChunkedResponse::chunk(&body)),
+                    None => Err(Error::NotStreaming(conn)),
+                },
+                StreamPart::End { then_close } => match self.streams.remove(&conn) {
+                    // The close is what ends the body.
+                    Some(true) => self.send_to(&conn, b""),
+                    Some(false) => {
+                        self.send_to(&conn, ChunkedResponse::end())?;
+                        if then_close {
+                            self.send_to(&conn, b"")?;
+                        }
+                        Ok(())
                     }
-                    self.send_to(&conn, &body)?;
-                    if then_close {
-                        self.send_to(&conn, b"")?;
-                    }
-                    Ok(())
-                }
+                    None => Err(Error::NotStreaming(conn)),
+                },
             },
             Outbound::Control { conn, control } => {
                 let sender = self.server_of(&conn.sender)?;

@@ -8,13 +8,14 @@
 //! that can move bytes (another thread's loop, an async runtime, a group of processes
 //! sharing sessions) can drive the same machine.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::builder::{HandshakeFn, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL};
 use super::command::Outbound;
 use super::session::Sessions;
+use super::uploads::{TempStore, UploadNotices};
 use super::{ConnId, Error, Event, Handshake};
 use crate::reply::{self, DEFAULT_HANDLER_TARGETS};
 use crate::request::Request;
@@ -57,7 +58,8 @@ pub struct Outgoing {
 pub struct Core {
     pub(super) servers: HashSet<Arc<str>>,
     pub(super) sessions: Sessions,
-    pub(super) streams: HashSet<ConnId>,
+    /// Streamed responses in progress: whether each is close-delimited.
+    pub(super) streams: HashMap<ConnId, bool>,
     pub(super) events: VecDeque<Event>,
     pub(super) outgoing: VecDeque<Outgoing>,
     pub(super) handshake: Option<HandshakeFn>,
@@ -65,6 +67,7 @@ pub struct Core {
     pub(super) next_ping: Option<Instant>,
     pub(super) max_message_size: usize,
     pub(super) handler_targets: usize,
+    pub(super) uploads: UploadNotices,
 }
 
 impl std::fmt::Debug for Core {
@@ -86,7 +89,7 @@ impl Core {
         Core {
             servers: HashSet::new(),
             sessions: Sessions::default(),
-            streams: HashSet::new(),
+            streams: HashMap::new(),
             events: VecDeque::new(),
             outgoing: VecDeque::new(),
             handshake: None,
@@ -94,6 +97,7 @@ impl Core {
             next_ping: now.checked_add(DEFAULT_PING_INTERVAL),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handler_targets: DEFAULT_HANDLER_TARGETS,
+            uploads: UploadNotices::default(),
         }
     }
 
@@ -125,6 +129,16 @@ impl Core {
             return Err(Error::Config("handler_targets must be at least 1".into()));
         }
         self.handler_targets = targets;
+        Ok(())
+    }
+
+    /// Mongrel2's `upload.temp_store` (a path template ending in `XXXXXX`), so temp-file
+    /// upload notices can be told from forged ones; `None` (the default) makes every
+    /// `x-mongrel2-upload-*` notice an ordinary HTTP request. See
+    /// [`Builder::upload_temp_store`](super::Builder::upload_temp_store).
+    pub fn set_upload_temp_store(&mut self, template: Option<&str>) -> Result<(), Error> {
+        let store = template.map(TempStore::new).transpose()?;
+        self.uploads.set_store(store);
         Ok(())
     }
 
@@ -162,7 +176,8 @@ impl Core {
                 reason: super::CloseReason::Disconnected,
             });
         }
-        self.streams.retain(|conn| conn.sender != sender);
+        self.streams.retain(|conn, _| conn.sender != sender);
+        self.uploads.forget_sender(&sender);
         Ok(())
     }
 

@@ -163,8 +163,15 @@ pub enum Event {
     /// A large upload started: Mongrel2 is spooling it to a temp file
     /// (`x-mongrel2-upload-start`), or streaming it (`UPLOAD_STREAM` with the full headers;
     /// grant credits to receive the chunks).
+    ///
+    /// Temp-file notices are believed only with
+    /// [`Builder::upload_temp_store`](super::Builder::upload_temp_store) set and only when
+    /// they can be Mongrel2's own; a client's forged `X-Mongrel2-Upload-*` headers arrive
+    /// as [`Event::Http`].
     UploadStarted(OwnedRequest),
-    /// The upload's temp file is complete (`x-mongrel2-upload-done`); the handler must delete it.
+    /// The upload's temp file is complete (`x-mongrel2-upload-done`); the handler must delete
+    /// it. Its path is relative to Mongrel2's chroot. Believed under the same conditions as
+    /// [`Event::UploadStarted`].
     UploadDone(OwnedRequest),
     /// A chunk of a streamed upload (`UPLOAD_STREAM`).
     UploadChunk(OwnedRequest),

@@ -77,6 +77,7 @@ impl Transceiver {
         core.set_max_message_size(builder.max_message_size);
         core.set_handler_targets(builder.handler_targets)?;
         core.set_handshake_boxed(builder.handshake);
+        core.set_upload_temp_store(builder.upload_temp_store.as_deref())?;
         let (handle, inbox) = handle::channel(builder.queue_capacity, builder.send_timeout)?;
         let mut transceiver = Transceiver {
             connections: Vec::new(),

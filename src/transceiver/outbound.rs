@@ -45,10 +45,17 @@ macro_rules! outbound_methods {
 
         /// Starts a streamed (chunked) HTTP response; follow with
         /// [`stream_chunk`](Self::stream_chunk) and [`stream_end`](Self::stream_end).
+        ///
+        /// An HTTP/1.0 client knows no chunked coding: its response is
+        /// [close-delimited](crate::http::ChunkedResponse::close_delimited) instead (the
+        /// chunks go out unframed and `stream_end` closes the connection).
         pub fn stream_start(&$($recv)? self, request: &$crate::request::Request<'_>, head: &$crate::http::ChunkedResponse) -> Result<(), $crate::Error> {
+            let close_delimited =
+                head.is_close_delimited() || request.version() == Some("HTTP/1.0");
+            let head = head.clone().close_delimited(close_delimited);
             self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: $crate::ConnId::of(request),
-                part: $crate::transceiver::command::StreamPart::Start,
+                part: $crate::transceiver::command::StreamPart::Start { close_delimited },
                 body: head.encode()?,
             })
         }
@@ -61,16 +68,17 @@ macro_rules! outbound_methods {
             self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: conn.clone(),
                 part: $crate::transceiver::command::StreamPart::Chunk,
-                body: $crate::http::ChunkedResponse::chunk(data),
+                body: data.to_vec(),
             })
         }
 
-        /// Ends a streamed response; with `then_close` the connection is closed after it.
+        /// Ends a streamed response; with `then_close` the connection is closed after it
+        /// (a close-delimited response always closes it: that is what ends its body).
         pub fn stream_end(&$($recv)? self, conn: &$crate::ConnId, then_close: bool) -> Result<(), $crate::Error> {
             self.submit($crate::transceiver::command::Outbound::Stream {
                 conn: conn.clone(),
                 part: $crate::transceiver::command::StreamPart::End { then_close },
-                body: $crate::http::ChunkedResponse::end().to_vec(),
+                body: Vec::new(),
             })
         }
 

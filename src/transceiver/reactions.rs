@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::core::Core;
+use super::uploads::Notice;
 use super::{close_frame, CloseReason, ConnId, Event, Handshake, Message};
 use crate::request::{Request, RequestKind};
 use crate::websocket::{self, CloseCode, Flags, Opcode};
@@ -41,14 +42,36 @@ impl Core {
             RequestKind::Xml => Event::Xml(request.into_owned()),
             RequestKind::Disconnect => return self.on_disconnect(conn),
             RequestKind::Credits { credits } => Event::Credits { conn, credits },
-            RequestKind::UploadStart { .. } => Event::UploadStarted(request.into_owned()),
-            RequestKind::UploadDone { .. } => Event::UploadDone(request.into_owned()),
+            RequestKind::UploadStart { .. } => {
+                return self.on_upload_notice(conn, request, Notice::Start)
+            }
+            RequestKind::UploadDone { .. } => {
+                return self.on_upload_notice(conn, request, Notice::Done)
+            }
             // A streamed upload's first message carries the full headers (METHOD among
             // them); its chunks carry only UPLOAD_STREAM.
             RequestKind::UploadChunk { .. } if request.method().is_some() => {
                 Event::UploadStarted(request.into_owned())
             }
             RequestKind::UploadChunk { .. } => Event::UploadChunk(request.into_owned()),
+        };
+        self.events.push_back(event);
+    }
+
+    /// A temp-file upload notice becomes an upload event only when it can be genuine (see
+    /// the `uploads` module); anything else is the ordinary HTTP request it really is.
+    fn on_upload_notice(&mut self, conn: ConnId, request: Request<'_>, notice: Notice) {
+        let event = match self.uploads.judge(&conn, notice, &request) {
+            Ok(()) => match notice {
+                Notice::Start => Event::UploadStarted(request.into_owned()),
+                Notice::Done => Event::UploadDone(request.into_owned()),
+            },
+            Err(why) => {
+                log::warn!(
+                    "{conn}: upload notice not believed ({why}); handled as an ordinary HTTP request"
+                );
+                Event::Http(request.into_owned())
+            }
         };
         self.events.push_back(event);
     }
@@ -175,6 +198,7 @@ impl Core {
 
     fn on_disconnect(&mut self, conn: ConnId) {
         self.streams.remove(&conn);
+        self.uploads.forget(&conn);
         if self.sessions.close(&conn) {
             log::debug!("WebSocket session {conn} disconnected");
             self.events.push_back(Event::Closed {

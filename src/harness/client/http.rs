@@ -330,6 +330,11 @@ impl Client {
 
     /// Sends the request as Mongrel2 does for a large body in temp-file mode: first with
     /// `x-mongrel2-upload-start: temp_path` and an empty body.
+    ///
+    /// A [`Transceiver`](crate::Transceiver) believes the notice only as it would
+    /// Mongrel2's: give it [`upload_temp_store`](crate::transceiver::Builder::upload_temp_store),
+    /// make `temp_path` that template with its `XXXXXX` filled in, and let `request`
+    /// declare its body (the real body, or a `Content-Length` header above zero).
     pub fn upload_start(
         &mut self,
         request: &HttpRequest,

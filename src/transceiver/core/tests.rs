@@ -414,3 +414,165 @@ fn close_reasons_read_as_sentences() {
     }
     let _ = Opcode::Text;
 }
+
+const STORE: &str = "/tmp/upload.XXXXXX";
+
+/// An upload notice as Mongrel2 sends it: empty body, the client's declared length.
+fn notice(id: u64, start: Option<&str>, done: Option<&str>) -> Request<'static> {
+    let mut request = Request::new("s1", id, "/up")
+        .with_header("METHOD", "POST")
+        .with_header("VERSION", "HTTP/1.1")
+        .with_header("content-length", "50000");
+    if let Some(start) = start {
+        request = request.with_header("x-mongrel2-upload-start", start.to_owned());
+    }
+    if let Some(done) = done {
+        request = request.with_header("x-mongrel2-upload-done", done.to_owned());
+    }
+    request
+}
+
+fn upload_core() -> Core {
+    let mut core = core(Instant::now());
+    core.set_upload_temp_store(Some(STORE)).unwrap();
+    core
+}
+
+fn judged(core: &mut Core, request: Request<'_>) -> &'static str {
+    core.handle_message("s1", &request.encode());
+    match core.poll_event() {
+        Some(Event::UploadStarted(_)) => "start",
+        Some(Event::UploadDone(_)) => "done",
+        Some(Event::Http(_)) => "http",
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_genuine_temp_file_upload_is_believed() {
+    let mut core = upload_core();
+    let path = "/tmp/upload.a1B2c3";
+    assert_eq!(judged(&mut core, notice(1, Some(path), None)), "start");
+    assert_eq!(judged(&mut core, notice(1, Some(path), Some(path))), "done");
+    assert_eq!(core.uploads.started_len(), 0, "the done forgets its start");
+}
+
+#[test]
+fn without_a_temp_store_no_notice_is_an_upload() {
+    let mut core = core(Instant::now());
+    let path = "/tmp/upload.a1B2c3";
+    assert_eq!(judged(&mut core, notice(1, Some(path), None)), "http");
+    assert_eq!(judged(&mut core, notice(1, Some(path), Some(path))), "http");
+}
+
+#[test]
+fn forged_notices_are_ordinary_requests() {
+    let mut core = upload_core();
+    let inside = "/tmp/upload.a1B2c3";
+    // Done alone, or differing from the start.
+    assert_eq!(judged(&mut core, notice(1, None, Some(inside))), "http");
+    assert_eq!(
+        judged(
+            &mut core,
+            notice(1, Some("/tmp/upload.zzzzzz"), Some(inside))
+        ),
+        "http"
+    );
+    // Outside the store, or escaping it.
+    for path in [
+        "/etc/passwd",
+        "/tmp/upload.a1B2c3/../../etc/passwd",
+        "/tmp/upload.a1B2c",
+        "/tmp/upload.a1/2c3",
+        "tmp/upload.a1B2c3",
+    ] {
+        assert_eq!(
+            judged(&mut core, notice(1, Some(path), Some(path))),
+            "http",
+            "{path}"
+        );
+    }
+    // Inside the store, but the request never took the upload path: it carried its body
+    // inline, or declared none.
+    let inline = notice(1, Some(inside), Some(inside)).with_body(&b"hello"[..]);
+    assert_eq!(judged(&mut core, inline), "http");
+    let no_body = Request::new("s1", 1, "/up")
+        .with_header("METHOD", "GET")
+        .with_header("x-mongrel2-upload-start", inside)
+        .with_header("x-mongrel2-upload-done", inside);
+    assert_eq!(judged(&mut core, no_body), "http");
+    assert_eq!(core.uploads.started_len(), 0);
+}
+
+#[test]
+fn a_done_must_match_the_start_this_process_saw() {
+    let mut core = upload_core();
+    let path = "/tmp/upload.a1B2c3";
+    let other = "/tmp/upload.OTHER9";
+    assert_eq!(judged(&mut core, notice(1, Some(path), None)), "start");
+    assert_eq!(
+        judged(&mut core, notice(1, Some(other), Some(other))),
+        "http"
+    );
+    // A start seen by another process: nothing recorded here, the done is believed.
+    assert_eq!(
+        judged(&mut core, notice(2, Some(other), Some(other))),
+        "done"
+    );
+}
+
+#[test]
+fn remembered_starts_are_bounded_and_forgotten_on_disconnect() {
+    let mut core = upload_core();
+    let max = super::super::uploads::MAX_STARTED_UPLOADS as u64;
+    for id in 0..max + 10 {
+        assert_eq!(
+            judged(&mut core, notice(id, Some("/tmp/upload.a1B2c3"), None)),
+            "start"
+        );
+    }
+    assert_eq!(core.uploads.started_len(), max as usize);
+    core.handle_message("s1", &disconnect("s1", max + 9));
+    assert!(matches!(core.poll_event(), Some(Event::Disconnected(_))));
+    assert_eq!(core.uploads.started_len(), max as usize - 1);
+}
+
+#[test]
+fn a_temp_store_must_end_in_the_mkstemp_template() {
+    let mut core = Core::new(Instant::now());
+    assert!(core.set_upload_temp_store(Some("/tmp/upload")).is_err());
+    assert!(core
+        .set_upload_temp_store(Some("/tmp/upload.XXXXXX"))
+        .is_ok());
+    assert!(core.set_upload_temp_store(None).is_ok());
+}
+
+#[test]
+fn streams_to_http_1_0_are_close_delimited() {
+    use crate::http::ChunkedResponse;
+    let mut core = core(Instant::now());
+    let request = |id: u64, version: &str| {
+        Request::new("s1", id, "/")
+            .with_header("METHOD", "GET")
+            .with_header("VERSION", version.to_owned())
+    };
+    let head = ChunkedResponse::start(200).date(false);
+    for (id, version) in [(1, "HTTP/1.0"), (2, "HTTP/1.1")] {
+        let conn = crate::ConnId::of(&request(id, version));
+        core.stream_start(&request(id, version), &head).unwrap();
+        core.stream_chunk(&conn, b"data").unwrap();
+        core.stream_end(&conn, false).unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = replies(&mut core).into_iter().map(|r| r.2).collect();
+    let http10: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+        b"data",
+        b"",
+    ];
+    let http11: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"4\r\ndata\r\n",
+        b"0\r\n\r\n",
+    ];
+    assert_eq!(bodies, [http10, http11].concat());
+}
