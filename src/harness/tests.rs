@@ -1,6 +1,8 @@
 //! Server, Connector and Client against a minimal stand-in handler that speaks the
-//! control protocol with raw sockets: checks the harness's side of the wire
-//! independently of the Transceiver.
+//! control protocol with raw sockets the way the seed's Python transceiver does (it checks
+//! that every control request carries connection id `-1`, tnetstring headers and the
+//! seed's METHODs, and answers `__ping__` with `SENDER 2:-1, GUID`): checks the harness's
+//! side of the wire independently of the Transceiver.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -102,9 +104,17 @@ fn run(
                 continue;
             }
             control.send("RECEIVED", 0).unwrap();
-            let request = Request::parse(&message).unwrap();
+            let (request, conn_id) = Request::parse_control(&message).unwrap();
+            assert_eq!(conn_id, None, "the seed's control requests come from -1");
+            assert_eq!(request.protocol(), HeaderProtocol::Tnetstring);
             let sender = request.sender().to_owned();
-            match request.path().rsplit('/').next().unwrap() {
+            let command = request.path().rsplit('/').next().unwrap();
+            let method = match command {
+                "__add_connection__" | "__remove_connection__" => "JSON",
+                _ => "MONGREL2",
+            };
+            assert_eq!(request.method(), Some(method), "{command}");
+            match command {
                 "__add_connection__" => {
                     let body: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
                     let endpoint = |key: &str| {
@@ -131,9 +141,9 @@ fn run(
                         .unwrap()
                         .1;
                     if let Some(link) = links.iter().find(|l| l.sender == sender) {
-                        let message =
-                            reply::reply(&sender, &[request.conn_id()], text.as_bytes()).unwrap();
-                        link.publish.send(message, 0).unwrap();
+                        // The seed answers the bare text to the request's own id, -1.
+                        let message = format!("{sender} 2:-1, {text}");
+                        link.publish.send(message.as_bytes(), 0).unwrap();
                     }
                 }
                 _ => {}
@@ -369,7 +379,7 @@ fn a_handler_that_ignores_removal_fails_verification() {
                 continue;
             }
             control.send("RECEIVED", 0).unwrap();
-            let request = Request::parse(&message).unwrap();
+            let (request, _) = Request::parse_control(&message).unwrap();
             match request.path() {
                 "/__add_connection__" => {
                     let body: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
@@ -400,9 +410,9 @@ fn a_handler_that_ignores_removal_fails_verification() {
                         .unwrap()
                         .1;
                     for (sender, publish, _) in &kept {
-                        let message =
-                            reply::reply(sender, &[request.conn_id()], text.as_bytes()).unwrap();
-                        publish.send(message, 0).unwrap();
+                        publish
+                            .send(format!("{sender} 2:-1, {text}").as_bytes(), 0)
+                            .unwrap();
                     }
                 }
                 _ => {}

@@ -446,7 +446,8 @@ impl Transceiver {
                 sender,
                 conn_id,
                 text,
-            })) => self.reply(&ConnId::new(sender, conn_id), text),
+                bare,
+            })) => self.answer_ping(&sender, conn_id, text, bare),
             Err(err) => {
                 log::warn!("control request ignored: {err}");
                 Ok(())
@@ -455,6 +456,35 @@ impl Transceiver {
         if let Err(err) = result {
             log::warn!("control request failed: {err}");
         }
+    }
+
+    /// Answers a control `__ping__` through `sender`'s own PUB, so its arrival proves that
+    /// path works: the bare text for METHOD `MONGREL2` (what the seed's Server compares
+    /// with its GUID), an HTTP response otherwise, as the seed does.
+    fn answer_ping(
+        &mut self,
+        sender: &str,
+        conn_id: Option<u64>,
+        text: String,
+        bare: bool,
+    ) -> Result<(), Error> {
+        let body = if bare {
+            text.into_bytes()
+        } else {
+            crate::http::Response::ok().body(text).encode()?
+        };
+        let message = match conn_id {
+            Some(id) => crate::reply::reply(sender, &[id], &body)?,
+            None => crate::reply::to_control_connection(sender, &body)?,
+        };
+        // Whatever the core queued earlier goes first, as it would have without this ping.
+        self.flush()?;
+        let connection = self
+            .connections
+            .iter()
+            .find(|c| &*c.sender == sender)
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
+        connection.send(message)
     }
 
     fn run_commands(&mut self) {
