@@ -34,7 +34,9 @@ pub enum ReplyError {
     EmptyTargets,
     /// The uuid is empty or holds a space, a control character or DEL, any of which would
     /// break the framing.
-    #[error("invalid reply uuid {0:?}: it must be non-empty, without spaces or control characters")]
+    #[error(
+        "invalid reply uuid {0:?}: it must be non-empty, without spaces or control characters"
+    )]
     InvalidUuid(String),
     /// `max_targets` was 0.
     #[error("max_targets must be at least 1")]
@@ -82,10 +84,7 @@ pub fn validate_uuid(uuid: &str) -> Result<(), ReplyError> {
 /// letters, digits and `-` only and silently drops any other reply. (It must also start
 /// with the Handler's `recv_ident` when that is set, which only the configuration knows.)
 pub fn is_mongrel2_uuid(uuid: &str) -> bool {
-    !uuid.is_empty()
-        && uuid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn check_uuid(uuid: &str) -> Result<(), ReplyError> {

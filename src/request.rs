@@ -178,7 +178,9 @@ impl<'a> Request<'a> {
     /// Parses a control-socket request. The seed's Connector sends connection id `-1`
     /// (which Mongrel2 never does, so [`Request::parse`] keeps refusing it): then the
     /// second value is `None` and the request's own `conn_id` is 0.
-    pub(crate) fn parse_control(input: &'a [u8]) -> Result<(Request<'a>, Option<u64>), RequestError> {
+    pub(crate) fn parse_control(
+        input: &'a [u8],
+    ) -> Result<(Request<'a>, Option<u64>), RequestError> {
         Request::parse_framed(input, &RequestLimits::default(), true)
     }
 

@@ -526,3 +526,53 @@ fn uploads_and_credits_read_as_mongrel2_sends_them() {
         "{chunk}"
     );
 }
+
+/// The Connector's control requests are the seed's, byte for byte (issue 9).
+#[test]
+fn the_connector_sends_the_seeds_bytes() {
+    let context = zmq::Context::new();
+    let control = context.socket(zmq::REP).unwrap();
+    control.set_linger(0).unwrap();
+    control.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = control.get_last_endpoint().unwrap().unwrap();
+    let answerer = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(control.recv_bytes(0).unwrap());
+            control.send("RECEIVED", 0).unwrap();
+        }
+        seen
+    });
+    let guid = "9b2f6c1e-3d4a-4f5b-8c7d-1e2f3a4b5c6d";
+    let mut connector = Connector::new(&context, &endpoint).unwrap();
+    connector
+        .add_connection(
+            "python_server",
+            "tcp://127.0.0.1:5555",
+            "tcp://127.0.0.1:5556",
+        )
+        .unwrap();
+    connector.ping_connection("python_server", guid).unwrap();
+    connector.disconnect_ping("python_server").unwrap();
+    connector.remove_connection("python_server").unwrap();
+    let seen = answerer.join().unwrap();
+    let add_body = br#"{"push":["127.0.0.1",5555],"sub":["127.0.0.1",5556]}"#;
+    let mut add = b"python_server -1 /__add_connection__ 16:6:METHOD,4:JSON,}".to_vec();
+    add.extend_from_slice(format!("{}:", add_body.len()).as_bytes());
+    add.extend_from_slice(add_body);
+    add.push(b',');
+    assert_eq!(seen[0], add);
+    assert_eq!(
+        seen[1],
+        format!("python_server -1 /__ping__ 73:6:METHOD,8:MONGREL2,5:QUERY,41:text={guid},}}0:,")
+            .into_bytes()
+    );
+    assert_eq!(
+        seen[2],
+        b"python_server -1 /__disconnect_ping__ 20:6:METHOD,8:MONGREL2,}0:,"
+    );
+    assert_eq!(
+        seen[3],
+        b"python_server -1 /__remove_connection__ 16:6:METHOD,4:JSON,}2:{},"
+    );
+}

@@ -53,7 +53,12 @@ fn free_form_senders_frame_but_only_some_suit_mongrel2() {
         b"python_server 1:1, x"
     );
     assert_eq!(Reply::parse(b"h_1 1:1, x").unwrap().sender, "h_1");
-    for (uuid, mongrel2) in [("ABC-xyz-019", true), ("python_server", false), ("a:b", false), ("", false)] {
+    for (uuid, mongrel2) in [
+        ("ABC-xyz-019", true),
+        ("python_server", false),
+        ("a:b", false),
+        ("", false),
+    ] {
         assert_eq!(is_mongrel2_uuid(uuid), mongrel2, "{uuid:?}");
     }
 }

@@ -89,9 +89,8 @@ fn remove_and_disconnect_ping() {
 #[test]
 fn the_seed_connectors_requests_are_understood() {
     let guid = "9b2f6c1e-3d4a-4f5b-8c7d-1e2f3a4b5c6d";
-    let ping = format!(
-        "python_server -1 /__ping__ 73:6:METHOD,8:MONGREL2,5:QUERY,41:text={guid},}}0:,"
-    );
+    let ping =
+        format!("python_server -1 /__ping__ 73:6:METHOD,8:MONGREL2,5:QUERY,41:text={guid},}}0:,");
     let (reply, action) = interpret(ping.as_bytes());
     assert_eq!(reply, RECEIVED);
     assert_eq!(
