@@ -39,6 +39,7 @@ pub struct Transceiver {
     handle: Handle,
     signals: Option<Signals>,
     readable: Vec<bool>,
+    subscription_timeout: Option<Duration>,
     interrupted: bool,
     shut_down: bool,
 }
@@ -54,8 +55,8 @@ impl std::fmt::Debug for Transceiver {
 
 impl Transceiver {
     /// Starts configuring a Transceiver for the Mongrel2 Handler whose `send_ident` is
-    /// `sender`; defaults connect to 127.0.0.1 ports 9999 (PULL) and 9998 (PUB) and bind the
-    /// control socket on 127.0.0.1:9997.
+    /// `sender`; defaults connect to 127.0.0.1 ports 9999 (PULL) and 9998 (PUB), and no
+    /// control socket is bound unless [`Builder::control`] asks for one.
     pub fn builder(sender: &str) -> Builder {
         Builder::new(sender)
     }
@@ -66,7 +67,12 @@ impl Transceiver {
             Some(endpoint) => {
                 let socket = context.socket(zmq::REP)?;
                 socket.set_linger(0)?;
-                socket.bind(endpoint)?;
+                socket.bind(endpoint).map_err(|source| Error::Endpoint {
+                    role: "control",
+                    action: "bind",
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
                 Some(socket)
             }
             None => None,
@@ -89,10 +95,18 @@ impl Transceiver {
             handle,
             signals: None,
             readable: Vec::new(),
+            subscription_timeout: builder.subscription_timeout,
             interrupted: false,
             shut_down: false,
         };
         transceiver.add_connection(&builder.sender, &builder.pull, &builder.publish)?;
+        if !crate::reply::is_mongrel2_uuid(&builder.sender) {
+            log::warn!(
+                "sender {:?} has characters other than ASCII letters, digits and '-': a real \
+                 Mongrel2 silently drops every reply from it (fine for other peers)",
+                builder.sender
+            );
+        }
         Ok(transceiver)
     }
 
@@ -286,6 +300,7 @@ impl Transceiver {
         loop {
             let now = Instant::now();
             self.core.handle_timeout(now);
+            let watchdog = self.check_subscriptions(now);
             let _ = self.flush();
             if let Some(event) = self.pending.pop_front().or_else(|| self.core.poll_event()) {
                 return Ok(Some(event));
@@ -293,7 +308,11 @@ impl Transceiver {
             if self.interrupted {
                 return Ok(None);
             }
-            let until = match (deadline, self.core.next_timeout()) {
+            let timer = match (self.core.next_timeout(), watchdog) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let until = match (deadline, timer) {
                 (Some(deadline), _) if deadline <= now => {
                     if polled {
                         return Ok(None);
@@ -306,6 +325,20 @@ impl Transceiver {
             self.poll_once(until.map(|until| until.saturating_duration_since(now)))?;
             polled = true;
         }
+    }
+
+    /// Warns about connections Mongrel2 has not subscribed to in time; returns when the
+    /// next such check is due.
+    fn check_subscriptions(&mut self, now: Instant) -> Option<Instant> {
+        let grace = self.subscription_timeout?;
+        let mut next: Option<Instant> = None;
+        for connection in &mut self.connections {
+            connection.check_subscribed(now, grace);
+            if let Some(due) = connection.warning_due(grace) {
+                next = Some(next.map_or(due, |next| next.min(due)));
+            }
+        }
+        next
     }
 
     /// One `zmq_poll` over every socket (`wait` `None`: until one is readable), then
