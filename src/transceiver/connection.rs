@@ -1,5 +1,6 @@
 //! One Mongrel2 server: a PULL for its requests and an XPUB for our replies.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,9 @@ const SEND_HWM: i32 = 100_000;
 /// Mongrel2 restarts should be noticed quickly (the default backs off to 100 ms anyway).
 const RECONNECT_IVL_MS: i32 = 100;
 
+/// Names each publish monitor's inproc endpoint uniquely within the process.
+static MONITOR_SERIAL: AtomicU64 = AtomicU64::new(0);
+
 /// The sockets of one Mongrel2 server, keyed by its Handler's `send_ident`.
 pub(crate) struct Connection {
     pub(crate) sender: Arc<str>,
@@ -20,6 +24,9 @@ pub(crate) struct Connection {
     /// An XPUB rather than a PUB: it behaves the same for sending, and it also reports
     /// Mongrel2's SUB subscribing, so we can tell when replies will actually be heard.
     pub(crate) publish: zmq::Socket,
+    /// The XPUB's transport events. A connecting XPUB keeps its pipe (and so reports no
+    /// unsubscribe) when Mongrel2 goes away; the disconnect shows here.
+    pub(crate) monitor: zmq::Socket,
     pub(crate) subscribed: bool,
     /// Since when Mongrel2 has not been subscribed (start, or its unsubscribe).
     unsubscribed_since: Instant,
@@ -46,6 +53,17 @@ impl Connection {
         // Without VERBOSE, XPUB stays silent about a restarted Mongrel2 subscribing again.
         publish.set_xpub_verbose(true)?;
         publish.set_reconnect_ivl(RECONNECT_IVL_MS)?;
+        let monitor_endpoint = format!(
+            "inproc://mongrel2-transceiver-monitor-{}",
+            MONITOR_SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        publish.monitor(
+            &monitor_endpoint,
+            i32::from(zmq::SocketEvent::DISCONNECTED.to_raw()),
+        )?;
+        let monitor = context.socket(zmq::PAIR)?;
+        monitor.set_linger(0)?;
+        monitor.connect(&monitor_endpoint)?;
         publish
             .connect(publish_endpoint)
             .map_err(|source| endpoint_error("publish", publish_endpoint, source))?;
@@ -56,6 +74,7 @@ impl Connection {
             publish_endpoint: publish_endpoint.to_owned(),
             pull,
             publish,
+            monitor,
             subscribed: false,
             unsubscribed_since: Instant::now(),
             warned: false,
@@ -71,6 +90,15 @@ impl Connection {
     /// Reads the subscription notices XPUB queued; returns whether any arrived.
     pub(crate) fn drain_subscriptions(&mut self) -> bool {
         let mut seen = false;
+        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let id = event.first().and_then(|frame| frame.get(0..2));
+            let disconnected = id.is_some_and(|id| {
+                u16::from_ne_bytes([id[0], id[1]]) == zmq::SocketEvent::DISCONNECTED.to_raw()
+            });
+            if disconnected {
+                self.lost();
+            }
+        }
         while let Ok(notice) = self.publish.recv_bytes(zmq::DONTWAIT) {
             seen = true;
             match notice.first() {
@@ -93,25 +121,27 @@ impl Connection {
                     self.subscribed = true;
                     self.warned = false;
                 }
-                Some(0) => {
-                    // Mongrel2 went away (its SUB closed): say so now, replies are lost.
-                    if self.subscribed {
-                        log::warn!(
-                            "Mongrel2 {} unsubscribed from publish {} (pull {}): it stopped or \
-                             restarts; replies are dropped until it subscribes again",
-                            self.sender,
-                            self.publish_endpoint,
-                            self.pull_endpoint
-                        );
-                        self.warned = true;
-                        self.unsubscribed_since = Instant::now();
-                    }
-                    self.subscribed = false;
-                }
+                Some(0) => self.lost(),
                 _ => log::debug!("ignoring XPUB notice {notice:?}"),
             }
         }
         seen
+    }
+
+    /// Mongrel2 went away (its SUB closed or unsubscribed): say so at once, replies are lost.
+    fn lost(&mut self) {
+        if self.subscribed {
+            log::warn!(
+                "Mongrel2 {} unsubscribed from publish {} (pull {}): it stopped or restarts; \
+                 replies are dropped until it subscribes again",
+                self.sender,
+                self.publish_endpoint,
+                self.pull_endpoint
+            );
+            self.warned = true;
+            self.unsubscribed_since = Instant::now();
+        }
+        self.subscribed = false;
     }
 
     /// When the current unsubscribed stretch deserves a warning (`None`: subscribed, or
