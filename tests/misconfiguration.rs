@@ -218,3 +218,18 @@ fn mongrel2_going_away_and_coming_back_is_logged() {
     );
     assert_eq!(lines(log::Level::Warn, &handler.send_ident).len(), 1);
 }
+
+#[test]
+fn a_sender_mongrel2_would_refuse_is_warned_about() {
+    capture_logs();
+    // Frames fine (the seed's Python Server calls itself this), but a real Mongrel2's reply
+    // parser takes letters, digits and '-' only and drops every reply silently.
+    let _t = Transceiver::builder("odd_sender_for_warning")
+        .pull(&free_endpoint())
+        .publish(&free_endpoint())
+        .build()
+        .unwrap();
+    let warned = lines(log::Level::Warn, "odd_sender_for_warning");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("drops every reply"), "{warned:?}");
+}
