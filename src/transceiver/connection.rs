@@ -1,6 +1,5 @@
 //! One Mongrel2 server: a PULL for its requests and an XPUB for our replies.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +11,6 @@ const SEND_HWM: i32 = 100_000;
 /// Mongrel2 restarts should be noticed quickly (the default backs off to 100 ms anyway).
 const RECONNECT_IVL_MS: i32 = 100;
 
-/// Names each publish monitor's inproc endpoint uniquely within the process.
-static MONITOR_SERIAL: AtomicU64 = AtomicU64::new(0);
-
 /// The sockets of one Mongrel2 server, keyed by its Handler's `send_ident`.
 pub(crate) struct Connection {
     pub(crate) sender: Arc<str>,
@@ -24,9 +20,6 @@ pub(crate) struct Connection {
     /// An XPUB rather than a PUB: it behaves the same for sending, and it also reports
     /// Mongrel2's SUB subscribing, so we can tell when replies will actually be heard.
     pub(crate) publish: zmq::Socket,
-    /// The XPUB's transport events. A connecting XPUB keeps its pipe (and so reports no
-    /// unsubscribe) when Mongrel2 goes away; the disconnect shows here.
-    pub(crate) monitor: zmq::Socket,
     pub(crate) subscribed: bool,
     /// Since when Mongrel2 has not been subscribed (start, or its unsubscribe).
     unsubscribed_since: Instant,
@@ -53,17 +46,11 @@ impl Connection {
         // Without VERBOSE, XPUB stays silent about a restarted Mongrel2 subscribing again.
         publish.set_xpub_verbose(true)?;
         publish.set_reconnect_ivl(RECONNECT_IVL_MS)?;
-        let monitor_endpoint = format!(
-            "inproc://mongrel2-transceiver-monitor-{}",
-            MONITOR_SERIAL.fetch_add(1, Ordering::Relaxed)
-        );
-        publish.monitor(
-            &monitor_endpoint,
-            i32::from(zmq::SocketEvent::DISCONNECTED.to_raw()),
-        )?;
-        let monitor = context.socket(zmq::PAIR)?;
-        monitor.set_linger(0)?;
-        monitor.connect(&monitor_endpoint)?;
+        // A connecting socket normally keeps its pipe across a lost connection, so the
+        // XPUB would never say that Mongrel2 went away. IMMEDIATE drops the pipe with the
+        // connection: Mongrel2 gone then reads as an unsubscribe, and coming back as a
+        // new subscription. (A PUB drops what nobody subscribed to anyway.)
+        publish.set_immediate(true)?;
         publish
             .connect(publish_endpoint)
             .map_err(|source| endpoint_error("publish", publish_endpoint, source))?;
@@ -74,7 +61,6 @@ impl Connection {
             publish_endpoint: publish_endpoint.to_owned(),
             pull,
             publish,
-            monitor,
             subscribed: false,
             unsubscribed_since: Instant::now(),
             warned: false,
@@ -90,15 +76,6 @@ impl Connection {
     /// Reads the subscription notices XPUB queued; returns whether any arrived.
     pub(crate) fn drain_subscriptions(&mut self) -> bool {
         let mut seen = false;
-        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
-            let id = event.first().and_then(|frame| frame.get(0..2));
-            let disconnected = id.is_some_and(|id| {
-                u16::from_ne_bytes([id[0], id[1]]) == zmq::SocketEvent::DISCONNECTED.to_raw()
-            });
-            if disconnected {
-                self.lost();
-            }
-        }
         while let Ok(notice) = self.publish.recv_bytes(zmq::DONTWAIT) {
             seen = true;
             match notice.first() {

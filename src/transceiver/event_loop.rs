@@ -346,7 +346,7 @@ impl Transceiver {
     /// One `zmq_poll` over every socket (`wait` `None`: until one is readable), then
     /// everything it found readable.
     fn poll_once(&mut self, wait: Option<Duration>) -> Result<(), Error> {
-        let mut items = Vec::with_capacity(3 + 3 * self.connections.len() + self.watched.len());
+        let mut items = Vec::with_capacity(3 + 2 * self.connections.len() + self.watched.len());
         items.push(zmq::PollItem::from_fd(
             self.inbox.wake.as_raw_fd(),
             zmq::POLLIN,
@@ -360,7 +360,6 @@ impl Transceiver {
         for connection in &self.connections {
             items.push(connection.pull.as_poll_item(zmq::POLLIN));
             items.push(connection.publish.as_poll_item(zmq::POLLIN));
-            items.push(connection.monitor.as_poll_item(zmq::POLLIN));
         }
         for socket in self.watched.iter().flatten() {
             items.push(socket.as_poll_item(zmq::POLLIN));
@@ -395,8 +394,7 @@ impl Transceiver {
         for index in 0..self.connections.len() {
             let pull_ready = ready.next() == Some(true);
             let publish_ready = ready.next() == Some(true);
-            let monitor_ready = ready.next() == Some(true);
-            if publish_ready || monitor_ready {
+            if publish_ready {
                 self.connections[index].drain_subscriptions();
             }
             if pull_ready {
