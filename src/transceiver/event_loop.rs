@@ -388,9 +388,9 @@ impl Transceiver {
         }
         // Commands are cheap to check and may have been queued without a wake-up reaching us yet.
         self.run_commands();
-        if self.control.is_some() && ready.next() == Some(true) {
-            self.serve_control();
-        }
+        // Served after the other sockets: adding or removing a connection would shift the
+        // readiness flags of the ones after it.
+        let control_ready = self.control.is_some() && ready.next() == Some(true);
         for index in 0..self.connections.len() {
             let pull_ready = ready.next() == Some(true);
             let publish_ready = ready.next() == Some(true);
@@ -412,6 +412,9 @@ impl Transceiver {
             if ready.next() == Some(true) {
                 self.pending.push_back(Event::Readable(token));
             }
+        }
+        if control_ready {
+            self.serve_control();
         }
         let _ = self.flush();
         Ok(())
