@@ -58,10 +58,12 @@
 //! connect to both. The [`Server`] does the same on free ports (`tcp://127.0.0.1:*`),
 //! so tests run in parallel. Instead of being configured into the handler, it asks each
 //! running Transceiver to connect to it through the Transceiver's control socket
-//! (a [`Connector`] speaks that protocol), and then proves the connection works:
+//! (a [`Connector`] speaks that protocol, byte for byte as the seed's Python Connector
+//! does, so any handler that speaks it can be driven), and then proves the connection
+//! works:
 //!
-//! * replies: a `__ping__` with a fresh GUID is answered through the handler's PUB, and
-//!   the GUID must arrive on the Server's SUB (PUB/SUB drops everything published before
+//! * replies: a `__ping__` with a fresh GUID is answered through the handler's PUB (to
+//!   connection id `-1`), and the GUID must arrive on the Server's SUB (PUB/SUB drops everything published before
 //!   the subscription has propagated, so this is the only way to know);
 //! * requests: the Server's PUSH must have gained the handler's PULL connection
 //!   (ZeroMQ socket monitors report it).

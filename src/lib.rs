@@ -5,7 +5,7 @@
 //! WebSocket handshakes, pings every session and drops the silent ones, echoes closes,
 //! enforces the parts of RFC 6455 that Mongrel2 leaves out, delivers one payload to many
 //! connections in as few messages as Mongrel2 allows, takes new Mongrel2 connections at run
-//! time over a control socket, and always shuts its ZeroMQ context down without hanging.
+//! time over an opt-in control socket, and always shuts its ZeroMQ context down without hanging.
 //!
 //! ```no_run
 //! use mongrel2_transceiver::{http::Response, Error, Event, Message, Transceiver};

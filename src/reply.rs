@@ -32,8 +32,11 @@ pub enum ReplyError {
     /// No connection ids: Mongrel2 refuses a message with zero targets.
     #[error("a reply needs at least one connection id")]
     EmptyTargets,
-    /// The uuid is empty or has characters other than ASCII letters, digits and `-`.
-    #[error("invalid reply uuid {0:?}: only ASCII letters, digits and '-' are allowed")]
+    /// The uuid is empty or holds a space, a control character or DEL, any of which would
+    /// break the framing.
+    #[error(
+        "invalid reply uuid {0:?}: it must be non-empty, without spaces or control characters"
+    )]
     InvalidUuid(String),
     /// `max_targets` was 0.
     #[error("max_targets must be at least 1")]
@@ -69,17 +72,26 @@ pub enum ReplyError {
     InvalidExtended(&'static str),
 }
 
-/// Checks that `uuid` is a sender id Mongrel2 accepts in a reply: non-empty, ASCII letters,
-/// digits and `-` only.
+/// Checks that `uuid` can be framed as a reply's sender: non-empty, without spaces,
+/// control characters or DEL. A Mongrel2 `send_ident` is a free-form string and other
+/// peers of the protocol (the seed's Python Server, e.g. `python_server`) use such ids, so
+/// this is all the framing needs. A real Mongrel2 is stricter: see [`is_mongrel2_uuid`].
 pub fn validate_uuid(uuid: &str) -> Result<(), ReplyError> {
     check_uuid(uuid)
 }
 
+/// Whether a real Mongrel2 accepts `uuid` as a reply's sender: its reply parser takes ASCII
+/// letters, digits and `-` only and silently drops any other reply. (It must also start
+/// with the Handler's `recv_ident` when that is set, which only the configuration knows.)
+pub fn is_mongrel2_uuid(uuid: &str) -> bool {
+    !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn check_uuid(uuid: &str) -> Result<(), ReplyError> {
     // No early exit, so the loop vectorizes: this runs on every reply.
-    let ok = uuid.bytes().fold(!uuid.is_empty(), |ok, b| {
-        ok & (b.is_ascii_alphanumeric() | (b == b'-'))
-    });
+    let ok = uuid
+        .bytes()
+        .fold(!uuid.is_empty(), |ok, b| ok & (b > b' ') & (b != 0x7f));
     if ok {
         Ok(())
     } else {
@@ -212,6 +224,17 @@ pub fn reply(uuid: &str, ids: &[u64], body: &[u8]) -> Result<Vec<u8>, ReplyError
 /// connection once its queued data is written.
 pub fn encode_close(uuid: &str, ids: &[u64], out: &mut Vec<u8>) -> Result<(), ReplyError> {
     encode_reply(uuid, ids, b"", out)
+}
+
+/// `UUID 2:-1, BODY`: a reply to the seed's control connection id `-1` (its Server reads the
+/// body of a `__ping__` answer from it). Never meant for a real Mongrel2.
+pub(crate) fn to_control_connection(uuid: &str, body: &[u8]) -> Result<Vec<u8>, ReplyError> {
+    check_uuid(uuid)?;
+    let mut out = Vec::with_capacity(uuid.len() + 7 + body.len());
+    out.extend_from_slice(uuid.as_bytes());
+    out.extend_from_slice(b" 2:-1, ");
+    out.extend_from_slice(body);
+    Ok(out)
 }
 
 /// A close message (empty body) in a new buffer.

@@ -172,6 +172,23 @@ impl<'a> Request<'a> {
         input: &'a [u8],
         limits: &RequestLimits,
     ) -> Result<Request<'a>, RequestError> {
+        Request::parse_framed(input, limits, false).map(|(request, _)| request)
+    }
+
+    /// Parses a control-socket request. The seed's Connector sends connection id `-1`
+    /// (which Mongrel2 never does, so [`Request::parse`] keeps refusing it): then the
+    /// second value is `None` and the request's own `conn_id` is 0.
+    pub(crate) fn parse_control(
+        input: &'a [u8],
+    ) -> Result<(Request<'a>, Option<u64>), RequestError> {
+        Request::parse_framed(input, &RequestLimits::default(), true)
+    }
+
+    fn parse_framed(
+        input: &'a [u8],
+        limits: &RequestLimits,
+        control: bool,
+    ) -> Result<(Request<'a>, Option<u64>), RequestError> {
         let mut pos = 0;
 
         let sender_bytes = field(input, &mut pos, "sender")?;
@@ -181,8 +198,13 @@ impl<'a> Request<'a> {
             .ok_or(RequestError::InvalidSender { offset: 0 })?;
 
         let id_offset = pos;
-        let conn_id = parse_conn_id(field(input, &mut pos, "connection id")?)
-            .ok_or(RequestError::InvalidConnId { offset: id_offset })?;
+        let id_text = field(input, &mut pos, "connection id")?;
+        let target = match parse_conn_id(id_text) {
+            Some(id) => Some(id),
+            None if control && id_text == b"-1" => None,
+            None => return Err(RequestError::InvalidConnId { offset: id_offset }),
+        };
+        let conn_id = target.unwrap_or(0);
 
         let path = String::from_utf8_lossy(field(input, &mut pos, "path")?);
 
@@ -226,14 +248,15 @@ impl<'a> Request<'a> {
             return Err(RequestError::TrailingBytes { offset: pos });
         }
 
-        Ok(Request {
+        let request = Request {
             sender: Cow::Borrowed(sender),
             conn_id,
             path,
             headers,
             body: Cow::Borrowed(body_el.payload),
             protocol,
-        })
+        };
+        Ok((request, target))
     }
 
     /// A request to fill in with the `with_*` builders (for tests, harnesses and

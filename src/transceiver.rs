@@ -20,7 +20,7 @@ mod uploads;
 pub use self::core::{Core, Outgoing};
 pub use builder::{
     Builder, DEFAULT_CONTROL, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PUBLISH,
-    DEFAULT_PULL,
+    DEFAULT_PULL, DEFAULT_SUBSCRIPTION_TIMEOUT,
 };
 pub use error::Error;
 pub use event::{CloseReason, ConnId, Event, Message, Token};

@@ -12,7 +12,8 @@ pub struct Flags {
     pub sender_id: String,
     pub pull: String,
     pub publish: String,
-    pub control: String,
+    /// The control socket's endpoint: none unless `--control` is given.
+    pub control: Option<String>,
     pub ping_interval: Duration,
 }
 
@@ -29,7 +30,7 @@ impl Flags {
             sender_id: ECHO_SENDER_ID.to_owned(),
             pull: "tcp://127.0.0.1:9989".to_owned(),
             publish: "tcp://127.0.0.1:9988".to_owned(),
-            control: "tcp://127.0.0.1:9987".to_owned(),
+            control: None,
             ping_interval: Duration::from_secs(30),
         };
         let mut args = args.into_iter();
@@ -47,7 +48,7 @@ impl Flags {
                 "--sender-id" => flags.sender_id = value,
                 "--pull" => flags.pull = value,
                 "--pub" => flags.publish = value,
-                "--control" => flags.control = value,
+                "--control" => flags.control = Some(value),
                 "--config" if cfg!(feature = "config") => from_config.0 = Some(value),
                 "--handler" if cfg!(feature = "config") => from_config.1 = Some(value),
                 "--ping-interval" => match value.parse::<f64>() {
@@ -100,7 +101,7 @@ impl Flags {
         Transceiver::builder(&self.sender_id)
             .pull(&self.pull)
             .publish(&self.publish)
-            .control(Some(&self.control))
+            .control(self.control.as_deref())
             .ping_interval(self.ping_interval)
     }
 }
@@ -111,7 +112,8 @@ fn usage(program: &str, code: i32) -> ! {
          [--control ENDPOINT] [--ping-interval SECONDS] \
          [--config CONFIG.sqlite --handler NAME (feature \"config\")]\n\
          defaults: --sender-id {ECHO_SENDER_ID} --pull tcp://127.0.0.1:9989 \
-         --pub tcp://127.0.0.1:9988 --control tcp://127.0.0.1:9987 --ping-interval 30"
+         --pub tcp://127.0.0.1:9988 --ping-interval 30, no control socket \
+         (--control tcp://127.0.0.1:9987 binds one)"
     );
     std::process::exit(code)
 }

@@ -17,7 +17,7 @@ use super::readiness::Readiness;
 use crate::transceiver::connection::Connection;
 use crate::transceiver::control;
 use crate::transceiver::signals::Signals;
-use crate::{ConnId, Core, Error, Event};
+use crate::{Core, Error, Event};
 
 /// Requests read from one PULL before the rest gets a turn (as the blocking loop).
 const PULL_BATCH: usize = 256;
@@ -348,6 +348,26 @@ impl Driver {
         }
     }
 
+    /// Answers a control `__ping__` through `sender`'s own PUB (see the blocking loop's
+    /// twin): whatever the core queued earlier goes first.
+    fn answer_ping(
+        &mut self,
+        sender: &str,
+        conn_id: Option<u64>,
+        text: String,
+        bare: bool,
+    ) -> Result<(), Error> {
+        let message = control::ping_answer(sender, conn_id, text, bare)?;
+        self.flush();
+        let link = self
+            .links
+            .iter()
+            .find(|link| &*link.connection.sender == sender)
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
+        link.publish_ready.used();
+        link.connection.send(message)
+    }
+
     /// Reads XPUB subscription notices. Called after every flush: a send may consume the
     /// descriptor's edge for a notice that arrived meanwhile.
     fn watch_subscriptions(&mut self, cx: &mut Context<'_>) {
@@ -414,7 +434,8 @@ impl Driver {
                 sender,
                 conn_id,
                 text,
-            })) => self.core.reply(&ConnId::new(sender, conn_id), text),
+                bare,
+            })) => self.answer_ping(&sender, conn_id, text, bare),
             Err(err) => {
                 log::warn!("control request ignored: {err}");
                 Ok(())

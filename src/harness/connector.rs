@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::router::{millis, Peers, Shared};
 use super::{HarnessError, Server};
-use crate::request::{HeaderProtocol, Request};
 
 /// The default bound on each control call and on each verification.
 pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,10 +28,13 @@ struct Links {
 
 /// A client of one Transceiver's control socket.
 ///
-/// It speaks the Transceiver's control protocol over a REQ socket: `PING` (answered
-/// `PONG`) and Mongrel2-encoded requests whose PATH ends in a command (answered
-/// `RECEIVED`): `__add_connection__`, `__remove_connection__`, `__ping__` and
-/// `__disconnect_ping__`.
+/// It speaks the seed's control protocol over a REQ socket, byte for byte as the Python
+/// transceiver's Connector does, so it drives any handler that speaks it: `PING`
+/// (answered `PONG`) and Mongrel2 requests (tnetstring headers, connection id `-1`) whose
+/// PATH is a command (answered `RECEIVED`): `__add_connection__` and
+/// `__remove_connection__` with METHOD `JSON`, `__ping__` (QUERY `text=GUID`) and
+/// `__disconnect_ping__` with METHOD `MONGREL2`. A handler answers `__ping__` by
+/// publishing the bare text to connection id `-1` (`SENDER 2:-1, GUID`).
 ///
 /// Every call is bounded by a timeout. A REQ socket whose answer did not come is stuck
 /// in "waiting for the answer" forever, so after a timeout the socket is thrown away
@@ -42,8 +44,8 @@ struct Links {
 ///
 /// [`Connector::connect`] notes which transport connections the Server's PUSH and SUB
 /// have, sends `__add_connection__`, then sends `__ping__` (QUERY `text=GUID`, a fresh
-/// GUID, from a connection id reserved for the probe) again and again until that GUID
-/// comes back on the Server's SUB as a reply. The Transceiver publishes it through the
+/// GUID) again and again until that GUID comes back on the Server's SUB as a reply to
+/// connection id `-1`. The Transceiver publishes it through the
 /// PUB it connected for this Server, so its arrival proves that the handler's replies
 /// reach the Server: the subscription has propagated (PUB/SUB's slow-joiner window is
 /// over). Then it waits until the PUSH and the SUB each have a transport connection that
@@ -139,38 +141,27 @@ impl Connector {
             "sub": [sub_host, sub_port],
         })
         .to_string();
-        let message = control_request(sender, 0, "__add_connection__", None, body.as_bytes());
+        let message = control_request(sender, "__add_connection__", "JSON", None, body.as_bytes());
         self.call(&message, "__add_connection__", RECEIVED, self.timeout)
     }
 
     /// `__remove_connection__`: asks the handler to drop sender id `sender`. Only says the
     /// handler received the command; see [`Connector::disconnect`] for a verified one.
     pub fn remove_connection(&mut self, sender: &str) -> Result<(), HarnessError> {
-        let message = control_request(sender, 0, "__remove_connection__", None, b"");
+        let message = remove_request(sender);
         self.call(&message, "__remove_connection__", RECEIVED, self.timeout)
     }
 
-    /// `__ping__`: asks the handler to reply `text` to connection `conn_id` through the
+    /// `__ping__`: asks the handler to publish `text` to connection id `-1` through the
     /// PUB of sender id `sender`.
-    pub fn ping_connection(
-        &mut self,
-        sender: &str,
-        conn_id: u64,
-        text: &str,
-    ) -> Result<(), HarnessError> {
-        self.ping_within(sender, conn_id, text, self.timeout)
+    pub fn ping_connection(&mut self, sender: &str, text: &str) -> Result<(), HarnessError> {
+        self.ping_within(sender, text, self.timeout)
     }
 
-    /// `__disconnect_ping__` (kept for wire compatibility with older Connectors; the
-    /// Transceiver acknowledges it and does nothing else).
-    pub fn disconnect_ping(
-        &mut self,
-        sender: &str,
-        conn_id: u64,
-        text: &str,
-    ) -> Result<(), HarnessError> {
-        let query = format!("text={text}");
-        let message = control_request(sender, conn_id, "__disconnect_ping__", Some(&query), b"");
+    /// `__disconnect_ping__`: the seed's Connector sends it after removing a connection;
+    /// a handler acknowledges it and publishes nothing.
+    pub fn disconnect_ping(&mut self, sender: &str) -> Result<(), HarnessError> {
+        let message = control_request(sender, "__disconnect_ping__", "MONGREL2", None, b"");
         self.call(&message, "__disconnect_ping__", RECEIVED, self.timeout)
     }
 
@@ -204,7 +195,7 @@ impl Connector {
 
     pub(crate) fn verify_connect_to(&mut self, shared: &Shared) -> Result<(), HarnessError> {
         let deadline = Instant::now() + self.timeout;
-        let probe = Probe::new(shared);
+        let probe = Probe::new();
         let mut interval = FIRST_PROBE_INTERVAL;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -215,7 +206,7 @@ impl Connector {
                     self.timeout, shared.sub_endpoint
                 )));
             }
-            match self.ping_within(&shared.sender, probe.id, &probe.text, left) {
+            match self.ping_within(&shared.sender, &probe.text, left) {
                 Ok(()) => {}
                 // The socket has been replaced; try again while time is left.
                 Err(HarnessError::Timeout { .. }) => continue,
@@ -258,8 +249,8 @@ impl Connector {
 
     pub(crate) fn verify_disconnect_from(&mut self, shared: &Shared) -> Result<(), HarnessError> {
         let deadline = Instant::now() + self.timeout;
-        let probe = Probe::new(shared);
-        self.ping_connection(&shared.sender, probe.id, &probe.text)?;
+        let probe = Probe::new();
+        self.ping_connection(&shared.sender, &probe.text)?;
         // Control requests are served in order: PONG means the probe has been acted on.
         self.ping()?;
         match self.links.take() {
@@ -294,7 +285,7 @@ impl Connector {
     /// Sends `__remove_connection__` without waiting for the answer; for the Server's
     /// best-effort teardown. Returns the socket to poll for the answer.
     pub(crate) fn start_remove(&mut self, sender: &str) -> Option<&zmq::Socket> {
-        let message = control_request(sender, 0, "__remove_connection__", None, b"");
+        let message = remove_request(sender);
         let socket = self.socket().ok()?;
         socket.send(message, zmq::DONTWAIT).ok()?;
         Some(socket)
@@ -303,12 +294,11 @@ impl Connector {
     fn ping_within(
         &mut self,
         sender: &str,
-        conn_id: u64,
         text: &str,
         timeout: Duration,
     ) -> Result<(), HarnessError> {
         let query = format!("text={text}");
-        let message = control_request(sender, conn_id, "__ping__", Some(&query), b"");
+        let message = control_request(sender, "__ping__", "MONGREL2", Some(&query), b"");
         self.call(&message, "__ping__", RECEIVED, timeout.min(self.timeout))
     }
 
@@ -397,60 +387,57 @@ fn exchange(
     }
 }
 
-/// A control command as a Mongrel2 request from sender id `sender`.
+/// A control command as the seed's Connector encodes it: `SENDER -1 /COMMAND HEADERS BODY`
+/// with the headers a tnetstring dict (METHOD, then QUERY when given) and the body a
+/// netstring.
 fn control_request(
     sender: &str,
-    conn_id: u64,
     command: &str,
+    method: &str,
     query: Option<&str>,
     body: &[u8],
 ) -> Vec<u8> {
-    let path = format!("/{command}");
-    let method = if command == "__add_connection__" {
-        "JSON"
-    } else {
-        "GET"
-    };
-    let mut request = Request::new(sender, conn_id, path.clone())
-        .with_protocol(HeaderProtocol::Json)
-        .with_header("PATH", path)
-        .with_header("METHOD", method);
+    let mut headers = Vec::new();
+    put_netstring(&mut headers, b"METHOD");
+    put_netstring(&mut headers, method.as_bytes());
     if let Some(query) = query {
-        request = request.with_header("QUERY", query.to_owned());
+        put_netstring(&mut headers, b"QUERY");
+        put_netstring(&mut headers, query.as_bytes());
     }
-    request.with_body(body.to_vec()).encode()
+    let mut message = format!("{sender} -1 /{command} {}:", headers.len()).into_bytes();
+    message.extend_from_slice(&headers);
+    message.push(b'}');
+    put_netstring(&mut message, body);
+    message
 }
 
-/// A `__ping__` probe: a fresh GUID and a reserved connection id to receive it on.
-struct Probe<'s> {
-    shared: &'s Shared,
-    id: u64,
+fn remove_request(sender: &str) -> Vec<u8> {
+    control_request(sender, "__remove_connection__", "JSON", None, b"{}")
+}
+
+/// `LEN:bytes,` (a tnetstring string).
+fn put_netstring(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(bytes);
+    out.push(b',');
+}
+
+/// A `__ping__` probe: a fresh GUID, answered to connection id `-1`.
+struct Probe {
     text: String,
 }
 
-impl<'s> Probe<'s> {
-    fn new(shared: &'s Shared) -> Probe<'s> {
+impl Probe {
+    fn new() -> Probe {
         Probe {
-            shared,
-            id: shared.register(),
             text: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    /// Whether the GUID arrives by `until` (earlier probes' GUIDs are skipped).
+    /// Whether the GUID arrives by `until` (other probes' GUIDs stay for them).
     fn arrived(&self, shared: &Shared, until: Instant) -> Result<bool, HarnessError> {
-        while let Some(reply) = shared.next_for(self.id, until)? {
-            if reply.body == self.text.as_bytes() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-impl Drop for Probe<'_> {
-    fn drop(&mut self) {
-        self.shared.unregister(self.id);
+        shared.wait_control_reply(self.text.as_bytes(), until)
     }
 }
 

@@ -59,7 +59,9 @@ pub fn spawn_handler(
     let builder = Transceiver::builder(sender)
         .pull(&nowhere)
         .publish(&nowhere)
-        .control(Some("tcp://127.0.0.1:*"));
+        .control(Some("tcp://127.0.0.1:*"))
+        // The own connection points nowhere on purpose: no warning that nobody subscribed.
+        .subscription_timeout(None);
     let (ready, started) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         let mut transceiver = match configure(builder).build() {

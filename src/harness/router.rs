@@ -80,6 +80,8 @@ pub(crate) struct Peers {
 struct State {
     mailboxes: HashMap<u64, VecDeque<RawReply>>,
     unclaimed: VecDeque<RawReply>,
+    /// Bodies of replies to connection id `-1`: answers to control `__ping__`s.
+    control_replies: VecDeque<Vec<u8>>,
     rejected: VecDeque<Rejected>,
     /// fd -> serial of each live transport connection, per socket.
     live: [HashMap<i32, u64>; 2],
@@ -218,6 +220,20 @@ impl Shared {
         self.wait(deadline, |state| state.unclaimed.pop_front())
     }
 
+    /// Waits until a reply to connection id `-1` with exactly this body has arrived (and
+    /// takes it), or `deadline` passes.
+    pub(crate) fn wait_control_reply(
+        &self,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<bool, HarnessError> {
+        let found = self.wait(deadline, |state| {
+            let at = state.control_replies.iter().position(|b| b == body)?;
+            state.control_replies.remove(at)
+        })?;
+        Ok(found.is_some())
+    }
+
     /// Every malformed reply seen so far (and forgets them).
     pub(crate) fn take_rejected(&self) -> Vec<Rejected> {
         self.lock().rejected.drain(..).collect()
@@ -258,6 +274,15 @@ impl Shared {
     }
 
     fn deliver(&self, state: &mut State, message: &[u8]) {
+        // The seed's control replies go to connection id `-1`, which Mongrel2 never uses.
+        let control_prefix = format!("{} 2:-1, ", self.sender);
+        if let Some(body) = message.strip_prefix(control_prefix.as_bytes()) {
+            if state.control_replies.len() >= REJECTED_LIMIT {
+                state.control_replies.pop_front();
+            }
+            state.control_replies.push_back(body.to_vec());
+            return;
+        }
         let reply = match Reply::parse(message) {
             Ok(reply) => RawReply {
                 sender: reply.sender.to_owned(),

@@ -1,6 +1,8 @@
 //! Server, Connector and Client against a minimal stand-in handler that speaks the
-//! control protocol with raw sockets: checks the harness's side of the wire
-//! independently of the Transceiver.
+//! control protocol with raw sockets the way the seed's Python transceiver does (it checks
+//! that every control request carries connection id `-1`, tnetstring headers and the
+//! seed's METHODs, and answers `__ping__` with `SENDER 2:-1, GUID`): checks the harness's
+//! side of the wire independently of the Transceiver.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -102,9 +104,17 @@ fn run(
                 continue;
             }
             control.send("RECEIVED", 0).unwrap();
-            let request = Request::parse(&message).unwrap();
+            let (request, conn_id) = Request::parse_control(&message).unwrap();
+            assert_eq!(conn_id, None, "the seed's control requests come from -1");
+            assert_eq!(request.protocol(), HeaderProtocol::Tnetstring);
             let sender = request.sender().to_owned();
-            match request.path().rsplit('/').next().unwrap() {
+            let command = request.path().rsplit('/').next().unwrap();
+            let method = match command {
+                "__add_connection__" | "__remove_connection__" => "JSON",
+                _ => "MONGREL2",
+            };
+            assert_eq!(request.method(), Some(method), "{command}");
+            match command {
                 "__add_connection__" => {
                     let body: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
                     let endpoint = |key: &str| {
@@ -131,9 +141,9 @@ fn run(
                         .unwrap()
                         .1;
                     if let Some(link) = links.iter().find(|l| l.sender == sender) {
-                        let message =
-                            reply::reply(&sender, &[request.conn_id()], text.as_bytes()).unwrap();
-                        link.publish.send(message, 0).unwrap();
+                        // The seed answers the bare text to the request's own id, -1.
+                        let message = format!("{sender} 2:-1, {text}");
+                        link.publish.send(message.as_bytes(), 0).unwrap();
                     }
                 }
                 _ => {}
@@ -369,7 +379,7 @@ fn a_handler_that_ignores_removal_fails_verification() {
                 continue;
             }
             control.send("RECEIVED", 0).unwrap();
-            let request = Request::parse(&message).unwrap();
+            let (request, _) = Request::parse_control(&message).unwrap();
             match request.path() {
                 "/__add_connection__" => {
                     let body: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
@@ -400,9 +410,9 @@ fn a_handler_that_ignores_removal_fails_verification() {
                         .unwrap()
                         .1;
                     for (sender, publish, _) in &kept {
-                        let message =
-                            reply::reply(sender, &[request.conn_id()], text.as_bytes()).unwrap();
-                        publish.send(message, 0).unwrap();
+                        publish
+                            .send(format!("{sender} 2:-1, {text}").as_bytes(), 0)
+                            .unwrap();
                     }
                 }
                 _ => {}
@@ -514,5 +524,55 @@ fn uploads_and_credits_read_as_mongrel2_sends_them() {
             " {id} /handler/upload 49:{{\"UPLOAD_STREAM\":\"4096\",\"UPLOAD_STREAM_DONE\":\"1\"}},904:"
         )),
         "{chunk}"
+    );
+}
+
+/// The Connector's control requests are the seed's, byte for byte (issue 9).
+#[test]
+fn the_connector_sends_the_seeds_bytes() {
+    let context = zmq::Context::new();
+    let control = context.socket(zmq::REP).unwrap();
+    control.set_linger(0).unwrap();
+    control.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = control.get_last_endpoint().unwrap().unwrap();
+    let answerer = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(control.recv_bytes(0).unwrap());
+            control.send("RECEIVED", 0).unwrap();
+        }
+        seen
+    });
+    let guid = "9b2f6c1e-3d4a-4f5b-8c7d-1e2f3a4b5c6d";
+    let mut connector = Connector::new(&context, &endpoint).unwrap();
+    connector
+        .add_connection(
+            "python_server",
+            "tcp://127.0.0.1:5555",
+            "tcp://127.0.0.1:5556",
+        )
+        .unwrap();
+    connector.ping_connection("python_server", guid).unwrap();
+    connector.disconnect_ping("python_server").unwrap();
+    connector.remove_connection("python_server").unwrap();
+    let seen = answerer.join().unwrap();
+    let add_body = br#"{"push":["127.0.0.1",5555],"sub":["127.0.0.1",5556]}"#;
+    let mut add = b"python_server -1 /__add_connection__ 16:6:METHOD,4:JSON,}".to_vec();
+    add.extend_from_slice(format!("{}:", add_body.len()).as_bytes());
+    add.extend_from_slice(add_body);
+    add.push(b',');
+    assert_eq!(seen[0], add);
+    assert_eq!(
+        seen[1],
+        format!("python_server -1 /__ping__ 73:6:METHOD,8:MONGREL2,5:QUERY,41:text={guid},}}0:,")
+            .into_bytes()
+    );
+    assert_eq!(
+        seen[2],
+        b"python_server -1 /__disconnect_ping__ 20:6:METHOD,8:MONGREL2,}0:,"
+    );
+    assert_eq!(
+        seen[3],
+        b"python_server -1 /__remove_connection__ 16:6:METHOD,4:JSON,}2:{},"
     );
 }

@@ -33,7 +33,7 @@ fn close_is_an_empty_body() {
 fn rejects_empty_targets_and_bad_uuids() {
     assert_eq!(reply("h", &[], b"x"), Err(ReplyError::EmptyTargets));
     assert_eq!(close("h", &[]), Err(ReplyError::EmptyTargets));
-    for bad in ["", "a b", "a_b", "ü", "a:b", "a\n", "{x}"] {
+    for bad in ["", "a b", "a\n", "a\0b", "a\tb", "a\u{7f}"] {
         assert_eq!(
             reply(bad, &[1], b"x"),
             Err(ReplyError::InvalidUuid(bad.to_owned())),
@@ -43,6 +43,24 @@ fn rejects_empty_targets_and_bad_uuids() {
         assert!(ctl_cancel(bad, &[1]).is_err());
     }
     assert!(reply("ABC-xyz-019", &[1], b"x").is_ok());
+}
+
+#[test]
+fn free_form_senders_frame_but_only_some_suit_mongrel2() {
+    // The seed's Python Server calls itself `python_server`; Mongrel2's send_ident is free-form.
+    assert_eq!(
+        reply("python_server", &[1], b"x").unwrap(),
+        b"python_server 1:1, x"
+    );
+    assert_eq!(Reply::parse(b"h_1 1:1, x").unwrap().sender, "h_1");
+    for (uuid, mongrel2) in [
+        ("ABC-xyz-019", true),
+        ("python_server", false),
+        ("a:b", false),
+        ("", false),
+    ] {
+        assert_eq!(is_mongrel2_uuid(uuid), mongrel2, "{uuid:?}");
+    }
 }
 
 #[test]
@@ -161,7 +179,7 @@ fn parse_follows_mongrel2_grammar() {
             },
         ),
         (b" 1:1, x", E::InvalidUuid(String::new())),
-        (b"h_1 1:1, x", E::InvalidUuid("h_1".into())),
+        (b"h\t1 1:1, x", E::InvalidUuid("h\t1".into())),
         (
             b"h 1:1,x",
             E::MissingSpace {

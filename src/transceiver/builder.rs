@@ -10,9 +10,13 @@ use crate::request::Request;
 pub const DEFAULT_PULL: &str = "tcp://127.0.0.1:9999";
 /// Where a handler's PUB connects by default (Mongrel2's `recv_spec`).
 pub const DEFAULT_PUBLISH: &str = "tcp://127.0.0.1:9998";
-/// Where the control socket binds by default: loopback, so no other host can make the
-/// handler connect somewhere.
+/// A conventional endpoint for [`Builder::control`]: loopback, so no other host can make
+/// the handler connect somewhere. Nothing binds it unless asked: the control socket is
+/// opt-in.
 pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:9997";
+/// How long a Mongrel2 connection may go unsubscribed after start before a warning is
+/// logged, by default (see [`Builder::subscription_timeout`]).
+pub const DEFAULT_SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every WebSocket session is pinged by default.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// The largest WebSocket message accepted by default (larger ones are closed with 1009).
@@ -34,6 +38,7 @@ pub struct Builder {
     pub(crate) queue_capacity: usize,
     pub(crate) send_timeout: Duration,
     pub(crate) upload_temp_store: Option<String>,
+    pub(crate) subscription_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -46,6 +51,7 @@ impl std::fmt::Debug for Builder {
             .field("ping_interval", &self.ping_interval)
             .field("max_message_size", &self.max_message_size)
             .field("handler_targets", &self.handler_targets)
+            .field("subscription_timeout", &self.subscription_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +62,7 @@ impl Builder {
             sender: sender.to_owned(),
             pull: DEFAULT_PULL.to_owned(),
             publish: DEFAULT_PUBLISH.to_owned(),
-            control: Some(DEFAULT_CONTROL.to_owned()),
+            control: None,
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handler_targets: DEFAULT_HANDLER_TARGETS,
@@ -65,6 +71,7 @@ impl Builder {
             queue_capacity: 4096,
             send_timeout: Duration::from_secs(1),
             upload_temp_store: None,
+            subscription_timeout: Some(DEFAULT_SUBSCRIPTION_TIMEOUT),
         }
     }
 
@@ -80,7 +87,9 @@ impl Builder {
         self
     }
 
-    /// Where the control socket binds (`None`: no control socket).
+    /// Where the control socket binds (e.g. [`DEFAULT_CONTROL`]); `None`, the default, binds
+    /// no control socket. It lets a harness `Connector` (or the seed's Python one) add and
+    /// remove Mongrel2 connections at run time, so keep it on loopback.
     pub fn control(mut self, endpoint: Option<&str>) -> Builder {
         self.control = endpoint.map(str::to_owned);
         self
@@ -136,7 +145,8 @@ impl Builder {
         self
     }
 
-    /// Connects to Mongrel2 and binds the control socket.
+    /// Connects to Mongrel2 and binds the control socket (if one was asked for). An
+    /// endpoint that cannot be used fails with [`Error::Endpoint`], naming it.
     pub fn build(self) -> Result<Transceiver, Error> {
         if self
             .ping_interval
@@ -151,6 +161,14 @@ impl Builder {
         }
         if self.queue_capacity == 0 {
             return Err(Error::Config("queue capacity must be at least 1".into()));
+        }
+        if self
+            .subscription_timeout
+            .is_some_and(|after| after.is_zero())
+        {
+            return Err(Error::Config(
+                "subscription timeout must be positive (None turns the warning off)".into(),
+            ));
         }
         Transceiver::from_builder(self)
     }
@@ -172,6 +190,17 @@ impl Builder {
     /// root): join the two to open the file.
     pub fn upload_temp_store(mut self, template: &str) -> Builder {
         self.upload_temp_store = Some(template.to_owned());
+        self
+    }
+
+    /// How long a Mongrel2 connection may go without Mongrel2 subscribed to its PUB after
+    /// start (default [`DEFAULT_SUBSCRIPTION_TIMEOUT`]) before one `warn!` naming the sender
+    /// and both endpoints is logged: wrong or swapped endpoints, or no Mongrel2 running,
+    /// otherwise look just like a quiet site. A Mongrel2 that unsubscribes (stops) is
+    /// warned about at once, and an `info!` follows when it subscribes again. `None` turns
+    /// the start-up warning off. Checked while the loop runs.
+    pub fn subscription_timeout(mut self, after: impl Into<Option<Duration>>) -> Builder {
+        self.subscription_timeout = after.into();
         self
     }
 }

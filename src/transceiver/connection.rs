@@ -1,6 +1,7 @@
 //! One Mongrel2 server: a PULL for its requests and an XPUB for our replies.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Error;
 
@@ -20,6 +21,10 @@ pub(crate) struct Connection {
     /// Mongrel2's SUB subscribing, so we can tell when replies will actually be heard.
     pub(crate) publish: zmq::Socket,
     pub(crate) subscribed: bool,
+    /// Since when Mongrel2 has not been subscribed (start, or its unsubscribe).
+    unsubscribed_since: Instant,
+    /// Whether the current unsubscribed stretch has been warned about.
+    warned: bool,
 }
 
 impl Connection {
@@ -32,7 +37,8 @@ impl Connection {
         let pull = context.socket(zmq::PULL)?;
         pull.set_linger(0)?;
         pull.set_reconnect_ivl(RECONNECT_IVL_MS)?;
-        pull.connect(pull_endpoint)?;
+        pull.connect(pull_endpoint)
+            .map_err(|source| endpoint_error("pull", pull_endpoint, source))?;
 
         let publish = context.socket(zmq::XPUB)?;
         publish.set_linger(0)?;
@@ -40,7 +46,14 @@ impl Connection {
         // Without VERBOSE, XPUB stays silent about a restarted Mongrel2 subscribing again.
         publish.set_xpub_verbose(true)?;
         publish.set_reconnect_ivl(RECONNECT_IVL_MS)?;
-        publish.connect(publish_endpoint)?;
+        // A connecting socket normally keeps its pipe across a lost connection, so the
+        // XPUB would never say that Mongrel2 went away. IMMEDIATE drops the pipe with the
+        // connection: Mongrel2 gone then reads as an unsubscribe, and coming back as a
+        // new subscription. (A PUB drops what nobody subscribed to anyway.)
+        publish.set_immediate(true)?;
+        publish
+            .connect(publish_endpoint)
+            .map_err(|source| endpoint_error("publish", publish_endpoint, source))?;
 
         Ok(Connection {
             sender,
@@ -49,6 +62,8 @@ impl Connection {
             pull,
             publish,
             subscribed: false,
+            unsubscribed_since: Instant::now(),
+            warned: false,
         })
     }
 
@@ -65,7 +80,15 @@ impl Connection {
             seen = true;
             match notice.first() {
                 Some(1) => {
-                    if !self.subscribed {
+                    if !self.subscribed && self.warned {
+                        log::info!(
+                            "Mongrel2 {} is back: subscribed to publish {} (pull {}); replies \
+                             are heard again",
+                            self.sender,
+                            self.publish_endpoint,
+                            self.pull_endpoint
+                        );
+                    } else if !self.subscribed {
                         log::info!(
                             "Mongrel2 {} subscribed ({})",
                             self.sender,
@@ -73,15 +96,51 @@ impl Connection {
                         );
                     }
                     self.subscribed = true;
+                    self.warned = false;
                 }
-                Some(0) => {
-                    log::info!("Mongrel2 {} unsubscribed", self.sender);
-                    self.subscribed = false;
-                }
+                Some(0) => self.lost(),
                 _ => log::debug!("ignoring XPUB notice {notice:?}"),
             }
         }
         seen
+    }
+
+    /// Mongrel2 went away (its SUB closed or unsubscribed): say so at once, replies are lost.
+    fn lost(&mut self) {
+        if self.subscribed {
+            log::warn!(
+                "Mongrel2 {} unsubscribed from publish {} (pull {}): it stopped or restarts; \
+                 replies are dropped until it subscribes again",
+                self.sender,
+                self.publish_endpoint,
+                self.pull_endpoint
+            );
+            self.warned = true;
+            self.unsubscribed_since = Instant::now();
+        }
+        self.subscribed = false;
+    }
+
+    /// When the current unsubscribed stretch deserves a warning (`None`: subscribed, or
+    /// already warned).
+    pub(crate) fn warning_due(&self, grace: Duration) -> Option<Instant> {
+        (!self.subscribed && !self.warned).then(|| self.unsubscribed_since + grace)
+    }
+
+    /// Warns once when Mongrel2 has not subscribed within `grace` of the start.
+    pub(crate) fn check_subscribed(&mut self, now: Instant, grace: Duration) {
+        if self.warning_due(grace).is_some_and(|due| due <= now) {
+            log::warn!(
+                "Mongrel2 {} has not subscribed to publish {} within {grace:?} (pull {}): \
+                 nothing sent will be heard. Is Mongrel2 running, is pull its Handler's \
+                 send_spec and publish its recv_spec (not swapped), and is the sender its \
+                 send_ident?",
+                self.sender,
+                self.publish_endpoint,
+                self.pull_endpoint
+            );
+            self.warned = true;
+        }
     }
 
     /// Lets whatever is still queued drain for at most `linger_ms` once the socket closes.
@@ -89,5 +148,14 @@ impl Connection {
         if let Err(err) = self.publish.set_linger(linger_ms) {
             log::warn!("cannot set linger on {}: {err}", self.sender);
         }
+    }
+}
+
+fn endpoint_error(role: &'static str, endpoint: &str, source: zmq::Error) -> Error {
+    Error::Endpoint {
+        role,
+        action: "connect",
+        endpoint: endpoint.to_owned(),
+        source,
     }
 }

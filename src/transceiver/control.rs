@@ -1,7 +1,10 @@
 //! The control socket protocol (wire-compatible with the seed's Connector).
 //!
 //! A raw `PING` (any case) is answered `PONG`. Anything else is answered `RECEIVED`, parsed
-//! as a Mongrel2 request, and acted on by the last segment of its path.
+//! as a Mongrel2 request, and acted on by the last segment of its path. The seed's
+//! Connector sends every command from connection id `-1`, `__add_connection__` and
+//! `__remove_connection__` with METHOD `JSON`, `__ping__` and `__disconnect_ping__` with
+//! METHOD `MONGREL2`; the sender is any id without spaces.
 
 use serde::Deserialize;
 
@@ -21,11 +24,13 @@ pub(crate) enum Action {
     },
     /// Drop the connection of `sender`.
     Remove { sender: String },
-    /// Reply `text` through `sender`'s PUB to connection `conn_id`.
+    /// Reply `text` through `sender`'s PUB to connection `conn_id` (`None`: the seed's
+    /// `-1`), bare for METHOD `MONGREL2`, as an HTTP response for any other method.
     Ping {
         sender: String,
-        conn_id: u64,
+        conn_id: Option<u64>,
         text: String,
+        bare: bool,
     },
 }
 
@@ -61,8 +66,8 @@ pub(crate) fn interpret(message: &[u8]) -> (&'static [u8], Result<Option<Action>
 }
 
 fn action(message: &[u8]) -> Result<Option<Action>, String> {
-    let request =
-        Request::parse(message).map_err(|err| format!("unparsable control request: {err}"))?;
+    let (request, conn_id) = Request::parse_control(message)
+        .map_err(|err| format!("unparsable control request: {err}"))?;
     let command = request.path().rsplit('/').next().unwrap_or_default();
     let sender = request.sender().to_owned();
     match command {
@@ -91,13 +96,34 @@ fn action(message: &[u8]) -> Result<Option<Action>, String> {
                 .ok_or_else(|| "__ping__ without text= in its query".to_owned())?;
             Ok(Some(Action::Ping {
                 sender,
-                conn_id: request.conn_id(),
+                conn_id,
                 text,
+                bare: request.method() == Some("MONGREL2"),
             }))
         }
         "__disconnect_ping__" => Ok(None),
         other => Err(format!("unknown control command {other:?}")),
     }
+}
+
+/// The message that answers a control `__ping__` through `sender`'s own PUB: the bare text
+/// for METHOD `MONGREL2` (what the seed's Server compares with its GUID), an HTTP response
+/// otherwise, as the seed does; to connection `-1` when the request came from it.
+pub(crate) fn ping_answer(
+    sender: &str,
+    conn_id: Option<u64>,
+    text: String,
+    bare: bool,
+) -> Result<Vec<u8>, crate::Error> {
+    let body = if bare {
+        text.into_bytes()
+    } else {
+        crate::http::Response::ok().body(text).encode()?
+    };
+    Ok(match conn_id {
+        Some(id) => crate::reply::reply(sender, &[id], &body)?,
+        None => crate::reply::to_control_connection(sender, &body)?,
+    })
 }
 
 fn endpoint((host, port): &(String, Port)) -> Result<String, String> {

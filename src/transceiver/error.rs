@@ -9,6 +9,20 @@ pub enum Error {
     /// A ZeroMQ call failed.
     #[error("zeromq: {0}")]
     Zmq(#[from] zmq::Error),
+    /// A socket could not bind or connect to its endpoint (a malformed endpoint, an
+    /// address in use, an unknown transport, ...).
+    #[error("cannot {action} the {role} socket to {endpoint:?}: {source}")]
+    Endpoint {
+        /// Which socket: `"pull"` (Mongrel2's send_spec), `"publish"` (its recv_spec) or
+        /// `"control"`.
+        role: &'static str,
+        /// `"bind"` or `"connect"`.
+        action: &'static str,
+        /// The endpoint as given.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
     /// The reply could not be framed (empty target list, bad sender id, ...).
     #[error("reply: {0}")]
     Reply(#[from] reply::ReplyError),

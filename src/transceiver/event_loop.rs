@@ -11,7 +11,9 @@ use super::connection::Connection;
 use super::core::Core;
 use super::handle::{self, Command, Handle, Inbox};
 use super::signals::Signals;
-use super::{control, ConnId, Error, Event, Token};
+use super::{ConnId, Error, Event, Token};
+
+mod control_requests;
 
 /// How many requests one readable PULL may deliver before timers and other sockets get a
 /// turn: keeps pings on time under load.
@@ -39,6 +41,7 @@ pub struct Transceiver {
     handle: Handle,
     signals: Option<Signals>,
     readable: Vec<bool>,
+    subscription_timeout: Option<Duration>,
     interrupted: bool,
     shut_down: bool,
 }
@@ -54,8 +57,8 @@ impl std::fmt::Debug for Transceiver {
 
 impl Transceiver {
     /// Starts configuring a Transceiver for the Mongrel2 Handler whose `send_ident` is
-    /// `sender`; defaults connect to 127.0.0.1 ports 9999 (PULL) and 9998 (PUB) and bind the
-    /// control socket on 127.0.0.1:9997.
+    /// `sender`; defaults connect to 127.0.0.1 ports 9999 (PULL) and 9998 (PUB), and no
+    /// control socket is bound unless [`Builder::control`] asks for one.
     pub fn builder(sender: &str) -> Builder {
         Builder::new(sender)
     }
@@ -66,7 +69,12 @@ impl Transceiver {
             Some(endpoint) => {
                 let socket = context.socket(zmq::REP)?;
                 socket.set_linger(0)?;
-                socket.bind(endpoint)?;
+                socket.bind(endpoint).map_err(|source| Error::Endpoint {
+                    role: "control",
+                    action: "bind",
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
                 Some(socket)
             }
             None => None,
@@ -90,10 +98,18 @@ impl Transceiver {
             handle,
             signals: None,
             readable: Vec::new(),
+            subscription_timeout: builder.subscription_timeout,
             interrupted: false,
             shut_down: false,
         };
         transceiver.add_connection(&builder.sender, &builder.pull, &builder.publish)?;
+        if !crate::reply::is_mongrel2_uuid(&builder.sender) {
+            log::warn!(
+                "sender {:?} has characters other than ASCII letters, digits and '-': a real \
+                 Mongrel2 silently drops every reply from it (fine for other peers)",
+                builder.sender
+            );
+        }
         Ok(transceiver)
     }
 
@@ -287,6 +303,7 @@ impl Transceiver {
         loop {
             let now = Instant::now();
             self.core.handle_timeout(now);
+            let watchdog = self.check_subscriptions(now);
             let _ = self.flush();
             if let Some(event) = self.pending.pop_front().or_else(|| self.core.poll_event()) {
                 return Ok(Some(event));
@@ -294,7 +311,11 @@ impl Transceiver {
             if self.interrupted {
                 return Ok(None);
             }
-            let until = match (deadline, self.core.next_timeout()) {
+            let timer = match (self.core.next_timeout(), watchdog) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let until = match (deadline, timer) {
                 (Some(deadline), _) if deadline <= now => {
                     if polled {
                         return Ok(None);
@@ -307,6 +328,20 @@ impl Transceiver {
             self.poll_once(until.map(|until| until.saturating_duration_since(now)))?;
             polled = true;
         }
+    }
+
+    /// Warns about connections Mongrel2 has not subscribed to in time; returns when the
+    /// next such check is due.
+    fn check_subscriptions(&mut self, now: Instant) -> Option<Instant> {
+        let grace = self.subscription_timeout?;
+        let mut next: Option<Instant> = None;
+        for connection in &mut self.connections {
+            connection.check_subscribed(now, grace);
+            if let Some(due) = connection.warning_due(grace) {
+                next = Some(next.map_or(due, |next| next.min(due)));
+            }
+        }
+        next
     }
 
     /// One `zmq_poll` over every socket (`wait` `None`: until one is readable), then
@@ -354,9 +389,9 @@ impl Transceiver {
         }
         // Commands are cheap to check and may have been queued without a wake-up reaching us yet.
         self.run_commands();
-        if self.control.is_some() && ready.next() == Some(true) {
-            self.serve_control();
-        }
+        // Served after the other sockets: adding or removing a connection would shift the
+        // readiness flags of the ones after it.
+        let control_ready = self.control.is_some() && ready.next() == Some(true);
         for index in 0..self.connections.len() {
             let pull_ready = ready.next() == Some(true);
             let publish_ready = ready.next() == Some(true);
@@ -378,6 +413,9 @@ impl Transceiver {
             if ready.next() == Some(true) {
                 self.pending.push_back(Event::Readable(token));
             }
+        }
+        if control_ready {
+            self.serve_control();
         }
         let _ = self.flush();
         Ok(())
@@ -417,45 +455,6 @@ impl Transceiver {
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    fn serve_control(&mut self) {
-        let Some(socket) = &self.control else {
-            return;
-        };
-        let message = match socket.recv_msg(zmq::DONTWAIT) {
-            Ok(message) => message,
-            Err(zmq::Error::EAGAIN) => return,
-            Err(err) => {
-                log::warn!("control socket: {err}");
-                return;
-            }
-        };
-        let (answer, action) = control::interpret(&message);
-        if let Err(err) = socket.send(answer, 0) {
-            log::warn!("control socket reply: {err}");
-        }
-        let result = match action {
-            Ok(None) => Ok(()),
-            Ok(Some(control::Action::Add {
-                sender,
-                pull,
-                publish,
-            })) => self.add_connection(&sender, &pull, &publish),
-            Ok(Some(control::Action::Remove { sender })) => self.remove_connection(&sender),
-            Ok(Some(control::Action::Ping {
-                sender,
-                conn_id,
-                text,
-            })) => self.reply(&ConnId::new(sender, conn_id), text),
-            Err(err) => {
-                log::warn!("control request ignored: {err}");
-                Ok(())
-            }
-        };
-        if let Err(err) = result {
-            log::warn!("control request failed: {err}");
-        }
     }
 
     fn run_commands(&mut self) {
