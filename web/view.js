@@ -130,7 +130,14 @@
         series: new window.RelayCharts.Series(),
         chart: new window.RelayCharts.Chart(exchange)
       };
-      cell(tr, '', 'chart-cell').appendChild(x.chart.svg);
+      var chartCell = cell(tr, '', 'chart-cell');
+      x.scale = el('span', 'chart-scale');
+      chartCell.appendChild(x.scale);
+      chartCell.appendChild(x.chart.svg);
+      var axis = el('div', 'chart-axis');
+      axis.appendChild(el('span', null, window.RelayCharts.WINDOW_MINUTES + ' min ago'));
+      axis.appendChild(el('span', null, 'now'));
+      chartCell.appendChild(axis);
       this.exchanges.set(exchange, x);
       // Alphabetical, so rows do not jump around as exchanges appear.
       var before = null;
@@ -153,6 +160,7 @@
       x.rateCell.textContent = rate.toFixed(1) + '/s';
       x.rateCell.dataset.rate = String(rate);
       x.chart.redraw(x.series, now);
+      x.scale.textContent = x.chart.svg.dataset.scale + '/s';
     });
   };
 
@@ -215,11 +223,14 @@
       body.textContent = 'This page talks to ' + location.host + '/events over a WebSocket.';
     } else if (reason === 'no-subscriptions') {
       title.textContent = 'Nothing to show yet: this relay names no public exchanges.';
+      var example = el('a', null, '?sub=calls/queue.*&sub=agents/*');
+      example.href = location.pathname + '?sub=calls/queue.*&sub=agents/*';
+      example.className = 'mono';
       body.replaceChildren(
         document.createTextNode('Subscribe with the form (for example exchange '),
         el('code', null, 'calls'), document.createTextNode(', routing key '), el('code', null, 'queue.*'),
         document.createTextNode('), or open this page as '),
-        el('code', null, '?sub=calls/queue.*&sub=agents/*'), document.createTextNode('.'));
+        example, document.createTextNode('.'));
     } else if (reason === 'waiting') {
       title.textContent = 'Subscribed to ' + s.subs.map(function (x) { return x.exchange + ' / ' + x.pattern; }).join(', ') +
         '; waiting for the first event…';
