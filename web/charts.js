@@ -58,7 +58,10 @@
     var start = Math.max(this.first, last - BUCKETS + 1);
     var out = [];
     for (var b = start; b <= last; b += 1) {
-      out.push({ bucket: b, perSecond: (this.buckets.get(b) || 0) / (BUCKET_MS / 1000) });
+      // The current bucket is still filling: divide by the time it has run (at least half a
+      // bucket, so its first event is not a spike) rather than let the line dip at "now".
+      var span = b === last ? Math.max(now - b * BUCKET_MS, BUCKET_MS / 2) : BUCKET_MS;
+      out.push({ bucket: b, perSecond: (this.buckets.get(b) || 0) / (span / 1000) });
     }
     return out;
   };
