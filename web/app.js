@@ -290,11 +290,7 @@
     });
   }
 
-  function syncUrl() {
-    var list = [];
-    subs.forEach(function (s) { list.push(s); });
-    window.RelaySubs.syncUrl(list);
-  }
+  function syncUrl() { window.RelaySubs.syncUrl(Array.from(subs.values())); }
 
   // One Welcome's resumes (or one Lagged repair), summarised when the last key finishes.
   function newRound(n) {
@@ -447,7 +443,10 @@
       notice('Cannot subscribe to ' + s.exchange + ' / ' + s.pattern + ': ' + name);
     } else if (purpose.kind === 'resume') {
       var k = keys.get(purpose.key);
-      if (k && k.resume) { finishResume(k); }
+      if (k && k.resume) {
+        if (k.resume.round) { k.resume.round.gap = true; }
+        finishResume(k);
+      }
       notice('Cannot resume ' + purpose.key.replace('\n', ' / ') + ': ' + name);
     } else if (purpose.kind === 'auth') {
       token = null;
@@ -502,9 +501,7 @@
     var now = Date.now();
     view.tick(now);
     board.render(now);
-    var list = [];
-    subs.forEach(function (s) { list.push({ exchange: s.exchange, pattern: s.pattern }); });
-    view.showEmpty({ welcomed: welcomes > 0, subs: list });
+    view.showEmpty({ welcomed: welcomes > 0, subs: Array.from(subs.values()) });
   }
 
   function setSubStatus(s, status) {
