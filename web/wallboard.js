@@ -66,15 +66,17 @@
     this.seen = true;
     var hasId = typeof p.call_id === 'number' || typeof p.call_id === 'string';
     var callId = hasId ? String(p.call_id) : null;
+    // A call replayed after a reconnect has waited since it was published, not since now.
+    var at = typeof msg.mq.ts === 'number' && isFinite(msg.mq.ts) ? Math.min(msg.mq.ts, now) : now;
     if (msg.event === 'CallOffered') {
       if (q.waiting.size < CALLS_PER_QUEUE_MAX) {
-        q.waiting.set(callId || 'seq ' + msg.mq.seq + ' ' + rk, now);
+        q.waiting.set(callId || 'seq ' + msg.mq.seq + ' ' + rk, at);
       }
     } else if (msg.event === 'CallAnswered') {
       // Without ids, the longest-waiting call is taken to be the one answered.
       takeCall(q.waiting, callId);
       if (q.talking.size < CALLS_PER_QUEUE_MAX) {
-        q.talking.set(callId || 'seq ' + msg.mq.seq + ' ' + rk, now);
+        q.talking.set(callId || 'seq ' + msg.mq.seq + ' ' + rk, at);
       }
       q.answered += 1;
       if (typeof p.wait_s === 'number' && isFinite(p.wait_s) && p.wait_s >= 0) {
