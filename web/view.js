@@ -176,7 +176,9 @@
     $('relay-detail').textContent = (w.relay ? w.relay + ' at ' : '') + location.host + '/events' +
       (w.member ? ' · member ' + w.member : '');
     var run = $('run');
-    run.textContent = w.run || '—';
+    // Runs are long ids; the start tells two runs apart, the title holds the rest.
+    run.textContent = w.run ? (w.run.length > 14 ? w.run.slice(0, 13) + '…' : w.run) : '—';
+    run.title = w.run || '';
     run.dataset.run = w.run || '';
     $('session').textContent = w.id || '—';
   };

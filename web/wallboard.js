@@ -154,7 +154,7 @@
       li.dataset.agent = aname;
       li.dataset.agentState = a.state;
       li.appendChild(el('span', 'a-name', aname));
-      li.appendChild(el('span', 'a-state', a.state === 'busy' && a.queue ? 'on ' + a.queue : a.state));
+      li.appendChild(el('span', 'a-state', a.state === 'busy' && a.queue ? a.queue : a.state));
       li.title = aname + ': ' + a.state + ' for ' + clock(now - a.since);
       chips.appendChild(li);
     });
