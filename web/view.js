@@ -194,11 +194,12 @@
       pending: 'resuming ' + r.keys + ' key' + (r.keys === 1 ? '' : 's') + '…',
       recovered: 'recovered',
       gap: 'not recovered: events were missed',
-      restarted: 'relay restarted: replayed what it kept'
+      restarted: 'relay restarted',
+      nothing: 'nothing to resume'
     }[r.result] || r.result;
     dd.replaceChildren(el('span', 'resume-badge', what));
     if (r.result !== 'pending') {
-      dd.appendChild(document.createTextNode(' ' + r.replayed + ' event' + (r.replayed === 1 ? '' : 's') +
+      dd.appendChild(el('span', 'resume-detail', r.replayed + ' event' + (r.replayed === 1 ? '' : 's') +
         ' on ' + r.keys + ' key' + (r.keys === 1 ? '' : 's') + ' from ' + (r.from || 'the relay\'s history') +
         ', ' + clockTime(new Date(r.at), false)));
     }
