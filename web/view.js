@@ -199,6 +199,7 @@
     }[r.result] || r.result;
     dd.replaceChildren(el('span', 'resume-badge', what));
     if (r.result !== 'pending') {
+      dd.appendChild(document.createTextNode(' '));
       dd.appendChild(el('span', 'resume-detail', 'replayed ' + r.replayed + ' event' + (r.replayed === 1 ? '' : 's') +
         ' on ' + r.keys + ' key' + (r.keys === 1 ? '' : 's') + ' from ' + (r.from || 'the relay\'s history') +
         ', ' + clockTime(new Date(r.at), false)));
