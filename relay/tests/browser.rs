@@ -267,7 +267,7 @@ fn rows(b: &Browser) -> Vec<Row> {
             "return Array.from(document.querySelectorAll('#events tbody tr[data-seq]')).map(\
                tr => ({seq: Number(tr.dataset.seq), exchange: tr.dataset.exchange, \
                        key: tr.dataset.key, event: tr.dataset.event, \
-                       payload: tr.querySelector('td.payload').textContent}));",
+                       payload: tr.dataset.payload}));",
         )
         .expect("read the event rows");
     v.as_array()
