@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mongrel2_transceiver::reply::{self, DEFAULT_HANDLER_TARGETS};
-use mongrel2_transceiver::request::{HeaderProtocol, Request};
+use mongrel2_transceiver::request::{HeaderProtocol, Request, RequestLimits};
 use mongrel2_transceiver::tnetstring;
 use mongrel2_transceiver::websocket::{encode_frame, Frame, Opcode};
 
@@ -97,6 +97,33 @@ fn bench_request_parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// Parsing a hostile-sized request: N distinct headers of ~100 bytes each (100k headers
+/// make a 10 MB message), limits lifted. Time per header should stay flat from 1k to
+/// 100k: parsing is linear in the message.
+fn bench_many_headers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_parse_many_headers");
+    group.sample_size(10);
+    let limits = RequestLimits {
+        max_headers: usize::MAX,
+        ..RequestLimits::default()
+    };
+    for count in [1_000usize, 10_000, 100_000] {
+        for protocol in [HeaderProtocol::Tnetstring, HeaderProtocol::Json] {
+            let mut req = Request::new(UUID, 7, "/").with_protocol(protocol);
+            for i in 0..count {
+                req = req.with_header(format!("x-header-{i:08}"), "v".repeat(80));
+            }
+            let msg = req.encode();
+            group.throughput(Throughput::Elements(count as u64));
+            group.bench_function(
+                format!("{protocol:?}_{count}_headers_{}B", msg.len()),
+                |b| b.iter(|| Request::parse_with_limits(black_box(&msg), &limits).expect("valid")),
+            );
+        }
+    }
+    group.finish();
+}
+
 /// Building a request header by header: each push looks its name up, so this shows
 /// whether many distinct headers cost linear or quadratic time.
 fn bench_header_push(c: &mut Criterion) {
@@ -174,6 +201,7 @@ fn bench_reply(c: &mut Criterion) {
 criterion_group!(
     codec,
     bench_request_parse,
+    bench_many_headers,
     bench_header_push,
     bench_tnetstring,
     bench_reply,

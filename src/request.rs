@@ -44,13 +44,23 @@ pub const DEFAULT_MAX_HEADERS: usize = 1536;
 /// most 5 values of a repeated header.
 pub const DEFAULT_MAX_VALUES_PER_HEADER: usize = 64;
 
-/// Bounds on what [`Request::parse_with_limits`] accepts.
+/// Default for [`RequestLimits::max_size`]: room for the largest WebSocket message the
+/// Transceiver accepts by default (16 MiB) plus Mongrel2's headers, and for Mongrel2's own
+/// `limits.content_length` (20 MB) bodies.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 64 << 20;
+
+/// Bounds on what [`Request::parse_with_limits`] accepts. Nesting needs no bound of its
+/// own: a header value is a string or a list of strings in both header protocols, anything
+/// deeper is refused ([`RequestError::InvalidHeaderValue`],
+/// [`RequestError::InvalidJsonHeaders`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Most header names in one request.
     pub max_headers: usize,
     /// Most values of one (repeated) header.
     pub max_values_per_header: usize,
+    /// Most bytes in one whole message (sender, id, path, headers and body).
+    pub max_size: usize,
 }
 
 impl Default for RequestLimits {
@@ -58,6 +68,7 @@ impl Default for RequestLimits {
         RequestLimits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_values_per_header: DEFAULT_MAX_VALUES_PER_HEADER,
+            max_size: DEFAULT_MAX_REQUEST_SIZE,
         }
     }
 }
@@ -167,7 +178,7 @@ impl<'a> Request<'a> {
         Request::parse_with_limits(input, &RequestLimits::default())
     }
 
-    /// Parses one message, bounding the header count and list lengths.
+    /// Parses one message, bounding its size, the header count and list lengths.
     pub fn parse_with_limits(
         input: &'a [u8],
         limits: &RequestLimits,
@@ -189,6 +200,12 @@ impl<'a> Request<'a> {
         limits: &RequestLimits,
         control: bool,
     ) -> Result<(Request<'a>, Option<u64>), RequestError> {
+        if input.len() > limits.max_size {
+            return Err(RequestError::TooLarge {
+                size: input.len(),
+                max: limits.max_size,
+            });
+        }
         let mut pos = 0;
 
         let sender_bytes = field(input, &mut pos, "sender")?;

@@ -168,6 +168,7 @@ pub fn request_parse(data: &[u8]) {
     let tight = RequestLimits {
         max_headers: 4,
         max_values_per_header: 2,
+        max_size: 4096,
     };
     let _ = Request::parse_with_limits(data, &tight);
     let Ok(req) = Request::parse(data) else {
@@ -449,6 +450,7 @@ pub fn roundtrip_request(data: &[u8]) {
             let unlimited = RequestLimits {
                 max_headers: usize::MAX,
                 max_values_per_header: usize::MAX,
+                max_size: usize::MAX,
             };
             Request::parse_with_limits(&bytes, &unlimited).expect("parses without limits")
         }

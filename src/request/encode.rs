@@ -6,6 +6,13 @@ use super::{HeaderProtocol, HeaderValue, Request};
 
 impl Request<'_> {
     /// The message as Mongrel2 would send it, in this request's header protocol.
+    ///
+    /// Every header and value is written: a request built with more headers than
+    /// [`DEFAULT_MAX_HEADERS`](super::DEFAULT_MAX_HEADERS), more values per header than
+    /// [`DEFAULT_MAX_VALUES_PER_HEADER`](super::DEFAULT_MAX_VALUES_PER_HEADER) or more bytes
+    /// than [`DEFAULT_MAX_REQUEST_SIZE`](super::DEFAULT_MAX_REQUEST_SIZE) encodes, and
+    /// [`Request::parse`](super::Request::parse) refuses it; read it back with
+    /// [`Request::parse_with_limits`](super::Request::parse_with_limits).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);

@@ -67,6 +67,14 @@ pub enum RequestError {
         /// Start of the list.
         offset: usize,
     },
+    /// The whole message is larger than [`RequestLimits::max_size`](super::RequestLimits::max_size).
+    #[error("request of {size} bytes is larger than {max}")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The body is not a `,` netstring.
     #[error("body at byte {offset} is not a netstring")]
     InvalidBody {

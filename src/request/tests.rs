@@ -494,6 +494,7 @@ fn limits_bound_headers_and_values() {
     let limits = RequestLimits {
         max_headers: 11,
         max_values_per_header: 4,
+        max_size: 4096,
     };
     for protocol in [HeaderProtocol::Tnetstring, HeaderProtocol::Json] {
         let msg = req.clone().with_protocol(protocol).encode();
@@ -535,4 +536,59 @@ fn query_parameters() {
     assert_eq!(req.query("empty").as_deref(), Some(""));
     assert_eq!(req.query("flag").as_deref(), Some(""));
     assert_eq!(req.query("A"), None, "names are case-sensitive");
+}
+
+#[test]
+fn the_whole_message_size_is_bounded() {
+    let msg = Request::new("s", 1, "/")
+        .with_body(vec![b'x'; 100])
+        .encode();
+    let exact = RequestLimits {
+        max_size: msg.len(),
+        ..RequestLimits::default()
+    };
+    assert!(Request::parse_with_limits(&msg, &exact).is_ok());
+    let smaller = RequestLimits {
+        max_size: msg.len() - 1,
+        ..exact
+    };
+    assert!(matches!(
+        Request::parse_with_limits(&msg, &smaller),
+        Err(RequestError::TooLarge { size, max }) if size == msg.len() && max == msg.len() - 1
+    ));
+    let big = vec![b'x'; crate::request::DEFAULT_MAX_REQUEST_SIZE];
+    let msg = Request::new("s", 1, "/").with_body(big).encode();
+    assert!(matches!(
+        Request::parse(&msg),
+        Err(RequestError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn header_values_nest_no_deeper_than_a_list_of_strings() {
+    // tnetstring headers: a dict value, and a list holding a dict or a list, are refused.
+    let headers = |inner: &str| format!("s 1 / {}:{inner}}}0:,", inner.len()).into_bytes();
+    for value in ["0:}", "3:0:}]", "3:0:]]"] {
+        assert!(
+            matches!(
+                Request::parse(&headers(&format!("1:a,{value}"))),
+                Err(RequestError::InvalidHeaderValue { .. })
+            ),
+            "{value}"
+        );
+    }
+    // A peer's deep nesting fails on the first level too deep, without recursing.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let json = format!("{{\"a\":{deep}}}");
+    let msg = format!("s 1 / {}:{json},0:,", json.len());
+    assert!(matches!(
+        Request::parse(msg.as_bytes()),
+        Err(RequestError::InvalidJsonHeaders { .. })
+    ));
+    let json = r#"{"a":{"b":"c"}}"#;
+    let msg = format!("s 1 / {}:{json},0:,", json.len());
+    assert!(matches!(
+        Request::parse(msg.as_bytes()),
+        Err(RequestError::InvalidJsonHeaders { .. })
+    ));
 }

@@ -6,6 +6,11 @@ use super::{Error, Value};
 ///
 /// Fails only on a NaN or infinite float ([`Error::NonFiniteFloat`]); `out` is then
 /// restored to its previous length.
+///
+/// Any nesting is written, also deeper than [`DEFAULT_MAX_DEPTH`](super::DEFAULT_MAX_DEPTH),
+/// which [`parse`](super::parse) refuses: the depth limit is the reader's policy, so a
+/// writer sending deeper values must have its reader use
+/// [`parse_with_max_depth`](super::parse_with_max_depth).
 pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     let result = encode_value(value, out);

@@ -371,7 +371,8 @@ impl<'a> Value<'a> {
         encode(self, out)
     }
 
-    /// The encoding of this value as a new buffer. Fails only on a non-finite float.
+    /// The encoding of this value as a new buffer. Fails only on a non-finite float; any
+    /// depth is written, also one the default parser refuses (see [`encode`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
         encode(self, &mut out)?;

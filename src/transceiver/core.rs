@@ -21,6 +21,8 @@ use crate::reply::{self, DEFAULT_HANDLER_TARGETS};
 use crate::request::Request;
 
 #[cfg(test)]
+mod ordering_tests;
+#[cfg(test)]
 mod tests;
 
 /// One framed reply for one Mongrel2 server, ready for that server's PUB socket.
@@ -30,6 +32,17 @@ pub struct Outgoing {
     pub sender: Arc<str>,
     /// The whole ZeroMQ message: `SENDER LEN:IDS, BODY`.
     pub message: Vec<u8>,
+}
+
+/// Replies the Core wrote itself while the handler had not yet seen an earlier event of the
+/// same connection: a close frame sent at once would overtake the handler's answer to a
+/// message read before it (Mongrel2 then drops that answer, the connection being closed).
+#[derive(Debug)]
+pub(super) struct Held {
+    /// Released once this many events have been handed out.
+    pub(super) after: u64,
+    pub(super) conn: ConnId,
+    pub(super) replies: Vec<Outgoing>,
 }
 
 /// The sans-IO handler runtime: feed it Mongrel2 messages, commands and the time; take
@@ -61,6 +74,10 @@ pub struct Core {
     /// Streamed responses in progress: whether each is close-delimited.
     pub(super) streams: HashMap<ConnId, bool>,
     pub(super) events: VecDeque<Event>,
+    /// How many events [`Core::poll_event`] has handed out: the clock of `held`.
+    pub(super) handed_out: u64,
+    /// Control replies (pongs, close frames) waiting for earlier events of their connection.
+    pub(super) held: VecDeque<Held>,
     pub(super) outgoing: VecDeque<Outgoing>,
     pub(super) handshake: Option<HandshakeFn>,
     pub(super) ping_interval: Option<Duration>,
@@ -91,6 +108,8 @@ impl Core {
             sessions: Sessions::default(),
             streams: HashMap::new(),
             events: VecDeque::new(),
+            handed_out: 0,
+            held: VecDeque::new(),
             outgoing: VecDeque::new(),
             handshake: None,
             ping_interval: Some(DEFAULT_PING_INTERVAL),
@@ -177,6 +196,7 @@ impl Core {
             });
         }
         self.streams.retain(|conn, _| conn.sender != sender);
+        self.held.retain(|held| held.conn.sender != sender);
         self.uploads.forget_sender(&sender);
         Ok(())
     }
@@ -216,8 +236,51 @@ impl Core {
     }
 
     /// The next event for the handler, oldest first.
+    ///
+    /// Asking for the next event tells the Core the handler is done with the previous ones:
+    /// the pongs and close frames it held back until then (so they follow the handler's
+    /// answers to the messages read before them) move to [`Core::poll_outgoing`]. Drivers
+    /// call this until it returns `None`, and flush the replies after each call.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.release_held();
+        let event = self.events.pop_front()?;
+        self.handed_out += 1;
+        Some(event)
+    }
+
+    fn release_held(&mut self) {
+        while let Some(held) = self.held.front() {
+            // An empty queue also releases everything: nothing earlier is left to wait for.
+            if held.after > self.handed_out && !self.events.is_empty() {
+                break;
+            }
+            let held = self.held.pop_front().expect("front checked");
+            self.outgoing.extend(held.replies);
+        }
+    }
+
+    /// Control replies the Core sends on its own for `conn` (a pong; a close frame and the
+    /// empty reply): written now, or held until the handler has been handed every event
+    /// queued before them for `conn`, so each connection's bytes keep the order of its frames.
+    pub(super) fn send_in_order(&mut self, conn: &ConnId, bodies: &[&[u8]]) {
+        let mut replies = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            match self.encode_to(conn, body) {
+                Ok(out) => replies.push(out),
+                Err(err) => log::warn!("reply to {conn} failed: {err}"),
+            }
+        }
+        let waits = self.held.iter().any(|held| held.conn == *conn)
+            || self.events.iter().any(|event| event.concerns(conn));
+        if waits {
+            self.held.push_back(Held {
+                after: self.handed_out + self.events.len() as u64,
+                conn: conn.clone(),
+                replies,
+            });
+        } else {
+            self.outgoing.extend(replies);
+        }
     }
 
     /// Whether events are waiting.
@@ -253,6 +316,10 @@ impl Core {
     /// ([`CloseReason::Shutdown`](super::CloseReason::Shutdown)); streams are forgotten.
     pub fn shutdown(&mut self) {
         let goodbye = super::close_frame(crate::websocket::CloseCode::GOING_AWAY, "shutting down");
+        // Held pongs and closes go first: after the goodbye's empty reply they would be lost.
+        for held in self.held.drain(..) {
+            self.outgoing.extend(held.replies);
+        }
         for (sender, ids) in self.sessions.drain() {
             self.deliver_logged(&sender, &ids, &goodbye);
             self.deliver_logged(&sender, &ids, b"");
@@ -281,11 +348,16 @@ impl Core {
 
     /// One reply to one connection.
     pub(super) fn send_to(&mut self, conn: &ConnId, body: &[u8]) -> Result<(), Error> {
+        let out = self.encode_to(conn, body)?;
+        self.outgoing.push_back(out);
+        Ok(())
+    }
+
+    fn encode_to(&self, conn: &ConnId, body: &[u8]) -> Result<Outgoing, Error> {
         let sender = self.server_of(&conn.sender)?;
         let mut message = Vec::with_capacity(conn.sender.len() + body.len() + 24);
         reply::encode_reply(&conn.sender, &[conn.id], body, &mut message)?;
-        self.outgoing.push_back(Outgoing { sender, message });
-        Ok(())
+        Ok(Outgoing { sender, message })
     }
 
     pub(super) fn send_logged(&mut self, conn: &ConnId, body: &[u8]) {

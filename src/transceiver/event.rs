@@ -187,3 +187,26 @@ pub enum Event {
     /// A socket registered with [`Transceiver::watch`](super::Transceiver::watch) is readable.
     Readable(Token),
 }
+
+impl Event {
+    /// Whether the event is about `conn` (the Core keeps each connection's replies in the
+    /// order of its events).
+    pub(crate) fn concerns(&self, conn: &ConnId) -> bool {
+        match self {
+            Event::Opened { conn: c, .. }
+            | Event::Message { conn: c, .. }
+            | Event::Closed { conn: c, .. }
+            | Event::Credits { conn: c, .. }
+            | Event::Disconnected(c) => c == conn,
+            Event::Http(request)
+            | Event::Json(request)
+            | Event::Xml(request)
+            | Event::UploadStarted(request)
+            | Event::UploadDone(request)
+            | Event::UploadChunk(request) => {
+                request.conn_id() == conn.id && request.sender() == &*conn.sender
+            }
+            Event::Readable(_) => false,
+        }
+    }
+}

@@ -304,8 +304,10 @@ impl Transceiver {
             let now = Instant::now();
             self.core.handle_timeout(now);
             let watchdog = self.check_subscriptions(now);
+            let event = self.pending.pop_front().or_else(|| self.core.poll_event());
+            // Asking for an event may release held pongs and closes: write them now.
             let _ = self.flush();
-            if let Some(event) = self.pending.pop_front().or_else(|| self.core.poll_event()) {
+            if let Some(event) = event {
                 return Ok(Some(event));
             }
             if self.interrupted {

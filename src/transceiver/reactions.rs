@@ -149,7 +149,7 @@ impl Core {
             Opcode::Ping => {
                 let mut pong = Vec::with_capacity(payload.len() + 2);
                 websocket::encode_frame(Opcode::Pong, payload, &mut pong);
-                self.send_logged(&conn, &pong);
+                self.send_in_order(&conn, &[&pong]);
             }
             Opcode::Pong => {}
             Opcode::Close => self.on_close_frame(conn, payload),
@@ -174,8 +174,7 @@ impl Core {
             Some(code) => websocket::encode_frame(Opcode::Close, &code.0.to_be_bytes(), &mut echo),
             None => websocket::encode_frame(Opcode::Close, b"", &mut echo),
         }
-        self.send_logged(&conn, &echo);
-        self.send_logged(&conn, b"");
+        self.send_in_order(&conn, &[&echo, b""]);
         self.sessions.close(&conn);
         log::debug!("WebSocket session {conn} closed by the client ({code:?})");
         self.events.push_back(Event::Closed {
@@ -187,8 +186,7 @@ impl Core {
     fn violation(&mut self, conn: ConnId, code: CloseCode, violation: String) {
         log::info!("closing {conn} with {code}: {violation}");
         let frame = close_frame(code, &violation);
-        self.send_logged(&conn, &frame);
-        self.send_logged(&conn, b"");
+        self.send_in_order(&conn, &[&frame, b""]);
         self.sessions.close(&conn);
         self.events.push_back(Event::Closed {
             conn,

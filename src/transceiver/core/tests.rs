@@ -11,7 +11,7 @@ use crate::{CloseReason, Event, Handshake, Message};
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 const INTERVAL: Duration = Duration::from_secs(10);
 
-fn core(now: Instant) -> Core {
+pub(super) fn core(now: Instant) -> Core {
     let mut core = Core::new(now);
     core.set_ping_interval(Some(INTERVAL), now).unwrap();
     core.add_server("s1").unwrap();
@@ -26,7 +26,7 @@ fn handshake(sender: &str, id: u64) -> Vec<u8> {
         .encode()
 }
 
-fn frame(sender: &str, id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(sender: &str, id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     Request::new(sender, id, "/ws")
         .with_header("METHOD", "WEBSOCKET")
         .with_header("FLAGS", format!("0x{flags:X}"))
@@ -42,7 +42,7 @@ fn disconnect(sender: &str, id: u64) -> Vec<u8> {
 }
 
 /// One reply split into its sender, target ids and body.
-fn parse(out: &Outgoing) -> (String, Vec<u64>, Vec<u8>) {
+pub(super) fn parse(out: &Outgoing) -> (String, Vec<u64>, Vec<u8>) {
     let message = &out.message;
     let space = message.iter().position(|&b| b == b' ').unwrap();
     let sender = String::from_utf8(message[..space].to_vec()).unwrap();
@@ -62,7 +62,7 @@ fn parse(out: &Outgoing) -> (String, Vec<u64>, Vec<u8>) {
     (sender, ids, body)
 }
 
-fn replies(core: &mut Core) -> Vec<(String, Vec<u64>, Vec<u8>)> {
+pub(super) fn replies(core: &mut Core) -> Vec<(String, Vec<u64>, Vec<u8>)> {
     std::iter::from_fn(|| core.poll_outgoing())
         .map(|out| parse(&out))
         .collect()
@@ -72,11 +72,11 @@ fn events(core: &mut Core) -> Vec<Event> {
     std::iter::from_fn(|| core.poll_event()).collect()
 }
 
-fn close_frame_bytes(code: CloseCode, reason: &str) -> Vec<u8> {
+pub(super) fn close_frame_bytes(code: CloseCode, reason: &str) -> Vec<u8> {
     super::super::close_frame(code, reason)
 }
 
-fn opened(core: &mut Core, id: u64) {
+pub(super) fn opened(core: &mut Core, id: u64) {
     core.handle_message("s1", &handshake("s1", id));
     core.outgoing.clear();
     core.events.clear();
