@@ -323,7 +323,7 @@ impl ExactSizeIterator for Batches<'_> {}
 /// body a tnetstring list. Mongrel2 handles key `ctl` itself and disconnects
 /// clients targeted with keys it has no dispatcher for.
 ///
-/// The value is written at any depth (see [`tnetstring::encode`](crate::tnetstring::encode)):
+/// The value is written at any depth (see [`tnetstring::encode`](crate::tnetstring::encode())):
 /// nesting deeper than [`DEFAULT_MAX_DEPTH`](crate::tnetstring::DEFAULT_MAX_DEPTH) is not
 /// refused here, though a reader with default limits refuses it.
 pub fn encode_extended(
