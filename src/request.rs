@@ -21,13 +21,13 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::tnetstring::split_element;
 use crate::websocket::{Flags, FlagsError};
 
 mod encode;
 mod error;
 mod headers;
 mod json_headers;
+mod parse;
 mod query;
 mod tnet_headers;
 
@@ -173,109 +173,6 @@ struct ControlBody<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Parses one message with [`RequestLimits::default`].
-    pub fn parse(input: &'a [u8]) -> Result<Request<'a>, RequestError> {
-        Request::parse_with_limits(input, &RequestLimits::default())
-    }
-
-    /// Parses one message, bounding its size, the header count and list lengths.
-    pub fn parse_with_limits(
-        input: &'a [u8],
-        limits: &RequestLimits,
-    ) -> Result<Request<'a>, RequestError> {
-        Request::parse_framed(input, limits, false).map(|(request, _)| request)
-    }
-
-    /// Parses a control-socket request. The seed's Connector sends connection id `-1`
-    /// (which Mongrel2 never does, so [`Request::parse`] keeps refusing it): then the
-    /// second value is `None` and the request's own `conn_id` is 0.
-    pub(crate) fn parse_control(
-        input: &'a [u8],
-    ) -> Result<(Request<'a>, Option<u64>), RequestError> {
-        Request::parse_framed(input, &RequestLimits::default(), true)
-    }
-
-    fn parse_framed(
-        input: &'a [u8],
-        limits: &RequestLimits,
-        control: bool,
-    ) -> Result<(Request<'a>, Option<u64>), RequestError> {
-        if input.len() > limits.max_size {
-            return Err(RequestError::TooLarge {
-                size: input.len(),
-                max: limits.max_size,
-            });
-        }
-        let mut pos = 0;
-
-        let sender_bytes = field(input, &mut pos, "sender")?;
-        let sender = std::str::from_utf8(sender_bytes)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .ok_or(RequestError::InvalidSender { offset: 0 })?;
-
-        let id_offset = pos;
-        let id_text = field(input, &mut pos, "connection id")?;
-        let target = match parse_conn_id(id_text) {
-            Some(id) => Some(id),
-            None if control && id_text == b"-1" => None,
-            None => return Err(RequestError::InvalidConnId { offset: id_offset }),
-        };
-        let conn_id = target.unwrap_or(0);
-
-        let path = String::from_utf8_lossy(field(input, &mut pos, "path")?);
-
-        if pos == input.len() {
-            return Err(RequestError::Missing {
-                field: "headers",
-                offset: pos,
-            });
-        }
-        let header_offset = pos;
-        let el = split_element(&input[pos..], pos)?;
-        let (headers, protocol) = match el.tag {
-            b'}' => (
-                tnet_headers::parse(&el, limits)?,
-                HeaderProtocol::Tnetstring,
-            ),
-            b',' if el.payload.first() == Some(&b'{') => (
-                json_headers::parse(el.payload, el.payload_offset, limits)?,
-                HeaderProtocol::Json,
-            ),
-            _ => {
-                return Err(RequestError::UnknownHeaderFormat {
-                    offset: header_offset,
-                })
-            }
-        };
-        pos += el.consumed;
-
-        if pos == input.len() {
-            return Err(RequestError::Missing {
-                field: "body",
-                offset: pos,
-            });
-        }
-        let body_el = split_element(&input[pos..], pos)?;
-        if body_el.tag != b',' {
-            return Err(RequestError::InvalidBody { offset: pos });
-        }
-        pos += body_el.consumed;
-        if pos != input.len() {
-            return Err(RequestError::TrailingBytes { offset: pos });
-        }
-
-        let request = Request {
-            sender: Cow::Borrowed(sender),
-            conn_id,
-            path,
-            headers,
-            body: Cow::Borrowed(body_el.payload),
-            protocol,
-        };
-        Ok((request, target))
-    }
-
     /// A request to fill in with the `with_*` builders (for tests, harnesses and
     /// handler chaining). `sender` and `path` must not contain spaces.
     pub fn new(
@@ -570,36 +467,6 @@ impl<'a> Request<'a> {
             _ => RequestKind::Http,
         })
     }
-}
-
-/// Takes the bytes up to the next space and steps past it.
-fn field<'a>(
-    input: &'a [u8],
-    pos: &mut usize,
-    name: &'static str,
-) -> Result<&'a [u8], RequestError> {
-    let rest = &input[*pos..];
-    let len = rest
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(RequestError::Missing {
-            field: name,
-            offset: *pos,
-        })?;
-    *pos += len + 1;
-    Ok(&rest[..len])
-}
-
-fn parse_conn_id(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |acc, &b| {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-    })
 }
 
 #[cfg(test)]

@@ -272,22 +272,21 @@ impl Driver {
     /// Hands the core's events to the stream; `Ok(true)` when there is room for more.
     fn forward_events(&mut self, cx: &mut Context<'_>) -> Result<bool, Gone> {
         loop {
-            if self.held.is_none() {
-                self.held = self.core.poll_event();
-            }
-            if self.held.is_none() {
+            let Some(event) = self.held.take().or_else(|| self.core.poll_event()) else {
                 return Ok(true);
-            }
+            };
             match self.events.poll_reserve(cx) {
                 Poll::Ready(Ok(())) => {
-                    let event = self.held.take().expect("held above");
                     if self.events.send_item(event).is_err() {
                         return Err(Gone);
                     }
                 }
                 Poll::Ready(Err(_)) => return Err(Gone),
                 // Requests stay queued in ZeroMQ until the handler catches up.
-                Poll::Pending => return Ok(false),
+                Poll::Pending => {
+                    self.held = Some(event);
+                    return Ok(false);
+                }
             }
         }
     }
@@ -422,28 +421,7 @@ impl Driver {
         if let Err(err) = control.socket.send(answer, zmq::DONTWAIT) {
             log::warn!("control socket reply: {err}");
         }
-        let result = match action {
-            Ok(None) => Ok(()),
-            Ok(Some(control::Action::Add {
-                sender,
-                pull,
-                publish,
-            })) => self.add_connection(&sender, &pull, &publish),
-            Ok(Some(control::Action::Remove { sender })) => self.remove_connection(&sender),
-            Ok(Some(control::Action::Ping {
-                sender,
-                conn_id,
-                text,
-                bare,
-            })) => self.answer_ping(&sender, conn_id, text, bare),
-            Err(err) => {
-                log::warn!("control request ignored: {err}");
-                Ok(())
-            }
-        };
-        if let Err(err) = result {
-            log::warn!("control request failed: {err}");
-        }
+        control::act(self, action);
         true
     }
 
@@ -479,4 +457,22 @@ struct Gone;
 
 fn io_error(err: io::Error) -> Error {
     Error::Config(format!("cannot register with the tokio reactor: {err}"))
+}
+
+impl control::Target for Driver {
+    fn add_connection(&mut self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
+        Driver::add_connection(self, sender, pull, publish)
+    }
+    fn remove_connection(&mut self, sender: &str) -> Result<(), Error> {
+        Driver::remove_connection(self, sender)
+    }
+    fn answer_ping(
+        &mut self,
+        sender: &str,
+        conn_id: Option<u64>,
+        text: String,
+        bare: bool,
+    ) -> Result<(), Error> {
+        Driver::answer_ping(self, sender, conn_id, text, bare)
+    }
 }

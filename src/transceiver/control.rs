@@ -106,6 +106,50 @@ fn action(message: &[u8]) -> Result<Option<Action>, String> {
     }
 }
 
+/// What a loop (blocking or async) does for a control request; [`act`] dispatches to it.
+pub(crate) trait Target {
+    fn add_connection(
+        &mut self,
+        sender: &str,
+        pull: &str,
+        publish: &str,
+    ) -> Result<(), crate::Error>;
+    fn remove_connection(&mut self, sender: &str) -> Result<(), crate::Error>;
+    fn answer_ping(
+        &mut self,
+        sender: &str,
+        conn_id: Option<u64>,
+        text: String,
+        bare: bool,
+    ) -> Result<(), crate::Error>;
+}
+
+/// Carries out what [`interpret`] made of a request; failures are logged, never fatal.
+pub(crate) fn act(target: &mut impl Target, action: Result<Option<Action>, String>) {
+    let result = match action {
+        Ok(None) => Ok(()),
+        Ok(Some(Action::Add {
+            sender,
+            pull,
+            publish,
+        })) => target.add_connection(&sender, &pull, &publish),
+        Ok(Some(Action::Remove { sender })) => target.remove_connection(&sender),
+        Ok(Some(Action::Ping {
+            sender,
+            conn_id,
+            text,
+            bare,
+        })) => target.answer_ping(&sender, conn_id, text, bare),
+        Err(err) => {
+            log::warn!("control request ignored: {err}");
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        log::warn!("control request failed: {err}");
+    }
+}
+
 /// The message that answers a control `__ping__` through `sender`'s own PUB: the bare text
 /// for METHOD `MONGREL2` (what the seed's Server compares with its GUID), an HTTP response
 /// otherwise, as the seed does; to connection `-1` when the request came from it.

@@ -20,28 +20,7 @@ impl Transceiver {
         if let Err(err) = socket.send(answer, 0) {
             log::warn!("control socket reply: {err}");
         }
-        let result = match action {
-            Ok(None) => Ok(()),
-            Ok(Some(control::Action::Add {
-                sender,
-                pull,
-                publish,
-            })) => self.add_connection(&sender, &pull, &publish),
-            Ok(Some(control::Action::Remove { sender })) => self.remove_connection(&sender),
-            Ok(Some(control::Action::Ping {
-                sender,
-                conn_id,
-                text,
-                bare,
-            })) => self.answer_ping(&sender, conn_id, text, bare),
-            Err(err) => {
-                log::warn!("control request ignored: {err}");
-                Ok(())
-            }
-        };
-        if let Err(err) = result {
-            log::warn!("control request failed: {err}");
-        }
+        control::act(self, action);
     }
 
     /// Answers a control `__ping__` through `sender`'s own PUB, so its arrival proves that
@@ -63,5 +42,23 @@ impl Transceiver {
             .find(|c| &*c.sender == sender)
             .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
         connection.send(message)
+    }
+}
+
+impl control::Target for Transceiver {
+    fn add_connection(&mut self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
+        Transceiver::add_connection(self, sender, pull, publish)
+    }
+    fn remove_connection(&mut self, sender: &str) -> Result<(), Error> {
+        Transceiver::remove_connection(self, sender)
+    }
+    fn answer_ping(
+        &mut self,
+        sender: &str,
+        conn_id: Option<u64>,
+        text: String,
+        bare: bool,
+    ) -> Result<(), Error> {
+        Transceiver::answer_ping(self, sender, conn_id, text, bare)
     }
 }
