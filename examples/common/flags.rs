@@ -14,6 +14,10 @@ pub struct Flags {
     pub publish: String,
     pub control: String,
     pub ping_interval: Duration,
+    /// `--group-bind`: this process's endpoint in a handler group.
+    pub group_bind: Option<String>,
+    /// `--group-peer` (repeatable): the group's members' endpoints.
+    pub group_peers: Vec<String>,
 }
 
 impl Flags {
@@ -31,6 +35,8 @@ impl Flags {
             publish: "tcp://127.0.0.1:9988".to_owned(),
             control: "tcp://127.0.0.1:9987".to_owned(),
             ping_interval: Duration::from_secs(30),
+            group_bind: None,
+            group_peers: Vec::new(),
         };
         let mut args = args.into_iter();
         // (--config FILE, --handler NAME): applied after the other flags, replacing them.
@@ -48,6 +54,8 @@ impl Flags {
                 "--pull" => flags.pull = value,
                 "--pub" => flags.publish = value,
                 "--control" => flags.control = value,
+                "--group-bind" => flags.group_bind = Some(value),
+                "--group-peer" => flags.group_peers.push(value),
                 "--config" if cfg!(feature = "config") => from_config.0 = Some(value),
                 "--handler" if cfg!(feature = "config") => from_config.1 = Some(value),
                 "--ping-interval" => match value.parse::<f64>() {
@@ -97,11 +105,15 @@ impl Flags {
     }
 
     pub fn builder(&self) -> Builder {
-        Transceiver::builder(&self.sender_id)
+        let builder = Transceiver::builder(&self.sender_id)
             .pull(&self.pull)
             .publish(&self.publish)
             .control(Some(&self.control))
-            .ping_interval(self.ping_interval)
+            .ping_interval(self.ping_interval);
+        match &self.group_bind {
+            Some(bind) => builder.group(bind, &self.group_peers),
+            None => builder,
+        }
     }
 }
 
@@ -109,6 +121,7 @@ fn usage(program: &str, code: i32) -> ! {
     eprintln!(
         "usage: {program} [--sender-id ID] [--pull ENDPOINT] [--pub ENDPOINT] \
          [--control ENDPOINT] [--ping-interval SECONDS] \
+         [--group-bind ENDPOINT [--group-peer ENDPOINT]...] \
          [--config CONFIG.sqlite --handler NAME (feature \"config\")]\n\
          defaults: --sender-id {ECHO_SENDER_ID} --pull tcp://127.0.0.1:9989 \
          --pub tcp://127.0.0.1:9988 --control tcp://127.0.0.1:9987 --ping-interval 30"

@@ -33,9 +33,9 @@ pub struct Transceiver {
     control: Option<zmq::Socket>,
     watched: Vec<Option<zmq::Socket>>,
     context: zmq::Context,
-    core: Core,
+    pub(super) core: Core,
     /// The handler group this process is a member of, if any.
-    group: Option<GroupLink>,
+    pub(super) group: Option<GroupLink>,
     /// Events of the loop itself ([`Event::Readable`]), and the core's in a group.
     pending: VecDeque<Event>,
     inbox: Inbox,
@@ -142,43 +142,6 @@ impl Transceiver {
     /// The sender ids of every connected Mongrel2 server.
     pub fn senders(&self) -> impl Iterator<Item = &str> {
         self.connections.iter().map(|c| &*c.sender)
-    }
-
-    /// Every open WebSocket session (in a group: the whole group's).
-    pub fn sessions(&self) -> impl Iterator<Item = ConnId> + '_ {
-        let group = self.group.as_ref().map(|link| link.group.sessions());
-        let own = self.group.is_none().then(|| self.core.sessions());
-        group.into_iter().flatten().chain(own.into_iter().flatten())
-    }
-
-    /// How many WebSocket sessions are open (in a group: the whole group's).
-    pub fn session_count(&self) -> usize {
-        match &self.group {
-            Some(link) => link.group.session_count(),
-            None => self.core.session_count(),
-        }
-    }
-
-    /// How many WebSocket sessions this process owns (in a group, the ones it pings and
-    /// whose messages it receives; otherwise all of them).
-    pub fn owned_session_count(&self) -> usize {
-        self.core.session_count()
-    }
-
-    /// How many members of the handler group are alive, this one included (1 without a
-    /// group).
-    pub fn group_members(&self) -> usize {
-        self.group
-            .as_ref()
-            .map_or(1, |link| link.group.live_members())
-    }
-
-    /// Whether `conn` is an open WebSocket session (in a group: of any member).
-    pub fn is_session(&self, conn: &ConnId) -> bool {
-        match &self.group {
-            Some(link) => link.group.is_session(conn),
-            None => self.core.is_session(conn),
-        }
     }
 
     /// Connects to one more Mongrel2 server while running. Replies to its requests go out
@@ -542,18 +505,6 @@ impl Transceiver {
             }
         }
         let _ = self.flush();
-    }
-
-    /// In a group a broadcast goes to every session of the group: any member may reply to
-    /// any connection.
-    fn group_wide(&self, command: Outbound) -> Outbound {
-        match (command, &self.group) {
-            (Outbound::Broadcast { frame }, Some(link)) => Outbound::DeliverTo {
-                conns: link.group.sessions().collect(),
-                body: frame,
-            },
-            (command, _) => command,
-        }
     }
 
     /// The outbound methods' entry: the core frames, the loop writes at once.

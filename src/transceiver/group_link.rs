@@ -5,9 +5,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+use super::command::Outbound;
 use super::core::Core;
 use super::group::{Group, GroupTiming, Local};
-use super::{Error, Event};
+use super::{ConnId, Error, Event, Transceiver};
 
 /// How many group messages one readable PULL may deliver before the loop's other work.
 const PEER_BATCH: usize = 256;
@@ -91,6 +92,7 @@ impl GroupLink {
                 }
             }
         }
+        self.group.send_acks();
         while let Some((endpoint, frames)) = self.group.poll_send() {
             if let Err(err) = self.send(&endpoint, frames) {
                 log::debug!("group message to {endpoint} not sent: {err}");
@@ -127,5 +129,56 @@ impl GroupLink {
         let push = &self.pushes[endpoint];
         push.send_multipart(frames, zmq::DONTWAIT)?;
         Ok(())
+    }
+}
+
+impl Transceiver {
+    /// Every open WebSocket session (in a group: the whole group's).
+    pub fn sessions(&self) -> impl Iterator<Item = ConnId> + '_ {
+        let group = self.group.as_ref().map(|link| link.group.sessions());
+        let own = self.group.is_none().then(|| self.core.sessions());
+        group.into_iter().flatten().chain(own.into_iter().flatten())
+    }
+
+    /// How many WebSocket sessions are open (in a group: the whole group's).
+    pub fn session_count(&self) -> usize {
+        match &self.group {
+            Some(link) => link.group.session_count(),
+            None => self.core.session_count(),
+        }
+    }
+
+    /// How many WebSocket sessions this process owns (in a group, the ones it pings and
+    /// whose messages it receives; otherwise all of them).
+    pub fn owned_session_count(&self) -> usize {
+        self.core.session_count()
+    }
+
+    /// How many members of the handler group are alive, this one included (1 without a
+    /// group).
+    pub fn group_members(&self) -> usize {
+        self.group
+            .as_ref()
+            .map_or(1, |link| link.group.live_members())
+    }
+
+    /// Whether `conn` is an open WebSocket session (in a group: of any member).
+    pub fn is_session(&self, conn: &ConnId) -> bool {
+        match &self.group {
+            Some(link) => link.group.is_session(conn),
+            None => self.core.is_session(conn),
+        }
+    }
+
+    /// In a group a broadcast goes to every session of the group: any member may reply to
+    /// any connection.
+    pub(super) fn group_wide(&self, command: Outbound) -> Outbound {
+        match (command, &self.group) {
+            (Outbound::Broadcast { frame }, Some(link)) => Outbound::DeliverTo {
+                conns: link.group.sessions().collect(),
+                body: frame,
+            },
+            (command, _) => command,
+        }
     }
 }

@@ -257,6 +257,13 @@ impl Core {
         };
         let conn = ConnId::of(&request);
         if self.sessions.open(&conn) {
+            // Its previous owner may have pinged it up to an interval ago and nobody since
+            // the owner died: ping now so the client hears from the group without a gap.
+            if self.ping_interval.is_some() {
+                let mut ping = Vec::with_capacity(2);
+                websocket::encode_frame(Opcode::Ping, b"", &mut ping);
+                self.send_logged(&conn, &ping);
+            }
             self.events.push_back(Event::Opened {
                 conn,
                 request: request.into_owned(),

@@ -11,6 +11,9 @@ use crate::ConnId;
 /// How many forwarded messages wait for one owner's acknowledgement before the oldest are
 /// given up (with a warning): bounds memory when an owner is alive but stuck.
 const MAX_UNACKED: usize = 1 << 16;
+/// How many ended sessions are remembered, so a frame that reaches the owner after the
+/// disconnect notice (it went round through another member) does not revive the session.
+const MAX_ENDED: usize = 1 << 16;
 
 /// How often members say they are alive, and how long a silent member is still believed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +25,15 @@ pub struct GroupTiming {
 }
 
 impl GroupTiming {
-    /// Four heartbeats per ping interval (between 50 ms and 1 s apart), dead after two ping
-    /// intervals of silence (or eight heartbeats, whichever is longer), so an owner's death
-    /// is noticed and its sessions adopted before their clients miss a ping round.
+    /// Four heartbeats per ping interval (between 50 ms and 1 s apart), dead after one and a
+    /// half ping intervals of silence (or six heartbeats, whichever is longer), so an owner's
+    /// death is noticed and its sessions adopted (and pinged) within three ping intervals.
     pub fn for_ping_interval(ping_interval: Option<Duration>) -> GroupTiming {
         let ping = ping_interval.unwrap_or(Duration::from_secs(4));
         let heartbeat = (ping / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         GroupTiming {
             heartbeat,
-            dead_after: (ping * 2).max(heartbeat * 8),
+            dead_after: (ping * 3 / 2).max(heartbeat * 6),
         }
     }
 }
@@ -61,7 +64,8 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Outbox {
     next_seq: u64,
-    unacked: VecDeque<(u64, ConnId, Vec<u8>)>,
+    /// Sequence, session, whether it is the handshake, the message.
+    unacked: VecDeque<(u64, ConnId, bool, Vec<u8>)>,
 }
 
 /// One member's view of its group.
@@ -74,6 +78,11 @@ pub(crate) struct Group {
     peers: HashMap<String, Peer>,
     /// Highest forward sequence received from each member (acknowledged in heartbeats).
     received: HashMap<String, u64>,
+    /// Members whose forwards arrived since the last acknowledgement to them.
+    ack_due: Vec<String>,
+    /// Sessions whose disconnect notice this member saw, oldest first (bounded).
+    ended: VecDeque<ConnId>,
+    ended_set: std::collections::HashSet<ConnId>,
     table: HashMap<ConnId, Entry>,
     outboxes: HashMap<String, Outbox>,
     local: VecDeque<Local>,
@@ -107,6 +116,9 @@ impl Group {
             timing,
             peers: HashMap::new(),
             received: HashMap::new(),
+            ack_due: Vec::new(),
+            ended: VecDeque::new(),
+            ended_set: std::collections::HashSet::new(),
             table: HashMap::new(),
             outboxes: HashMap::new(),
             local: VecDeque::new(),
@@ -155,18 +167,21 @@ impl Group {
     pub(crate) fn on_mongrel2(&mut self, message: Vec<u8>) {
         let routed = match Request::parse(&message) {
             Ok(request) => match request.kind() {
-                Ok(RequestKind::WebSocketHandshake { .. } | RequestKind::WebSocketFrame { .. }) => {
-                    Some((ConnId::of(&request), false))
+                Ok(RequestKind::WebSocketHandshake { .. }) => {
+                    Some((ConnId::of(&request), Some(true)))
                 }
-                Ok(RequestKind::Disconnect) => Some((ConnId::of(&request), true)),
+                Ok(RequestKind::WebSocketFrame { .. }) => Some((ConnId::of(&request), Some(false))),
+                Ok(RequestKind::Disconnect) => Some((ConnId::of(&request), None)),
                 _ => None,
             },
             Err(_) => None,
         };
         match routed {
             None => self.local.push_back(Local::Handle(message)),
-            Some((conn, true)) => {
-                self.table.remove(&conn);
+            // The table entry goes when the owner's core closes the session and says so:
+            // only the owner's announcements are ordered after its `open`.
+            Some((conn, None)) => {
+                self.ended(conn.clone());
                 let notice = PeerMessage::Disconnect {
                     from: self.name.clone(),
                     message: message.clone(),
@@ -175,7 +190,7 @@ impl Group {
                 self.to_all_peers(&notice);
                 self.local.push_back(Local::Handle(message));
             }
-            Some((conn, false)) => self.route(conn, message),
+            Some((conn, Some(handshake))) => self.route(conn, handshake, message),
         }
     }
 
@@ -245,9 +260,12 @@ impl Group {
             }
             PeerMessage::Forward { from, seq, message } => {
                 self.heard(&from, now);
-                let received = self.received.entry(from).or_default();
+                let received = self.received.entry(from.clone()).or_default();
                 *received = (*received).max(seq);
-                self.local.push_back(Local::Handle(message));
+                if !self.ack_due.contains(&from) {
+                    self.ack_due.push(from);
+                }
+                self.handle_owned(message);
             }
             PeerMessage::Disconnect { from, message } => {
                 self.heard(&from, now);
@@ -255,7 +273,7 @@ impl Group {
                     return;
                 };
                 let conn = ConnId::of(&request);
-                self.table.remove(&conn);
+                self.ended(conn.clone());
                 self.local.push_back(Local::Notice { conn, message });
             }
             PeerMessage::Open {
@@ -295,6 +313,23 @@ impl Group {
         for name in dead {
             log::warn!("group member {name} is silent: taking over its sessions");
             self.remove_member(&name);
+        }
+    }
+
+    /// Acknowledges at once the forwards received since the last call, so a forwarder
+    /// keeps (and after a death re-delivers) as little as possible.
+    pub(crate) fn send_acks(&mut self) {
+        for name in std::mem::take(&mut self.ack_due) {
+            let Some(peer) = self.peers.get(&name) else {
+                continue;
+            };
+            let beat = PeerMessage::Heartbeat {
+                from: self.name.clone(),
+                endpoint: self.endpoint.clone(),
+                acked: self.received.get(&name).copied().unwrap_or(0),
+                to: name,
+            };
+            self.sends.push_back((peer.endpoint.clone(), beat.encode()));
         }
     }
 
@@ -387,14 +422,23 @@ impl Group {
             };
             entry.owner = owner.clone();
             if owner == self.name {
+                if self.ended_set.contains(&conn) {
+                    self.closed(&conn);
+                    continue;
+                }
                 log::info!("adopting session {conn} from {name}");
                 self.local.push_back(Local::Adopt(entry.message.clone()));
             }
         }
         // Whatever the dead owner had not acknowledged goes to the sessions' new owners.
         if let Some(outbox) = self.outboxes.remove(name) {
-            for (_, conn, message) in outbox.unacked {
-                self.route(conn, message);
+            for (_, conn, handshake, message) in outbox.unacked {
+                // An announced session's handshake was answered: answering it twice would
+                // put a second `101` in the client's stream.
+                if handshake && self.table.contains_key(&conn) {
+                    continue;
+                }
+                self.route(conn, handshake, message);
             }
         }
     }
@@ -409,10 +453,10 @@ impl Group {
         }
     }
 
-    fn route(&mut self, conn: ConnId, message: Vec<u8>) {
+    fn route(&mut self, conn: ConnId, handshake: bool, message: Vec<u8>) {
         let owner = self.owner_of(&conn);
         if owner == self.name {
-            self.local.push_back(Local::Handle(message));
+            self.handle_owned(message);
             return;
         }
         let Some(endpoint) = self.peers.get(&owner).map(|peer| peer.endpoint.clone()) else {
@@ -428,13 +472,45 @@ impl Group {
                 "group member {owner} is not acknowledging; dropping the oldest retained forward"
             );
         }
-        outbox.unacked.push_back((seq, conn, message.clone()));
+        outbox
+            .unacked
+            .push_back((seq, conn, handshake, message.clone()));
         let forward = PeerMessage::Forward {
             from: self.name.clone(),
             seq,
             message,
         };
         self.sends.push_back((endpoint, forward.encode()));
+    }
+
+    /// A session message this member owns goes to its core, unless the session ended (a
+    /// handshake starts it anew: Mongrel2 reuses connection ids).
+    fn handle_owned(&mut self, message: Vec<u8>) {
+        if !self.ended_set.is_empty() {
+            if let Ok(request) = Request::parse(&message) {
+                let conn = ConnId::of(&request);
+                if self.ended_set.contains(&conn) {
+                    if matches!(request.kind(), Ok(RequestKind::WebSocketHandshake { .. })) {
+                        self.ended_set.remove(&conn);
+                    } else {
+                        log::debug!("dropping a late frame of ended session {conn}");
+                        return;
+                    }
+                }
+            }
+        }
+        self.local.push_back(Local::Handle(message));
+    }
+
+    fn ended(&mut self, conn: ConnId) {
+        if self.ended_set.insert(conn.clone()) {
+            self.ended.push_back(conn);
+        }
+        while self.ended.len() > MAX_ENDED {
+            if let Some(old) = self.ended.pop_front() {
+                self.ended_set.remove(&old);
+            }
+        }
     }
 
     fn to_all_peers(&mut self, frames: &[Vec<u8>]) {

@@ -81,7 +81,22 @@ fn a_frame_reaches_its_owner_and_disconnects_reach_every_table() {
     assert!(members.iter().all(|m| m.session_count() == 1));
     members[landing].on_mongrel2(disconnect(7));
     settle(&mut members, now);
+    // The notice reaches the owner's core, which closes the session and says so.
+    while let Some(local) = members[owning].poll_local() {
+        assert_eq!(
+            local,
+            Local::Notice {
+                conn: conn.clone(),
+                message: disconnect(7)
+            }
+        );
+    }
+    members[owning].closed(&conn);
+    settle(&mut members, now);
     assert!(members.iter().all(|m| m.session_count() == 0));
+    // A frame that went round another member arrives late: it does not revive the session.
+    members[owning].on_mongrel2(frame(7));
+    assert_eq!(members[owning].poll_local(), None);
 }
 
 #[test]
