@@ -218,10 +218,13 @@ fn client(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> Report {
     while Instant::now() < deadline {
         match socket.read() {
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
-            Err(tungstenite::Error::Io(err)) if err.kind() != std::io::ErrorKind::WouldBlock => {
-                if err.kind() != std::io::ErrorKind::TimedOut {
-                    break;
-                }
+            Err(tungstenite::Error::Io(err))
+                if !matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
             }
             _ => {}
         }
@@ -401,7 +404,9 @@ fn a_killed_members_sessions_are_adopted_without_closing_a_client() {
     wait_status(addr, Duration::from_secs(20), |seen| {
         !seen.is_empty()
             && !seen.contains_key(&victim_pid)
-            && seen.values().all(|(sessions, owned, _)| *sessions == 0 && *owned == 0)
+            && seen
+                .values()
+                .all(|(sessions, owned, _)| *sessions == 0 && *owned == 0)
     })
     .expect("every table empty after the clients closed");
 }

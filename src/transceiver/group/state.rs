@@ -187,7 +187,7 @@ impl Group {
                     message: message.clone(),
                 }
                 .encode();
-                self.to_all_peers(&notice);
+                self.send_to_every_peer(&notice);
                 self.local.push_back(Local::Handle(message));
             }
             Some((conn, Some(handshake))) => self.route(conn, handshake, message),
@@ -203,7 +203,7 @@ impl Group {
             message: message.to_vec(),
         }
         .encode();
-        self.to_all_peers(&announce);
+        self.send_to_every_peer(&announce);
         self.table.insert(
             conn,
             Entry {
@@ -222,7 +222,7 @@ impl Group {
                 id: conn.id,
             }
             .encode();
-            self.to_all_peers(&announce);
+            self.send_to_every_peer(&announce);
         }
     }
 
@@ -513,7 +513,7 @@ impl Group {
         }
     }
 
-    fn to_all_peers(&mut self, frames: &[Vec<u8>]) {
+    fn send_to_every_peer(&mut self, frames: &[Vec<u8>]) {
         for peer in self.peers.values() {
             self.sends
                 .push_back((peer.endpoint.clone(), frames.to_vec()));
