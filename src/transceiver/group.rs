@@ -2,7 +2,7 @@
 //!
 //! Mongrel2 spreads a route's messages round robin over every process whose PULL is
 //! connected to it, so one WebSocket session's frames, pongs and disconnect notice land on
-//! any of them. A group gives each session one **owner**; the [`Group`] state machine here
+//! any of them. A group gives each session one **owner**; the `Group` state machine here
 //! (sans IO, like [`Core`](super::Core)) sits between the loop and the member's `Core`:
 //!
 //! - Membership: every member sends a heartbeat to every other member each
