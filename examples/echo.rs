@@ -1,5 +1,11 @@
 //! Echoes what it gets: HTTP requests as JSON (method, path, query pairs, headers, body),
-//! WebSocket messages back with their opcode.
+//! WebSocket messages back with their opcode. A text message starting `broadcast:` is sent,
+//! without the prefix, to every session instead (of the whole group, in a handler group).
+//!
+//! Several echo processes on one route act as one handler when given a group
+//! (`--group-bind tcp://127.0.0.1:7001 --group-peer tcp://127.0.0.1:7001 --group-peer ...`,
+//! the same peer list for each); each HTTP answer then also says which process served it
+//! and how many sessions it sees.
 //!
 //! ```text
 //! m2sh load -config mongrel2.conf -db config.sqlite
@@ -13,10 +19,10 @@
 pub mod flags;
 
 use mongrel2_transceiver::request::Request;
-use mongrel2_transceiver::{Error, Event, Message};
+use mongrel2_transceiver::{Error, Event, Message, Transceiver};
 
 /// The JSON an HTTP request is echoed as.
-fn describe(request: &Request<'_>) -> serde_json::Value {
+fn describe(request: &Request<'_>, transceiver: &Transceiver) -> serde_json::Value {
     let headers: serde_json::Map<String, serde_json::Value> = request
         .headers()
         .iter()
@@ -33,6 +39,10 @@ fn describe(request: &Request<'_>) -> serde_json::Value {
         "query": request.query_pairs(),
         "headers": headers,
         "body": String::from_utf8_lossy(request.body()),
+        "pid": std::process::id(),
+        "sessions": transceiver.session_count(),
+        "owned_sessions": transceiver.owned_session_count(),
+        "group_members": transceiver.group_members(),
     })
 }
 
@@ -53,7 +63,16 @@ pub fn run(flags: &flags::Flags) -> Result<(), Error> {
             Err(err) => return Err(err),
         };
         let sent = match &event {
-            Event::Http(request) => transceiver.reply_json(request, 200, &describe(request)),
+            Event::Http(request) => {
+                let description = describe(request, &transceiver);
+                transceiver.reply_json(request, 200, &description)
+            }
+            Event::Message {
+                message: Message::Text(text),
+                ..
+            } if text.starts_with("broadcast:") => {
+                transceiver.broadcast_text(&text["broadcast:".len()..])
+            }
             Event::Message {
                 conn,
                 message: Message::Text(text),

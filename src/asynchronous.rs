@@ -117,6 +117,11 @@ impl Builder {
         if self.queue_capacity == 0 {
             return Err(Error::Config("queue capacity must be at least 1".into()));
         }
+        if self.group.is_some() {
+            return Err(Error::Config(
+                "handler groups run on the blocking Transceiver only (for now)".into(),
+            ));
+        }
         let context = self.context.unwrap_or_default();
         let control = match &self.control {
             Some(endpoint) => {

@@ -10,6 +10,8 @@ mod core;
 mod error;
 mod event;
 mod event_loop;
+pub mod group;
+mod group_link;
 pub(crate) mod handle;
 pub(crate) mod outbound;
 mod reactions;
@@ -25,6 +27,7 @@ pub use builder::{
 pub use error::Error;
 pub use event::{CloseReason, ConnId, Event, Message, Token};
 pub use event_loop::{Events, Transceiver};
+pub use group::GroupTiming;
 pub use handle::Handle;
 
 use crate::http::Response;

@@ -15,6 +15,10 @@ pub struct Flags {
     /// The control socket's endpoint: none unless `--control` is given.
     pub control: Option<String>,
     pub ping_interval: Duration,
+    /// `--group-bind`: this process's endpoint in a handler group.
+    pub group_bind: Option<String>,
+    /// `--group-peer` (repeatable): the group's members' endpoints.
+    pub group_peers: Vec<String>,
 }
 
 impl Flags {
@@ -32,6 +36,8 @@ impl Flags {
             publish: "tcp://127.0.0.1:9988".to_owned(),
             control: None,
             ping_interval: Duration::from_secs(30),
+            group_bind: None,
+            group_peers: Vec::new(),
         };
         let mut args = args.into_iter();
         // (--config FILE, --handler NAME): applied after the other flags, replacing them.
@@ -49,6 +55,8 @@ impl Flags {
                 "--pull" => flags.pull = value,
                 "--pub" => flags.publish = value,
                 "--control" => flags.control = Some(value),
+                "--group-bind" => flags.group_bind = Some(value),
+                "--group-peer" => flags.group_peers.push(value),
                 "--config" if cfg!(feature = "config") => from_config.0 = Some(value),
                 "--handler" if cfg!(feature = "config") => from_config.1 = Some(value),
                 "--ping-interval" => match value.parse::<f64>() {
@@ -98,11 +106,15 @@ impl Flags {
     }
 
     pub fn builder(&self) -> Builder {
-        Transceiver::builder(&self.sender_id)
+        let builder = Transceiver::builder(&self.sender_id)
             .pull(&self.pull)
             .publish(&self.publish)
             .control(self.control.as_deref())
-            .ping_interval(self.ping_interval)
+            .ping_interval(self.ping_interval);
+        match &self.group_bind {
+            Some(bind) => builder.group(bind, &self.group_peers),
+            None => builder,
+        }
     }
 }
 
@@ -110,6 +122,7 @@ fn usage(program: &str, code: i32) -> ! {
     eprintln!(
         "usage: {program} [--sender-id ID] [--pull ENDPOINT] [--pub ENDPOINT] \
          [--control ENDPOINT] [--ping-interval SECONDS] \
+         [--group-bind ENDPOINT [--group-peer ENDPOINT]...] \
          [--config CONFIG.sqlite --handler NAME (feature \"config\")]\n\
          defaults: --sender-id {ECHO_SENDER_ID} --pull tcp://127.0.0.1:9989 \
          --pub tcp://127.0.0.1:9988 --ping-interval 30, no control socket \

@@ -39,6 +39,8 @@ pub struct Builder {
     pub(crate) send_timeout: Duration,
     pub(crate) upload_temp_store: Option<String>,
     pub(crate) subscription_timeout: Option<Duration>,
+    pub(crate) group: Option<(String, Vec<String>)>,
+    pub(crate) group_timing: Option<super::GroupTiming>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -72,6 +74,8 @@ impl Builder {
             send_timeout: Duration::from_secs(1),
             upload_temp_store: None,
             subscription_timeout: Some(DEFAULT_SUBSCRIPTION_TIMEOUT),
+            group: None,
+            group_timing: None,
         }
     }
 
@@ -142,6 +146,26 @@ impl Builder {
     /// [`Error::QueueFull`] (default 1 s).
     pub fn send_timeout(mut self, timeout: Duration) -> Builder {
         self.send_timeout = timeout;
+        self
+    }
+
+    /// Makes this process a member of a handler group: processes serving the same Mongrel2
+    /// route that act as one handler (each WebSocket session has one owner that receives
+    /// all its messages and pings it; `sessions()` and `broadcast` cover the whole group).
+    /// `bind` is this member's endpoint as the others reach it (e.g.
+    /// `tcp://10.0.0.5:7000`); `peers` are the others' (this member's own may be among
+    /// them, so every member can be given the same list). See the
+    /// [`group`](super::group) module for how it works and its wire format.
+    pub fn group<S: AsRef<str>>(mut self, bind: &str, peers: &[S]) -> Builder {
+        let peers = peers.iter().map(|peer| peer.as_ref().to_owned()).collect();
+        self.group = Some((bind.to_owned(), peers));
+        self
+    }
+
+    /// The group's heartbeat and death timeout (default:
+    /// [`GroupTiming::for_ping_interval`](super::GroupTiming::for_ping_interval)).
+    pub fn group_timing(mut self, timing: super::GroupTiming) -> Builder {
+        self.group_timing = Some(timing);
         self
     }
 

@@ -9,9 +9,10 @@ use super::builder::Builder;
 use super::command::Outbound;
 use super::connection::Connection;
 use super::core::Core;
+use super::group_link::GroupLink;
 use super::handle::{self, Command, Handle, Inbox};
 use super::signals::Signals;
-use super::{ConnId, Error, Event, Token};
+use super::{Error, Event, Token};
 
 mod control_requests;
 
@@ -34,8 +35,10 @@ pub struct Transceiver {
     control: Option<zmq::Socket>,
     watched: Vec<Option<zmq::Socket>>,
     context: zmq::Context,
-    core: Core,
-    /// Events of the loop itself ([`Event::Readable`]).
+    pub(super) core: Core,
+    /// The handler group this process is a member of, if any.
+    pub(super) group: Option<GroupLink>,
+    /// Events of the loop itself ([`Event::Readable`]), and the core's in a group.
     pending: VecDeque<Event>,
     inbox: Inbox,
     handle: Handle,
@@ -87,12 +90,22 @@ impl Transceiver {
         core.set_handshake_boxed(builder.handshake);
         core.set_upload_temp_store(builder.upload_temp_store.as_deref())?;
         let (handle, inbox) = handle::channel(builder.queue_capacity, builder.send_timeout)?;
+        let group = match &builder.group {
+            Some((bind, peers)) => {
+                let timing = builder.group_timing.unwrap_or_else(|| {
+                    super::GroupTiming::for_ping_interval(builder.ping_interval)
+                });
+                Some(GroupLink::open(&context, bind, peers, timing, now)?)
+            }
+            None => None,
+        };
         let mut transceiver = Transceiver {
             connections: Vec::new(),
             control,
             watched: Vec::new(),
             context,
             core,
+            group,
             pending: VecDeque::new(),
             inbox,
             handle,
@@ -145,21 +158,6 @@ impl Transceiver {
     /// The sender ids of every connected Mongrel2 server.
     pub fn senders(&self) -> impl Iterator<Item = &str> {
         self.connections.iter().map(|c| &*c.sender)
-    }
-
-    /// Every open WebSocket session.
-    pub fn sessions(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.core.sessions()
-    }
-
-    /// How many WebSocket sessions are open.
-    pub fn session_count(&self) -> usize {
-        self.core.session_count()
-    }
-
-    /// Whether `conn` is an open WebSocket session.
-    pub fn is_session(&self, conn: &ConnId) -> bool {
-        self.core.is_session(conn)
     }
 
     /// Connects to one more Mongrel2 server while running. Replies to its requests go out
@@ -303,6 +301,10 @@ impl Transceiver {
         loop {
             let now = Instant::now();
             self.core.handle_timeout(now);
+            if let Some(link) = &mut self.group {
+                link.group.handle_timeout(now);
+                link.pump(&mut self.core, &mut self.pending);
+            }
             let watchdog = self.check_subscriptions(now);
             let event = self.pending.pop_front().or_else(|| self.core.poll_event());
             // Asking for an event may release held pongs and closes: write them now.
@@ -326,6 +328,11 @@ impl Transceiver {
                 }
                 (Some(deadline), Some(timer)) => Some(deadline.min(timer)),
                 (deadline, timer) => deadline.or(timer),
+            };
+            let group_timer = self.group.as_ref().map(|link| link.group.next_timeout());
+            let until = match (until, group_timer) {
+                (Some(until), Some(timer)) => Some(until.min(timer)),
+                (until, timer) => until.or(timer),
             };
             self.poll_once(until.map(|until| until.saturating_duration_since(now)))?;
             polled = true;
@@ -363,6 +370,9 @@ impl Transceiver {
         for connection in &self.connections {
             items.push(connection.pull.as_poll_item(zmq::POLLIN));
             items.push(connection.publish.as_poll_item(zmq::POLLIN));
+        }
+        if let Some(link) = &self.group {
+            items.push(link.pull.as_poll_item(zmq::POLLIN));
         }
         for socket in self.watched.iter().flatten() {
             items.push(socket.as_poll_item(zmq::POLLIN));
@@ -404,6 +414,14 @@ impl Transceiver {
                 self.drain_requests(index);
             }
         }
+        if self.group.is_some() && ready.next() == Some(true) {
+            if let Some(link) = &mut self.group {
+                link.drain_peers(Instant::now());
+            }
+        }
+        if let Some(link) = &mut self.group {
+            link.pump(&mut self.core, &mut self.pending);
+        }
         let tokens: Vec<Token> = self
             .watched
             .iter()
@@ -429,10 +447,13 @@ impl Transceiver {
                 return;
             };
             match connection.pull.recv_msg(zmq::DONTWAIT) {
-                Ok(message) => {
-                    let sender = connection.sender.clone();
-                    self.core.handle_message(&sender, &message);
-                }
+                Ok(message) => match &mut self.group {
+                    Some(link) => link.group.on_mongrel2(message.to_vec()),
+                    None => {
+                        let sender = connection.sender.clone();
+                        self.core.handle_message(&sender, &message);
+                    }
+                },
                 Err(zmq::Error::EAGAIN) => return,
                 Err(err) => {
                     log::warn!("receiving from Mongrel2 {}: {err}", connection.sender);
@@ -465,7 +486,10 @@ impl Transceiver {
                 break;
             };
             let result = match command {
-                Command::Outbound(outbound) => self.core.submit(outbound),
+                Command::Outbound(outbound) => {
+                    let outbound = self.group_wide(outbound);
+                    self.core.submit(outbound)
+                }
                 Command::AddConnection {
                     sender,
                     pull,
@@ -486,6 +510,7 @@ impl Transceiver {
 
     /// The outbound methods' entry: the core frames, the loop writes at once.
     pub(crate) fn submit(&mut self, command: Outbound) -> Result<(), Error> {
+        let command = self.group_wide(command);
         let applied = self.core.submit(command);
         let flushed = self.flush();
         applied.and(flushed)
@@ -502,7 +527,11 @@ impl Transceiver {
             return;
         }
         self.run_commands();
-        self.core.shutdown();
+        // A group member leaving hands its sessions to the others (they adopt them once it
+        // is silent), so it says no goodbye to the clients.
+        if self.group.is_none() {
+            self.core.shutdown();
+        }
         let _ = self.flush();
         for connection in &self.connections {
             connection.set_linger(SHUTDOWN_LINGER_MS);
@@ -512,6 +541,7 @@ impl Transceiver {
         }
         self.connections.clear();
         self.control = None;
+        self.group = None;
         self.watched.clear();
         self.signals = None;
         // The context itself goes with the struct: dropping the last handle on an owned

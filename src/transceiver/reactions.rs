@@ -240,3 +240,37 @@ impl Core {
         }
     }
 }
+
+impl Core {
+    /// Takes over a session another process of a handler group opened: `message` (its
+    /// handshake, or any of its frames: they carry the handshake's headers) stands in for it.
+    /// The handler sees [`Event::Opened`]; the session is pinged from the next round.
+    pub(crate) fn adopt(&mut self, message: &[u8]) {
+        let request = match Request::parse(message) {
+            Ok(request) => request,
+            Err(err) => {
+                log::warn!("cannot adopt a session: {err}");
+                return;
+            }
+        };
+        let conn = ConnId::of(&request);
+        if self.sessions.open(&conn) {
+            // Its previous owner may have pinged it up to an interval ago and nobody since
+            // the owner died: ping now so the client hears from the group without a gap.
+            if self.ping_interval.is_some() {
+                let mut ping = Vec::with_capacity(2);
+                websocket::encode_frame(Opcode::Ping, b"", &mut ping);
+                self.send_logged(&conn, &ping);
+            }
+            self.events.push_back(Event::Opened {
+                conn,
+                request: request.into_owned(),
+            });
+        }
+    }
+
+    /// Whether anything is kept for `conn` (a session or a streamed response).
+    pub(crate) fn knows(&self, conn: &ConnId) -> bool {
+        self.sessions.contains(conn) || self.streams.contains_key(conn)
+    }
+}
