@@ -19,7 +19,11 @@ impl<K: SessionKey> Relay<K> {
             }
         };
         let tag = envelope.tag.as_ref();
-        let action = match Action::parse(&envelope.action, &envelope.payload) {
+        let action = match Action::parse(
+            &envelope.action,
+            &envelope.payload,
+            self.config.limits.subscriptions_per_session,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 self.send_error(key, e, tag);
