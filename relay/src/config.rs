@@ -111,6 +111,12 @@ pub struct Limits {
     pub max_hops: u32,
     /// RPC calls one session may have waiting for their backends at once.
     pub rpc_calls_per_session: usize,
+    /// Wrong `Authenticate` tokens one session may present; after that it may not try
+    /// again (`TooManyAttempts`).
+    pub auth_failures_per_session: usize,
+    /// Shortest token (and publish token) accepted by config validation (bytes), so no
+    /// guessable secret is configured by mistake.
+    pub min_token_length: usize,
 }
 
 impl Default for Limits {
@@ -126,6 +132,8 @@ impl Default for Limits {
             flush_bytes: 256 * 1024,
             max_hops: DEFAULT_MAX_HOPS,
             rpc_calls_per_session: 256,
+            auth_failures_per_session: 5,
+            min_token_length: 8,
         }
     }
 }
@@ -139,6 +147,7 @@ impl Limits {
             ("pending_frames", self.pending_frames),
             ("flush_bytes", self.flush_bytes),
             ("rpc_calls_per_session", self.rpc_calls_per_session),
+            ("auth_failures_per_session", self.auth_failures_per_session),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
@@ -356,6 +365,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "publish_token must not be empty".into(),
             ));
+        }
+        let min = self.limits.min_token_length;
+        // Never name the token itself: it is a secret.
+        if let Some((name, _)) = self.tokens.iter().find(|(_, t)| t.len() < min) {
+            return Err(ConfigError::Invalid(format!(
+                "token {name:?} is shorter than limits.min_token_length ({min})"
+            )));
+        }
+        if self.publish_token.as_ref().is_some_and(|t| t.len() < min) {
+            return Err(ConfigError::Invalid(format!(
+                "publish_token is shorter than limits.min_token_length ({min})"
+            )));
         }
         for (action, endpoint) in &self.actions {
             if BUILT_IN_ACTIONS.contains(&action.as_str()) {

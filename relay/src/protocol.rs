@@ -47,6 +47,9 @@ pub enum ErrorName {
     BackendUnavailable,
     /// The session has `limits.rpc_calls_per_session` calls waiting for answers already.
     TooManyCalls,
+    /// The session presented `limits.auth_failures_per_session` wrong tokens already and
+    /// may not authenticate again (reconnect to retry).
+    TooManyAttempts,
 }
 
 impl ErrorName {
@@ -66,6 +69,7 @@ impl ErrorName {
             ErrorName::BackendError => "BackendError",
             ErrorName::BackendUnavailable => "BackendUnavailable",
             ErrorName::TooManyCalls => "TooManyCalls",
+            ErrorName::TooManyAttempts => "TooManyAttempts",
         }
     }
 }

@@ -262,6 +262,7 @@ fn every_error_name() {
         ErrorName::BackendError,
         ErrorName::BackendUnavailable,
         ErrorName::TooManyCalls,
+        ErrorName::TooManyAttempts,
     ]
     .iter()
     .map(|e| e.as_str())
@@ -281,7 +282,8 @@ fn every_error_name() {
             "BackendTimeout",
             "BackendError",
             "BackendUnavailable",
-            "TooManyCalls"
+            "TooManyCalls",
+            "TooManyAttempts"
         ]
     );
 }
