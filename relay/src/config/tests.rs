@@ -212,3 +212,28 @@ fn tokens_shorter_than_the_minimum_are_refused_without_naming_them() {
     let ok = r#"{"tokens": {"ops": "tiny1"}, "limits": {"min_token_length": 5}}"#;
     assert!(Config::from_parts(Some(ok), &|_| None).is_ok());
 }
+
+#[test]
+fn rpc_calls_are_shared_fairly_when_the_total_budget_is_tight() {
+    let c = Config::from_parts(
+        Some(r#"{"limits": {"rpc_calls_per_session": 256, "rpc_calls_total": 1024}}"#),
+        &|_| None,
+    )
+    .unwrap();
+    let l = &c.limits;
+    assert_eq!(
+        l.rpc_share(1),
+        256,
+        "the per-session limit holds when alone"
+    );
+    assert_eq!(l.rpc_share(4), 256);
+    // Sixteen sessions: each may hold 64, so no four of them can starve the other twelve.
+    assert_eq!(l.rpc_share(16), 64);
+    assert_eq!(l.rpc_share(16) * 16, 1024);
+    assert_eq!(
+        l.rpc_share(5000),
+        1,
+        "every session may always try one call"
+    );
+    assert_eq!(Limits::default().rpc_calls_total, 65_536);
+}
