@@ -109,8 +109,17 @@ pub struct Limits {
     /// Most links an event from a linked relay may have crossed; more is refused (and an
     /// event that has crossed this many is not forwarded again).
     pub max_hops: u32,
-    /// RPC calls one session may have waiting for their backends at once.
+    /// RPC calls one session may have waiting for their backends at once (see also
+    /// [`Limits::rpc_share`]).
     pub rpc_calls_per_session: usize,
+    /// RPC calls all sessions together may have waiting for their backends.
+    pub rpc_calls_total: usize,
+    /// Wrong `Authenticate` tokens one session may present; after that it may not try
+    /// again (`TooManyAttempts`).
+    pub auth_failures_per_session: usize,
+    /// Shortest token (and publish token) accepted by config validation (bytes), so no
+    /// guessable secret is configured by mistake.
+    pub min_token_length: usize,
 }
 
 impl Default for Limits {
@@ -126,11 +135,25 @@ impl Default for Limits {
             flush_bytes: 256 * 1024,
             max_hops: DEFAULT_MAX_HOPS,
             rpc_calls_per_session: 256,
+            rpc_calls_total: 65_536,
+            auth_failures_per_session: 5,
+            min_token_length: 8,
         }
     }
 }
 
 impl Limits {
+    /// RPC calls one session may have in flight while `open_sessions` sessions are open:
+    /// `rpc_calls_per_session`, but never more than an equal share of `rpc_calls_total`
+    /// (at least one). With a fixed per-session limit alone, `rpc_calls_total /
+    /// rpc_calls_per_session` sessions could take the whole budget and refuse everyone else
+    /// (issue 18). Calls a session took before others opened are not cancelled, but it
+    /// gets no more until it is under its share again; calls end within `rpc_timeout_ms`.
+    pub fn rpc_share(&self, open_sessions: usize) -> usize {
+        let equal = self.rpc_calls_total / open_sessions.max(1);
+        self.rpc_calls_per_session.min(equal.max(1))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("subscriptions_per_session", self.subscriptions_per_session),
@@ -139,6 +162,8 @@ impl Limits {
             ("pending_frames", self.pending_frames),
             ("flush_bytes", self.flush_bytes),
             ("rpc_calls_per_session", self.rpc_calls_per_session),
+            ("rpc_calls_total", self.rpc_calls_total),
+            ("auth_failures_per_session", self.auth_failures_per_session),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
@@ -356,6 +381,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "publish_token must not be empty".into(),
             ));
+        }
+        let min = self.limits.min_token_length;
+        // Never name the token itself: it is a secret.
+        if let Some((name, _)) = self.tokens.iter().find(|(_, t)| t.len() < min) {
+            return Err(ConfigError::Invalid(format!(
+                "token {name:?} is shorter than limits.min_token_length ({min})"
+            )));
+        }
+        if self.publish_token.as_ref().is_some_and(|t| t.len() < min) {
+            return Err(ConfigError::Invalid(format!(
+                "publish_token is shorter than limits.min_token_length ({min})"
+            )));
         }
         for (action, endpoint) in &self.actions {
             if BUILT_IN_ACTIONS.contains(&action.as_str()) {

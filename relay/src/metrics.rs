@@ -75,6 +75,8 @@ pub struct Counters {
     pub sessions_opened: u64,
     /// Events not forwarded to linked relays because the forward queue was full.
     pub forward_dropped: u64,
+    /// `Authenticate` attempts refused (wrong token, or too many wrong ones before).
+    pub auth_failures: u64,
 }
 
 /// RPC forwarding counters, kept by the I/O layer.
@@ -312,6 +314,12 @@ impl Stats {
             "relay_forward_dropped",
             "Events not forwarded to linked relays (forward queue full)",
             c.forward_dropped,
+        );
+        counter(
+            r,
+            "relay_auth_failures",
+            "Authenticate attempts refused (wrong token or too many attempts)",
+            c.auth_failures,
         );
         counter(
             r,

@@ -3,6 +3,8 @@
 //!
 //! Everything here is pure: bytes in, typed values or bytes out.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Map, Value};
 
 /// Longest routing key accepted (bytes); longer ones are `InvalidPayload`.
@@ -45,6 +47,9 @@ pub enum ErrorName {
     BackendUnavailable,
     /// The session has `limits.rpc_calls_per_session` calls waiting for answers already.
     TooManyCalls,
+    /// The session presented `limits.auth_failures_per_session` wrong tokens already and
+    /// may not authenticate again (reconnect to retry).
+    TooManyAttempts,
 }
 
 impl ErrorName {
@@ -64,6 +69,7 @@ impl ErrorName {
             ErrorName::BackendError => "BackendError",
             ErrorName::BackendUnavailable => "BackendUnavailable",
             ErrorName::TooManyCalls => "TooManyCalls",
+            ErrorName::TooManyAttempts => "TooManyAttempts",
         }
     }
 }
@@ -190,16 +196,23 @@ pub enum Action {
 }
 
 impl Action {
-    /// Validates the payload of the action named `name`.
-    pub fn parse(name: &str, payload: &Map<String, Value>) -> Result<Action, ErrorName> {
+    /// Validates the payload of the action named `name`. A `routing_keys` list longer than
+    /// `max_keys` (the per-session subscription limit; duplicates count) is refused with
+    /// `TooManySubscriptions` before any key is looked at, so a huge list costs one length
+    /// check.
+    pub fn parse(
+        name: &str,
+        payload: &Map<String, Value>,
+        max_keys: usize,
+    ) -> Result<Action, ErrorName> {
         Ok(match name {
             "Subscribe" => Action::Subscribe {
                 exchange: exchange_field(payload)?.ok_or(ErrorName::InvalidPayload)?,
-                keys: keys_field(payload)?.ok_or(ErrorName::InvalidPayload)?,
+                keys: keys_field(payload, max_keys)?.ok_or(ErrorName::InvalidPayload)?,
             },
             "Unsubscribe" => {
                 let exchange = exchange_field(payload)?;
-                let keys = keys_field(payload)?;
+                let keys = keys_field(payload, max_keys)?;
                 if exchange.is_none() && keys.is_some() {
                     return Err(ErrorName::InvalidPayload);
                 }
@@ -245,15 +258,19 @@ fn exchange_field(payload: &Map<String, Value>) -> Result<Option<String>, ErrorN
     }
 }
 
-fn keys_field(payload: &Map<String, Value>) -> Result<Option<Keys>, ErrorName> {
+fn keys_field(payload: &Map<String, Value>, max_keys: usize) -> Result<Option<Keys>, ErrorName> {
     match (payload.get("routing_key"), payload.get("routing_keys")) {
         (Some(_), Some(_)) => Err(ErrorName::InvalidPayload),
         (Some(k), None) => Ok(Some(Keys::One(routing_key(k)?))),
+        (None, Some(Value::Array(list))) if list.len() > max_keys => {
+            Err(ErrorName::TooManySubscriptions)
+        }
         (None, Some(Value::Array(list))) if !list.is_empty() => {
             let mut keys: Vec<String> = Vec::with_capacity(list.len());
+            let mut seen = HashSet::with_capacity(list.len());
             for k in list {
                 let k = routing_key(k)?;
-                if !keys.contains(&k) {
+                if seen.insert(k.clone()) {
                     keys.push(k);
                 }
             }

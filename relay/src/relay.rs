@@ -174,6 +174,8 @@ struct Session {
     id: String,
     kind: SessionKind,
     identity: Option<Arc<str>>,
+    /// Wrong tokens presented so far.
+    auth_failures: usize,
     subs: BTreeSet<(Arc<str>, Pattern)>,
     outbox: Outbox,
     dirty: bool,

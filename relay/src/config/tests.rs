@@ -31,17 +31,17 @@ fn default_has_public_calls_agents_and_token_only_admin_without_secrets() {
 #[test]
 fn env_tokens_and_publish_token() {
     let env = |k: &str| match k {
-        "RELAY_TOKENS" => Some(" admin:s3cret , ops:o:p ".to_owned()),
-        "RELAY_PUBLISH_TOKEN" => Some("pub".to_owned()),
+        "RELAY_TOKENS" => Some(" admin:s3cret-token , ops:o:p-token-1 ".to_owned()),
+        "RELAY_PUBLISH_TOKEN" => Some("pub-token".to_owned()),
         _ => None,
     };
     let c = Config::from_parts(None, &env).unwrap();
-    assert_eq!(c.token_name("s3cret"), Some("admin"));
-    assert_eq!(c.token_name("o:p"), Some("ops"));
-    assert_eq!(c.token_name("s3cre"), None);
-    assert!(c.publish_authorized(Some("Bearer pub")));
-    assert!(!c.publish_authorized(Some("Bearer pu")));
-    assert!(!c.publish_authorized(Some("pub")));
+    assert_eq!(c.token_name("s3cret-token"), Some("admin"));
+    assert_eq!(c.token_name("o:p-token-1"), Some("ops"));
+    assert_eq!(c.token_name("s3cret-toke"), None);
+    assert!(c.publish_authorized(Some("Bearer pub-token")));
+    assert!(!c.publish_authorized(Some("Bearer pub-toke")));
+    assert!(!c.publish_authorized(Some("pub-token")));
     let rule = &c.exchange("admin").unwrap().1;
     assert_eq!(rule.check(&Pattern::parse("*"), Some("admin")), Ok(()));
     assert_eq!(
@@ -69,12 +69,12 @@ fn file_config_exchanges_tokens_limits_actions() {
             "admin": {"tokens": ["ops"], "prefixes": ["ops."]}
         },
         "tokens": {"ops": "file-token"},
-        "publish_token": "p1",
+        "publish_token": "p1-token",
         "limits": {"subscriptions_per_session": 5, "history_per_key": 3},
         "actions": {"moveCar": "tcp://127.0.0.1:9100"},
         "timing": {"rpc_timeout_ms": 250}
     }"#;
-    let env = |k: &str| (k == "RELAY_TOKENS").then(|| "ops:env-token,x:y".to_owned());
+    let env = |k: &str| (k == "RELAY_TOKENS").then(|| "ops:env-token,x:y-token-1".to_owned());
     let c = Config::from_parts(Some(text), &env).unwrap();
     assert!(
         c.exchange("agents").is_none(),
@@ -86,8 +86,8 @@ fn file_config_exchanges_tokens_limits_actions() {
         "env overrides the file"
     );
     assert_eq!(c.token_name("file-token"), None);
-    assert_eq!(c.token_name("y"), Some("x"));
-    assert!(c.publish_authorized(Some("Bearer p1")));
+    assert_eq!(c.token_name("y-token-1"), Some("x"));
+    assert!(c.publish_authorized(Some("Bearer p1-token")));
     assert_eq!(c.limits.subscriptions_per_session, 5);
     assert_eq!(c.limits.history_per_key, 3);
     assert_eq!(c.limits.message_size, 65536, "unset limits keep defaults");
@@ -127,9 +127,9 @@ fn file_config_exchanges_tokens_limits_actions() {
 
 #[test]
 fn file_env_publish_token_overrides() {
-    let env = |k: &str| (k == "RELAY_PUBLISH_TOKEN").then(|| "env".to_owned());
-    let c = Config::from_parts(Some(r#"{"publish_token":"file"}"#), &env).unwrap();
-    assert!(c.publish_authorized(Some("Bearer env")));
+    let env = |k: &str| (k == "RELAY_PUBLISH_TOKEN").then(|| "env-token".to_owned());
+    let c = Config::from_parts(Some(r#"{"publish_token":"file-token"}"#), &env).unwrap();
+    assert!(c.publish_authorized(Some("Bearer env-token")));
     assert!(
         c.exchange("calls").is_some(),
         "no exchanges key keeps the defaults"
@@ -191,4 +191,49 @@ fn redacted_summary_has_no_secrets() {
         "{text}"
     );
     assert!(text.contains("admin"));
+}
+
+#[test]
+fn tokens_shorter_than_the_minimum_are_refused_without_naming_them() {
+    for (text, env_tokens) in [
+        (r#"{"tokens": {"ops": "tiny1"}}"#, None),
+        (r#"{"publish_token": "tiny1"}"#, None),
+        ("{}", Some("ops:tiny1")),
+        (
+            r#"{"tokens": {"ops": "long-enough"}, "limits": {"min_token_length": 16}}"#,
+            None,
+        ),
+    ] {
+        let env = |k: &str| (k == "RELAY_TOKENS").then(|| env_tokens.unwrap_or("").to_owned());
+        let err = Config::from_parts(Some(text), &env).unwrap_err();
+        assert!(err.to_string().contains("min_token_length"), "{err}");
+        assert!(!err.to_string().contains("tiny1"), "{err}");
+    }
+    let ok = r#"{"tokens": {"ops": "tiny1"}, "limits": {"min_token_length": 5}}"#;
+    assert!(Config::from_parts(Some(ok), &|_| None).is_ok());
+}
+
+#[test]
+fn rpc_calls_are_shared_fairly_when_the_total_budget_is_tight() {
+    let c = Config::from_parts(
+        Some(r#"{"limits": {"rpc_calls_per_session": 256, "rpc_calls_total": 1024}}"#),
+        &|_| None,
+    )
+    .unwrap();
+    let l = &c.limits;
+    assert_eq!(
+        l.rpc_share(1),
+        256,
+        "the per-session limit holds when alone"
+    );
+    assert_eq!(l.rpc_share(4), 256);
+    // Sixteen sessions: each may hold 64, so no four of them can starve the other twelve.
+    assert_eq!(l.rpc_share(16), 64);
+    assert_eq!(l.rpc_share(16) * 16, 1024);
+    assert_eq!(
+        l.rpc_share(5000),
+        1,
+        "every session may always try one call"
+    );
+    assert_eq!(Limits::default().rpc_calls_total, 65_536);
 }

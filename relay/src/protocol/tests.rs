@@ -78,7 +78,33 @@ fn action(json: Value) -> Result<Action, ErrorName> {
     let Value::Object(m) = json["payload"].clone() else {
         panic!()
     };
-    Action::parse(json["action"].as_str().unwrap(), &m)
+    Action::parse(json["action"].as_str().unwrap(), &m, 100)
+}
+
+#[test]
+fn a_key_list_over_the_limit_is_refused_before_any_key_is_read() {
+    // 8,100 keys, the second of them invalid: the length check answers first, so no key
+    // is parsed or compared (issue 18: a linear de-duplication per key stalled the loop).
+    let mut keys: Vec<Value> = (0..8100).map(|i| json!(format!("k{i}"))).collect();
+    keys[1] = json!({});
+    for name in ["Subscribe", "Unsubscribe"] {
+        let payload = json!({"exchange":"w","routing_keys":keys.clone()});
+        assert_eq!(
+            action(json!({"action":name,"payload":payload})),
+            Err(ErrorName::TooManySubscriptions),
+            "{name}"
+        );
+    }
+    // At the limit, duplicates are folded (by a set) and order is kept.
+    let mut at_limit: Vec<Value> = (0..99).map(|i| json!(format!("k{i}"))).collect();
+    at_limit.push(json!("k0"));
+    let Ok(Action::Subscribe { keys, .. }) =
+        action(json!({"action":"Subscribe","payload":{"exchange":"w","routing_keys":at_limit}}))
+    else {
+        panic!()
+    };
+    assert_eq!(keys.as_slice().len(), 99);
+    assert_eq!(keys.as_slice()[98], "k98");
 }
 
 #[test]
@@ -236,6 +262,7 @@ fn every_error_name() {
         ErrorName::BackendError,
         ErrorName::BackendUnavailable,
         ErrorName::TooManyCalls,
+        ErrorName::TooManyAttempts,
     ]
     .iter()
     .map(|e| e.as_str())
@@ -255,7 +282,8 @@ fn every_error_name() {
             "BackendTimeout",
             "BackendError",
             "BackendUnavailable",
-            "TooManyCalls"
+            "TooManyCalls",
+            "TooManyAttempts"
         ]
     );
 }

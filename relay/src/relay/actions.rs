@@ -19,7 +19,11 @@ impl<K: SessionKey> Relay<K> {
             }
         };
         let tag = envelope.tag.as_ref();
-        let action = match Action::parse(&envelope.action, &envelope.payload) {
+        let action = match Action::parse(
+            &envelope.action,
+            &envelope.payload,
+            self.config.limits.subscriptions_per_session,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 self.send_error(key, e, tag);
@@ -31,9 +35,7 @@ impl<K: SessionKey> Relay<K> {
             Action::Unsubscribe { exchange, keys } => self.unsubscribe_action(key, exchange, keys),
             Action::ListSubscriptions => Ok(("YourSubscriptions", self.list(key))),
             Action::Ping => Ok(("Pong", json!({}))),
-            Action::Authenticate { token } => self
-                .authenticate(key, &token)
-                .map(|name| ("Authenticated", json!({ "name": name }))),
+            Action::Authenticate { token } => self.authenticate_action(key, &token),
             Action::Resume {
                 exchange,
                 routing_key,
@@ -104,18 +106,75 @@ impl<K: SessionKey> Relay<K> {
         )
     }
 
-    /// Sets a session's identity from a token, as the `Authenticate` action does.
+    /// Sets a session's identity from a token, as the `Authenticate` action does, and
+    /// returns the token's name.
+    ///
+    /// A new identity replaces the old one and its rights: subscriptions the new identity
+    /// may not hold are dropped at once (see [`Relay::authenticate_action`], which lists
+    /// them to the client). Keeping them (issue 18) let `admin` grants outlive a switch to
+    /// `ops`; refusing a second identity would break a client that logs in again with a
+    /// rotated token.
+    ///
+    /// After `limits.auth_failures_per_session` wrong tokens the session may not try again
+    /// (`TooManyAttempts`, no token is checked), so one connection cannot guess at wire
+    /// speed; failures are counted (`relay_auth_failures`).
     pub fn authenticate(&mut self, key: &K, token: &str) -> Result<String, ErrorName> {
-        // A failed attempt leaves any earlier identity in place.
-        let name = self
-            .config
-            .token_name(token)
-            .ok_or(ErrorName::InvalidToken)?
-            .to_owned();
-        if let Some(s) = self.sessions.get_mut(key) {
-            s.identity = Some(Arc::from(name.as_str()));
+        self.authenticate_dropping(key, token).map(|(name, _)| name)
+    }
+
+    fn authenticate_dropping(
+        &mut self,
+        key: &K,
+        token: &str,
+    ) -> Result<(String, Vec<(Arc<str>, Pattern)>), ErrorName> {
+        let max_failures = self.config.limits.auth_failures_per_session;
+        let s = self.sessions.get_mut(key).ok_or(ErrorName::InvalidAction)?;
+        if s.auth_failures >= max_failures {
+            self.counters.auth_failures += 1;
+            return Err(ErrorName::TooManyAttempts);
         }
-        Ok(name)
+        // A failed attempt leaves any earlier identity in place.
+        let Some(name) = self.config.token_name(token).map(str::to_owned) else {
+            s.auth_failures += 1;
+            self.counters.auth_failures += 1;
+            return Err(ErrorName::InvalidToken);
+        };
+        s.identity = Some(Arc::from(name.as_str()));
+        let identity = s.identity.clone();
+        let config = &self.config;
+        let dropped: Vec<(Arc<str>, Pattern)> = s
+            .subs
+            .iter()
+            .filter(|(exchange, pattern)| {
+                config
+                    .exchange(exchange)
+                    .is_none_or(|(_, rule)| rule.check(pattern, identity.as_deref()).is_err())
+            })
+            .cloned()
+            .collect();
+        for sub in &dropped {
+            self.index.remove(&sub.0, &sub.1, key);
+            s.subs.remove(sub);
+        }
+        Ok((name, dropped))
+    }
+
+    /// The `Authenticate` reply: `{"name"}`, plus `"dropped":[{exchange, routing_key}]`
+    /// when the new identity lost subscriptions the old one held.
+    pub(super) fn authenticate_action(
+        &mut self,
+        key: &K,
+        token: &str,
+    ) -> Result<(&'static str, Value), ErrorName> {
+        let (name, dropped) = self.authenticate_dropping(key, token)?;
+        let mut payload = json!({ "name": name });
+        if !dropped.is_empty() {
+            payload["dropped"] = dropped
+                .iter()
+                .map(|(e, p)| json!({ "exchange": &**e, "routing_key": p.to_key() }))
+                .collect();
+        }
+        Ok(("Authenticated", payload))
     }
 
     pub(super) fn subscribe_action(

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// `origin` says "a linked relay already published this": only an (authenticated) link may
+/// say so. From anywhere else it let a publisher make other relays' events look like
+/// duplicates (issue 18), so it is refused rather than ignored, which would hide the mistake.
+fn links_only_origin(source: Source, input: EventInput) -> Result<EventInput, ErrorName> {
+    if input.origin.is_some() && source != Source::Link {
+        return Err(ErrorName::InvalidPayload);
+    }
+    Ok(input)
+}
+
 impl<K: SessionKey> Relay<K> {
     /// Publishes a raw event (injector, PULL, HTTP body or link) and returns the ack.
     /// Events from links may be [`LINK_ENVELOPE`] bytes over `limits.message_size`: the
@@ -12,7 +22,9 @@ impl<K: SessionKey> Relay<K> {
             Source::Link => self.config.limits.message_size + LINK_ENVELOPE,
             _ => self.config.limits.message_size,
         };
-        let result = parse_event_input(body, limit).and_then(|input| self.publish_inner(input));
+        let result = parse_event_input(body, limit)
+            .and_then(|input| links_only_origin(source, input))
+            .and_then(|input| self.publish_inner(input));
         self.count(source, &result);
         match result {
             Ok(Published::Delivered {
@@ -42,7 +54,7 @@ impl<K: SessionKey> Relay<K> {
 
     /// Publishes an already parsed event.
     pub fn publish(&mut self, source: Source, input: EventInput) -> Result<Published, ErrorName> {
-        let result = self.publish_inner(input);
+        let result = links_only_origin(source, input).and_then(|input| self.publish_inner(input));
         self.count(source, &result);
         result
     }

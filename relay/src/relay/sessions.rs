@@ -25,6 +25,7 @@ impl<K: SessionKey> Relay<K> {
                 outbox: Outbox::with_credits(options.credits),
                 dirty: false,
                 overflowed: false,
+                auth_failures: 0,
                 last_flush: None,
             },
         );

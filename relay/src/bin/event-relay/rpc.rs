@@ -15,9 +15,11 @@
 //! `{"error":"BackendError","code":C,"message":TEXT}`. Without an answer within
 //! `timing.rpc_timeout_ms` it gets `BackendTimeout`, and a later answer is dropped (so is
 //! an answer for a session that has gone). Deadlines are checked on the loop's own timer
-//! ([`Rpc::next_deadline`] bounds its wait). Bounds: `limits.rpc_calls_per_session` calls in
-//! flight per session (`TooManyCalls`), [`MAX_IN_FLIGHT`] in all and the socket's send queue
-//! (`BackendUnavailable`), answers of at most `limits.message_size` bytes.
+//! ([`Rpc::next_deadline`] bounds its wait). Bounds: per session, `Limits::rpc_share` calls
+//! in flight (`limits.rpc_calls_per_session`, less when many sessions share
+//! `limits.rpc_calls_total`; `TooManyCalls`); `limits.rpc_calls_total` in all and the
+//! socket's send queue (`BackendUnavailable`); answers of at most `limits.message_size`
+//! bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -25,13 +27,11 @@ use std::time::{Duration, Instant};
 use mongrel2_transceiver::{ConnId, Token, Transceiver};
 use serde_json::{json, Value};
 
-use super::config::Config;
+use super::config::{Config, Limits};
 use super::metrics::RpcStats;
 use super::protocol::ErrorName;
 use super::relay::{Relay, RpcCall, RpcOutcome};
 
-/// Calls waiting for answers, over all sessions and backends.
-pub const MAX_IN_FLIGHT: usize = 65_536;
 /// Answers read per readable backend socket before the loop moves on.
 const ANSWER_BATCH: usize = 1024;
 /// Frames accepted in one answer (an empty delimiter and the body, with room to spare).
@@ -58,7 +58,7 @@ pub struct Rpc {
     per_session: HashMap<String, usize>,
     next_id: u64,
     timeout: Duration,
-    per_session_limit: usize,
+    limits: Limits,
     max_answer: usize,
     stats: RpcStats,
 }
@@ -91,7 +91,7 @@ impl Rpc {
             per_session: HashMap::new(),
             next_id: 0,
             timeout: config.timing.rpc_timeout(),
-            per_session_limit: config.limits.rpc_calls_per_session,
+            limits: config.limits.clone(),
             max_answer: config.limits.message_size,
             stats: RpcStats::default(),
         })
@@ -120,7 +120,7 @@ impl Rpc {
             );
         };
         let in_flight = self.per_session.get(&call.session_id).copied().unwrap_or(0);
-        if in_flight >= self.per_session_limit {
+        if in_flight >= self.limits.rpc_share(relay.session_count()) {
             return refuse(relay, &mut self.stats, ErrorName::TooManyCalls);
         }
         let socket = self
@@ -128,7 +128,8 @@ impl Rpc {
             .iter()
             .find(|b| b.endpoint == call.endpoint)
             .and_then(|b| transceiver.socket(b.token).ok());
-        let Some(socket) = socket.filter(|_| self.pending.len() < MAX_IN_FLIGHT) else {
+        let Some(socket) = socket.filter(|_| self.pending.len() < self.limits.rpc_calls_total)
+        else {
             return refuse(relay, &mut self.stats, ErrorName::BackendUnavailable);
         };
         self.next_id += 1;

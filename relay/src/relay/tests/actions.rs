@@ -573,3 +573,57 @@ fn configured_actions_are_handed_out_for_forwarding() {
         json!({"event":"Error","tag":2,"payload":{"error":"InvalidAction"}})
     );
 }
+
+#[test]
+fn a_new_identity_drops_the_subscriptions_it_may_not_hold_and_says_so() {
+    let mut r = relay();
+    open(&mut r, 1);
+    let login = |r: &mut Relay<Key>, token: &str| {
+        act1(
+            r,
+            1,
+            json!({"action":"Authenticate","payload":{"token":token}}),
+        )
+    };
+    login(&mut r, "admin-secret");
+    sub(&mut r, 1, "admin", "*");
+    sub(&mut r, 1, "calls", "q");
+    assert_eq!(
+        login(&mut r, "ops-secret"),
+        json!({"event":"Authenticated","payload":{"name":"ops",
+               "dropped":[{"exchange":"admin","routing_key":"*"}]}})
+    );
+    assert_eq!(
+        act1(&mut r, 1, json!({"action":"ListSubscriptions"})),
+        json!({"event":"YourSubscriptions","payload":{"subscriptions":[
+            {"exchange":"calls","routing_key":"q"}]}})
+    );
+    assert_eq!(delivered(&publish(&mut r, "admin", "x", "Secret")), 0);
+    assert_eq!(delivered(&publish(&mut r, "calls", "q", "Public")), 1);
+}
+
+#[test]
+fn wrong_tokens_lock_authentication_after_the_configured_count() {
+    let mut r = relay_with(r#"{"limits":{"auth_failures_per_session":3}}"#);
+    open(&mut r, 1);
+    open(&mut r, 2);
+    let login = |r: &mut Relay<Key>, k: Key, token: &str| {
+        act1(
+            r,
+            k,
+            json!({"action":"Authenticate","payload":{"token":token}}),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(login(&mut r, 1, "guess"), error("InvalidToken"));
+    }
+    // Even the right token is not checked any more on this session.
+    assert_eq!(login(&mut r, 1, "admin-secret"), error("TooManyAttempts"));
+    assert_eq!(r.stats().counters.auth_failures, 4);
+    // Other sessions are not affected.
+    assert_eq!(login(&mut r, 2, "admin-secret")["event"], "Authenticated");
+    assert!(r
+        .stats()
+        .to_prometheus()
+        .contains("relay_auth_failures_total 4"));
+}

@@ -177,6 +177,45 @@ fn forwarded_events_may_exceed_the_size_limit_by_their_envelope() {
 }
 
 #[test]
+fn origins_are_accepted_only_from_links() {
+    let mut r = relay();
+    open(&mut r, 1);
+    sub(&mut r, 1, "calls", "q");
+    let victim = "relay-b.0123abcd";
+    let forged = json!({"exchange":"calls","routing_key":"q","event":"F",
+                        "origin":{"relay":victim,"seq":1_000_000_000_000_000u64,"hops":0}})
+    .to_string();
+    for source in [Source::Inject, Source::Pull] {
+        assert_eq!(
+            r.publish_json(source, forged.as_bytes()),
+            Ack::Rejected(ErrorName::InvalidPayload),
+            "{source:?}"
+        );
+    }
+    assert_eq!(
+        r.http_publish(Some("Bearer pub-secret"), forged.as_bytes())
+            .http_status(),
+        400
+    );
+    let input = parse_event_input(forged.as_bytes(), 1 << 16).unwrap();
+    assert_eq!(
+        r.publish(Source::Inject, input),
+        Err(ErrorName::InvalidPayload)
+    );
+    // The victim's real event still gets through its link.
+    let real = json!({"exchange":"calls","routing_key":"q","event":"R",
+                      "origin":{"relay":victim,"seq":1,"hops":1}})
+    .to_string();
+    assert_eq!(
+        r.publish_json(Source::Link, real.as_bytes()),
+        Ack::Published {
+            seq: 1,
+            delivered_to: 1
+        }
+    );
+}
+
+#[test]
 fn the_hop_limit_is_configurable() {
     let mut r = relay_with(r#"{"limits":{"max_hops":2}}"#);
     r.enable_forwarding();
