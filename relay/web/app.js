@@ -17,6 +17,11 @@
 //   (`payload.run`); after a restart every key resumes from 0.
 // Limitation: history is per exact key, so keys under a wildcard that had no event before the
 // disconnect cannot be resumed; their gap events are not replayed.
+//
+// First visit: the page subscribes to what the URL names (`?sub=EXCHANGE/PATTERN`, repeatable
+// or comma-separated), else to what the Welcome marks public (`payload.public`); the address
+// bar then follows the subscriptions. What the page reads from the relay is listed in
+// README.md in this directory. Rendering lives in view.js, charts.js and wallboard.js.
 (function () {
   'use strict';
 
@@ -33,13 +38,13 @@
   // exact subscription on the relay, which limits subscriptions per session.
   var RESUME_KEYS_MAX = 50;
   var RESUMES_IN_FLIGHT = 8;
-  var NOTICES_MAX = 6;
   // Keys tracked for dedupe and Resume; the least recently active is forgotten beyond this.
   var KEYS_MAX = 5000;
   // A connection that has not been welcomed by then is given up and retried (Mongrel2
   // holds a handshake while no relay is connected).
   var WELCOME_TIMEOUT_MS = 10000;
-  var PAYLOAD_SHOWN = 400;
+  // How soon after an event the wallboard and charts are redrawn (coalescing bursts).
+  var RENDER_DELAY_MS = 60;
 
   var $ = function (id) { return document.getElementById(id); };
   var ui = {
@@ -51,11 +56,13 @@
     authForm: $('auth-form'),
     token: $('token'),
     identity: $('identity'),
-    notices: $('notices'),
-    counters: document.querySelector('#counters tbody'),
-    events: document.querySelector('#events tbody')
+    wallboard: $('wallboard')
   };
   $('cap').textContent = String(ROW_CAP);
+  $('window-min').textContent = String(window.RelayCharts.WINDOW_MINUTES);
+  var view = new window.RelayView.View(ROW_CAP);
+  var board = new window.RelayWallboard.Wallboard(ui.wallboard);
+  var renderTimer = null;
 
   var wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/events';
 
@@ -65,8 +72,6 @@
   var subs = new Map();
   // id(exchange, key) -> {exchange, key, upto, seen, resume, held, implicit, touched}
   var keys = new Map();
-  // exchange -> {count, cell}
-  var counters = new Map();
   // tag -> what it was for, on the current connection only
   var pending = new Map();
 
@@ -85,6 +90,8 @@
   var touchCounter = 0;
   var resumeQueue = [];
   var resumesInFlight = 0;
+  // The Welcome named a new run of the relay: the next resume round replays a fresh history.
+  var runChanged = false;
 
   function id(exchange, key) { return exchange + '\n' + key; }
   function isWildcard(pattern) { return pattern.charAt(pattern.length - 1) === '*'; }
@@ -233,7 +240,13 @@
     // From here on actions go out at once; until now they waited for restore().
     live = true;
     var current = typeof payload.run === 'string' ? payload.run : null;
+    view.showIdentity({
+      id: text(payload.id, 200), run: current, relay: text(payload.relay, 200),
+      member: text(payload.member, 200)
+    });
+    if (welcomes === 1 && subs.size === 0) { initialSubscriptions(payload.public); }
     if (run !== null && current !== null && current !== run) {
+      runChanged = true;
       if (keys.size > 0) {
         notice('The relay restarted; replaying what it has kept since then.');
       }
@@ -256,7 +269,44 @@
       if (k.upto !== null && covered(k.exchange, k.key)) { toResume.push(k); }
     });
     toResume.sort(function (a, b) { return b.touched - a.touched; });
-    toResume.slice(0, RESUME_KEYS_MAX).forEach(function (k) { queueResume(k, k.upto); });
+    toResume = toResume.slice(0, RESUME_KEYS_MAX);
+    if (toResume.length > 0) {
+      var round = newRound(toResume.length);
+      toResume.forEach(function (k) { queueResume(k, k.upto, round); });
+    } else if (welcomes > 1) {
+      view.showResume({ result: 'nothing', keys: 0, replayed: 0, from: null, at: Date.now() });
+    }
+    runChanged = false;
+    renderSoon();
+  }
+
+  // A string field from the relay, or null when absent, not a string or too long to show.
+  function text(v, max) { return typeof v === 'string' && v.length > 0 && v.length <= max ? v : null; }
+
+  // The URL's `sub` parameters, else the Welcome's public list.
+  function initialSubscriptions(publicList) {
+    window.RelaySubs.initial(location.search, publicList).forEach(function (w) {
+      if (!subs.has(id(w.exchange, w.pattern))) { addSub(w.exchange, w.pattern); }
+    });
+  }
+
+  function syncUrl() { window.RelaySubs.syncUrl(Array.from(subs.values())); }
+
+  // One Welcome's resumes (or one Lagged repair), summarised when the last key finishes.
+  function newRound(n) {
+    var round = { keys: n, left: n, replayed: 0, gap: false, restarted: runChanged, from: null };
+    view.showResume({ result: 'pending', keys: n, replayed: 0, from: null, at: Date.now() });
+    return round;
+  }
+
+  function roundKeyDone(round) {
+    if (!round) { return; }
+    round.left -= 1;
+    if (round.left > 0) { return; }
+    view.showResume({
+      result: round.restarted ? 'restarted' : round.gap ? 'gap' : 'recovered',
+      keys: round.keys, replayed: round.replayed, from: round.from, at: Date.now()
+    });
   }
 
   // ----- actions -----------------------------------------------------------------------
@@ -268,9 +318,9 @@
   }
 
   // Holds the key's events back from now on, until its Resumed arrives.
-  function queueResume(k, since) {
-    if (k.resume) { return; }
-    k.resume = { since: since, sent: false };
+  function queueResume(k, since, round) {
+    if (k.resume) { roundKeyDone(round); return; }
+    k.resume = { since: since, sent: false, round: round };
     resumeQueue.push(k);
     pumpResumes();
   }
@@ -294,6 +344,7 @@
 
   function finishResume(k) {
     var held = k.held;
+    var round = k.resume ? k.resume.round : null;
     k.resume = null;
     k.held = [];
     held.forEach(function (msg) { accept(k, msg); });
@@ -302,6 +353,7 @@
       k.implicit = false;
       send('Unsubscribe', { exchange: k.exchange, routing_key: k.key }, null);
     }
+    roundKeyDone(round);
     pumpResumes();
   }
 
@@ -310,6 +362,11 @@
     if (!k || !k.resume) { return; }
     var since = k.resume.since;
     var lastSeq = Number.isSafeInteger(p.last_seq) ? p.last_seq : since;
+    var round = k.resume.round;
+    if (round && text(p.from, 200)) { round.from = p.from; }
+    if (p.recovered === false && round) {
+      if (lastSeq < since) { round.restarted = true; } else { round.gap = true; }
+    }
     if (p.recovered === false) {
       if (lastSeq < since) {
         // The relay's seqs on this key went backwards: it restarted (or forgot the key), so
@@ -325,7 +382,7 @@
     }
     var held = k.held;
     k.held = [];
-    held.forEach(function (msg) { accept(k, msg); });
+    held.forEach(function (msg) { if (accept(k, msg) && round) { round.replayed += 1; } });
     if (p.recovered === false && lastSeq >= since) {
       skipHole(k);
       if (k.seen.size === 0) { k.upto = Math.max(k.upto, lastSeq); }
@@ -344,7 +401,7 @@
         !Number.isSafeInteger(p.last_seq)) { return; }
     var k = keyState(p.exchange, p.routing_key);
     var since = k.upto === null ? p.last_seq : Math.min(k.upto, p.last_seq);
-    queueResume(k, since);
+    queueResume(k, since, k.resume ? null : newRound(1));
   }
 
   // ----- incoming ----------------------------------------------------------------------
@@ -386,7 +443,10 @@
       notice('Cannot subscribe to ' + s.exchange + ' / ' + s.pattern + ': ' + name);
     } else if (purpose.kind === 'resume') {
       var k = keys.get(purpose.key);
-      if (k && k.resume) { finishResume(k); }
+      if (k && k.resume) {
+        if (k.resume.round) { k.resume.round.gap = true; }
+        finishResume(k);
+      }
       notice('Cannot resume ' + purpose.key.replace('\n', ' / ') + ': ' + name);
     } else if (purpose.kind === 'auth') {
       token = null;
@@ -414,71 +474,34 @@
     accept(k, msg);
   }
 
+  // Shows an event that is new on its key; true if it was shown.
   function accept(k, msg) {
-    if (!markSeen(k, msg.mq.seq)) { return; }
+    if (!markSeen(k, msg.mq.seq)) { return false; }
     touchCounter += 1;
     k.touched = touchCounter;
-    if (!covered(k.exchange, k.key)) { return; }
-    addRow(msg);
-    bump(k.exchange);
+    if (!covered(k.exchange, k.key)) { return false; }
+    var now = Date.now();
+    view.showDelay(view.addRow(msg, now));
+    view.bump(k.exchange, now);
+    board.observe(msg, now);
+    renderSoon();
+    return true;
   }
 
   // ----- rendering ---------------------------------------------------------------------
 
-  function cell(tr, text, className) {
-    var td = document.createElement('td');
-    td.textContent = text;
-    if (className) { td.className = className; }
-    tr.appendChild(td);
-    return td;
+  function renderSoon() {
+    if (renderTimer !== null) { return; }
+    renderTimer = setTimeout(render, RENDER_DELAY_MS);
   }
 
-  function pad(n, width) { var s = String(n); while (s.length < width) { s = '0' + s; } return s; }
-
-  function addRow(msg) {
-    var now = new Date();
-    var tr = document.createElement('tr');
-    tr.dataset.seq = String(msg.mq.seq);
-    tr.dataset.exchange = msg.mq.e;
-    tr.dataset.key = msg.mq.rk;
-    tr.dataset.event = msg.event;
-    var time = document.createElement('time');
-    time.dateTime = now.toISOString();
-    time.textContent = pad(now.getHours(), 2) + ':' + pad(now.getMinutes(), 2) + ':' +
-      pad(now.getSeconds(), 2) + '.' + pad(now.getMilliseconds(), 3);
-    cell(tr, '', 'time').appendChild(time);
-    cell(tr, msg.mq.e);
-    cell(tr, msg.mq.rk, 'key');
-    cell(tr, String(msg.mq.seq), 'num');
-    cell(tr, msg.event, 'event');
-    var text = JSON.stringify(msg.payload === undefined ? {} : msg.payload);
-    var td = cell(tr, text.length > PAYLOAD_SHOWN ? text.slice(0, PAYLOAD_SHOWN) + '…' : text, 'payload');
-    if (text.length > PAYLOAD_SHOWN) { td.title = text.slice(0, 4000); }
-    ui.events.insertBefore(tr, ui.events.firstChild);
-    while (ui.events.rows.length > ROW_CAP) { ui.events.deleteRow(-1); }
-  }
-
-  function bump(exchange) {
-    var c = counters.get(exchange);
-    if (!c) {
-      var tr = document.createElement('tr');
-      tr.dataset.exchange = exchange;
-      var th = document.createElement('th');
-      th.scope = 'row';
-      th.textContent = exchange;
-      tr.appendChild(th);
-      c = { count: 0, cell: cell(tr, '0', 'num') };
-      counters.set(exchange, c);
-      // Alphabetical, so rows do not jump around as exchanges appear.
-      var before = null;
-      Array.prototype.forEach.call(ui.counters.rows, function (row) {
-        if (before === null && row.dataset.exchange > exchange) { before = row; }
-      });
-      ui.counters.insertBefore(tr, before);
-    }
-    c.count += 1;
-    c.cell.textContent = String(c.count);
-    c.cell.dataset.count = String(c.count);
+  function render() {
+    clearTimeout(renderTimer);
+    renderTimer = null;
+    var now = Date.now();
+    view.tick(now);
+    board.render(now);
+    view.showEmpty({ welcomed: welcomes > 0, subs: Array.from(subs.values()) });
   }
 
   function setSubStatus(s, status) {
@@ -509,6 +532,7 @@
     subs.set(id(exchange, pattern), s);
     ui.subs.appendChild(li);
     setSubStatus(s, 'pending');
+    renderSoon();
     return s;
   }
 
@@ -531,20 +555,15 @@
       }
     });
     removeSub(s);
+    syncUrl();
+    renderSoon();
     if (live) {
       send('Unsubscribe', { exchange: s.exchange, routing_keys: [s.pattern].concat(extra) }, null);
     }
     ui.routingKey.focus();
   }
 
-  function notice(text) {
-    var li = document.createElement('li');
-    var now = new Date();
-    li.textContent = pad(now.getHours(), 2) + ':' + pad(now.getMinutes(), 2) + ':' +
-      pad(now.getSeconds(), 2) + ' ' + text;
-    ui.notices.insertBefore(li, ui.notices.firstChild);
-    while (ui.notices.children.length > NOTICES_MAX) { ui.notices.lastChild.remove(); }
-  }
+  function notice(message) { view.notice(message); }
 
   // ----- forms -------------------------------------------------------------------------
 
@@ -558,6 +577,7 @@
       return;
     }
     var s = addSub(exchange, pattern);
+    syncUrl();
     if (live) { sendSubscribe(s); }
   });
 
@@ -571,5 +591,8 @@
     if (live) { send('Authenticate', { token: t }, { kind: 'auth' }); }
   });
 
+  // Charts scroll and wait clocks tick even when no event arrives.
+  setInterval(render, 1000);
+  render();
   connect();
 }());
