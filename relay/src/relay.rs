@@ -1,7 +1,8 @@
 //! The relay's I/O-free core. The I/O loop feeds it inputs (session opened / message /
 //! closed, credits, events from the injector, PULL, HTTP or links) and periodically calls
 //! [`Relay::flush`], which hands back coalesced payloads grouped by identical bytes, ready
-//! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime).
+//! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime
+//! and the publish time stamped on events that come without one).
 //!
 //! Sessions are WebSocket or SSE ([`Relay::open_stream`]); they differ only in framing.
 //! Configured RPC actions come back from [`Relay::on_message`] as an [`RpcCall`] and are
