@@ -140,15 +140,15 @@ impl Browser {
         let height = self
             .execute("return document.documentElement.scrollHeight;")?
             .as_f64()
-            .unwrap_or(WINDOW.1 as f64)
-            .max(WINDOW.1 as f64);
+            .unwrap_or(f64::from(WINDOW.1))
+            .max(f64::from(WINDOW.1));
         self.resize(height)?;
         let grown = format!("return window.innerHeight >= {height};");
         self.wait_until(Duration::from_secs(10), "the window to grow", |b| {
             Ok((b.execute(&grown)? == Value::Bool(true)).then_some(()))
         });
         let png = self.screenshot();
-        self.resize(WINDOW.1 as f64)?;
+        self.resize(f64::from(WINDOW.1))?;
         png
     }
 
@@ -156,7 +156,7 @@ impl Browser {
         self.tab.set_bounds(Bounds::Normal {
             left: None,
             top: None,
-            width: Some(WINDOW.0 as f64),
+            width: Some(f64::from(WINDOW.0)),
             height: Some(height),
         })?;
         Ok(())
