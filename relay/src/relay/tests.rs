@@ -77,7 +77,7 @@ fn open(r: &mut Relay<Key>, k: Key) -> String {
     assert_eq!(
         got,
         vec![
-            json!({"event":"Welcome","payload":{"id":id,"run":run,"relay":"relay-a",
+            json!({"event":"Welcome","payload":{"id":id,"run":run,"relay":r.welcome.relay,
             "public":r.config().public_subscriptions()}})
         ]
     );
