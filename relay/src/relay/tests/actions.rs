@@ -466,7 +466,7 @@ fn resume_with_gap_sends_what_is_left_and_says_not_recovered() {
     assert_eq!(seqs_of(&got), [8, 9, 10]);
     assert_eq!(
         got[3]["payload"],
-        json!({"exchange":"calls","routing_key":"q","recovered":false,"more":false,"last_seq":10})
+        json!({"exchange":"calls","routing_key":"q","recovered":false,"more":false,"last_seq":10,"from":"history"})
     );
     // A since beyond the key's seq comes from an earlier life (e.g. a relay restart).
     let got = act(&mut r, 1, &resume(99));
