@@ -117,7 +117,7 @@ fn sse_events(payload: &[u8]) -> Vec<(Option<String>, String, Value)> {
             } else if let Some(v) = line.strip_prefix("event: ") {
                 event = v.to_owned();
             } else if let Some(v) = line.strip_prefix("data: ") {
-                data = serde_json::from_str(v).unwrap();
+                data = decode(v.as_bytes()).remove(0);
             } else if let Some(v) = line.strip_prefix(": ") {
                 event = format!(":{v}");
             }
