@@ -117,7 +117,10 @@ fn sse_events(payload: &[u8]) -> Vec<(Option<String>, String, Value)> {
             } else if let Some(v) = line.strip_prefix("event: ") {
                 event = v.to_owned();
             } else if let Some(v) = line.strip_prefix("data: ") {
-                data = decode(v.as_bytes()).remove(0);
+                data = serde_json::from_str(v).unwrap();
+                if let Some(mq) = data.get_mut("mq").and_then(Value::as_object_mut) {
+                    mq.remove("ts");
+                }
             } else if let Some(v) = line.strip_prefix(": ") {
                 event = format!(":{v}");
             }
