@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::protocol::{ErrorName, DEFAULT_MAX_HOPS};
+use super::protocol::{ErrorName, DEFAULT_MAX_HOPS, MAX_ROUTING_KEY};
 use super::subscriptions::Pattern;
 
 /// Names of the actions the relay implements itself; config `actions` may not shadow them.
@@ -60,6 +60,10 @@ pub struct ExchangeRule {
     /// be subscribed, by anyone.
     #[serde(default)]
     pub prefixes: Vec<String>,
+    /// Routing keys or `prefix*` patterns a page subscribes to on its first visit, announced
+    /// in every `Welcome` as `public` (only on `public` exchanges; empty: none announced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_routing_keys: Vec<String>,
 }
 
 impl ExchangeRule {
@@ -279,11 +283,13 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// Built-in default: `calls` and `agents` public, `admin` for the token named `admin`.
+    /// Built-in default: `calls` and `agents` public (and announced: a page subscribes to
+    /// all their keys on its first visit), `admin` for the token named `admin`.
     fn default() -> Self {
         let mut exchanges = BTreeMap::new();
         let public = ExchangeRule {
             public: true,
+            public_routing_keys: vec!["*".into()],
             ..ExchangeRule::default()
         };
         exchanges.insert(Arc::from("calls"), public.clone());
@@ -405,6 +411,18 @@ impl Config {
             }
         }
         for (exchange, rule) in &self.exchanges {
+            // Announced keys are what an anonymous page subscribes to: each must be one it
+            // may subscribe to.
+            for key in &rule.public_routing_keys {
+                let allowed =
+                    key.len() <= MAX_ROUTING_KEY && rule.check(&Pattern::parse(key), None).is_ok();
+                if !allowed {
+                    return Err(ConfigError::Invalid(format!(
+                        "exchange {exchange}: public routing key {key:?} needs a public \
+                         exchange and a key anyone may subscribe to"
+                    )));
+                }
+            }
             for name in rule.tokens.iter().filter(|n| !self.tokens.contains_key(*n)) {
                 // Not fatal: the token may be added later (or deliberately left out).
                 log::warn!("exchange {exchange}: token name {name:?} has no token configured");
@@ -436,6 +454,16 @@ impl Config {
             .unwrap_or("")
             .trim();
         constant_time_eq(expected.as_bytes(), presented.as_bytes())
+    }
+
+    /// `Welcome.public`: `[{"exchange":E,"routing_keys":[..]}]` for every exchange with
+    /// `public_routing_keys`, in exchange order.
+    pub fn public_subscriptions(&self) -> serde_json::Value {
+        self.exchanges
+            .iter()
+            .filter(|(_, rule)| !rule.public_routing_keys.is_empty())
+            .map(|(e, rule)| json!({ "exchange": &**e, "routing_keys": rule.public_routing_keys }))
+            .collect()
     }
 
     /// The interned name and rule of an exchange.

@@ -327,13 +327,15 @@ pub fn backend_error_json(tag: Option<&Value>, code: &Value, message: &str) -> V
 }
 
 /// An application event as clients receive it:
-/// `{"event":NAME,"payload":{..},"mq":{"e":EXCHANGE,"rk":ROUTING_KEY,"seq":N}}`.
+/// `{"event":NAME,"payload":{..},"mq":{"e":EXCHANGE,"rk":ROUTING_KEY,"seq":N,"ts":MS}}`;
+/// `ts` (publish time, ms since the Unix epoch) is left out when `None`.
 pub fn event_json(
     event: &str,
     payload: &Map<String, Value>,
     exchange: &str,
     rk: &str,
     seq: u64,
+    ts: Option<u64>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     out.extend_from_slice(b"{\"event\":");
@@ -346,6 +348,10 @@ pub fn event_json(
     push_json(&mut out, &rk);
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(seq.to_string().as_bytes());
+    if let Some(ts) = ts {
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(ts.to_string().as_bytes());
+    }
     out.extend_from_slice(b"}}");
     out
 }
@@ -360,10 +366,27 @@ pub fn lagged_json(exchange: &str, rk: &str, last_seq: u64) -> Vec<u8> {
     )
 }
 
-/// `{"event":"Welcome","payload":{"id":ID,"run":RUN}}`: `run` names this run of the relay,
-/// so a reconnecting client can tell a restarted relay (whose seqs began again at 1).
-pub fn welcome_json(id: &str, run: &str) -> Vec<u8> {
-    reply_json("Welcome", None, &json!({ "id": id, "run": run }))
+/// Who a session talks to, and what a page should subscribe to on its first visit: the
+/// parts of `Welcome` that are the same for every session of a run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WelcomeInfo {
+    /// The relay's name (`--name`), shown to users.
+    pub relay: String,
+    /// Which member of a group of relays serves the session; left out when `None`.
+    pub member: Option<String>,
+    /// `[{"exchange":E,"routing_keys":[..]}]`, from the config's `public_routing_keys`.
+    pub public: Value,
+}
+
+/// `{"event":"Welcome","payload":{"id":ID,"run":RUN,"relay":NAME,"public":[..]
+/// [,"member":M]}}`: `run` names this run of the relay, so a reconnecting client can tell a
+/// restarted relay (whose seqs began again at 1).
+pub fn welcome_json(id: &str, run: &str, info: &WelcomeInfo) -> Vec<u8> {
+    let mut payload = json!({ "id": id, "run": run, "relay": info.relay, "public": info.public });
+    if let Some(member) = &info.member {
+        payload["member"] = json!(member);
+    }
+    reply_json("Welcome", None, &payload)
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
@@ -424,9 +447,13 @@ pub struct EventInput {
     pub payload: Map<String, Value>,
     /// Set on events that arrived from another relay.
     pub origin: Option<Origin>,
+    /// Publish time (ms since the Unix epoch) if the publisher gave one; the relay stamps
+    /// the time it accepted the event otherwise.
+    pub ts: Option<u64>,
 }
 
-/// Parses `{"exchange","routing_key","event","payload"[,"origin":{"relay","seq","hops"}]}`.
+/// Parses `{"exchange","routing_key","event","payload"[,"ts":MS]
+/// [,"origin":{"relay","seq","hops"}]}`.
 pub fn parse_event_input(bytes: &[u8], max_size: usize) -> Result<EventInput, ErrorName> {
     if bytes.len() > max_size {
         return Err(ErrorName::InvalidPayload);
@@ -460,12 +487,17 @@ pub fn parse_event_input(bytes: &[u8], max_size: usize) -> Result<EventInput, Er
         Some(Value::Object(o)) => Some(parse_origin(&o)?),
         Some(_) => return Err(ErrorName::InvalidPayload),
     };
+    let ts = match obj.remove("ts") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(t.as_u64().ok_or(ErrorName::InvalidPayload)?),
+    };
     Ok(EventInput {
         exchange,
         routing_key,
         event,
         payload,
         origin,
+        ts,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The relay's I/O-free core. The I/O loop feeds it inputs (session opened / message /
 //! closed, credits, events from the injector, PULL, HTTP or links) and periodically calls
 //! [`Relay::flush`], which hands back coalesced payloads grouped by identical bytes, ready
-//! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime).
+//! for `Transceiver::deliver_to`. Nothing here touches a socket or a clock (except uptime
+//! and the publish time stamped on events that come without one).
 //!
 //! Sessions are WebSocket or SSE ([`Relay::open_stream`]); they differ only in framing.
 //! Configured RPC actions come back from [`Relay::on_message`] as an [`RpcCall`] and are
@@ -38,7 +39,7 @@ use super::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
 use super::protocol::{
     backend_error_json, error_json, event_json, lagged_json, parse_envelope, parse_event_input,
     reply_json, welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source,
-    MAX_EVENT_NAME, MAX_ROUTING_KEY,
+    WelcomeInfo, MAX_EVENT_NAME, MAX_ROUTING_KEY,
 };
 use super::subscriptions::{Index, Pattern};
 
@@ -216,6 +217,8 @@ pub struct Relay<K> {
     /// This run's identity as an event origin: the relay id plus a random run suffix, so
     /// peers do not mistake a restarted relay's fresh seqs for duplicates.
     origin_id: Arc<str>,
+    /// What every `Welcome` says besides the session id and run.
+    welcome: WelcomeInfo,
     forwarding: bool,
     forward: VecDeque<Vec<u8>>,
     sessions: HashMap<K, Session>,
@@ -235,7 +238,13 @@ impl<K: SessionKey> Relay<K> {
     pub fn new(config: Config, relay_id: &str) -> Relay<K> {
         let run = RandomState::new().hash_one(0x0419_u64) as u32;
         let l = &config.limits;
+        let welcome = WelcomeInfo {
+            relay: relay_id.to_owned(),
+            member: None,
+            public: config.public_subscriptions(),
+        };
         Relay {
+            welcome,
             history: History::new(l.history_per_key, l.history_keys, l.history_bytes),
             config,
             origin_id: Arc::from(format!("{relay_id}.{run:08x}")),
@@ -250,6 +259,14 @@ impl<K: SessionKey> Relay<K> {
             counters: Counters::default(),
             started: Instant::now(),
         }
+    }
+
+    /// Names this relay in `Welcome` (`relay`; the relay id given to [`Relay::new`] until
+    /// then) and, in a group of relays, the member serving the sessions (`member`, left
+    /// out when `None`).
+    pub fn set_identity(&mut self, name: &str, member: Option<&str>) {
+        self.welcome.relay = name.to_owned();
+        self.welcome.member = member.map(str::to_owned);
     }
 
     /// The configuration in use.

@@ -153,6 +153,8 @@ fn invalid_configs_are_refused() {
         r#"{"timing": {"rpc_timeout_ms": 0}}"#,
         r#"{"timing": {"sse_heartbeat_ms": 86400001}}"#,
         r#"{"timing": {"link_hello_ms": 5}}"#,
+        r#"{"exchanges": {"calls": {"public_routing_keys": ["q"]}}}"#,
+        r#"{"exchanges": {"calls": {"public": true, "prefixes": ["queue."], "public_routing_keys": ["*"]}}}"#,
         "not json",
     ] {
         assert!(Config::from_parts(Some(bad), &no_env).is_err(), "{bad}");
@@ -236,4 +238,27 @@ fn rpc_calls_are_shared_fairly_when_the_total_budget_is_tight() {
         "every session may always try one call"
     );
     assert_eq!(Limits::default().rpc_calls_total, 65_536);
+}
+
+#[test]
+fn public_routing_keys_are_announced_per_exchange() {
+    let c = Config::from_parts(
+        Some(
+            r#"{"exchanges": {"calls": {"public": true, "public_routing_keys": ["queue.*", "vip"]},
+                              "agents": {"public": true, "public_routing_keys": ["*"]},
+                              "admin": {"tokens": ["admin"]}}}"#,
+        ),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.public_subscriptions(),
+        serde_json::json!([{"exchange":"agents","routing_keys":["*"]},
+                           {"exchange":"calls","routing_keys":["queue.*","vip"]}])
+    );
+    assert_eq!(
+        Config::default().public_subscriptions(),
+        serde_json::json!([{"exchange":"agents","routing_keys":["*"]},
+                           {"exchange":"calls","routing_keys":["*"]}])
+    );
 }

@@ -231,8 +231,23 @@ fn reply_shapes() {
         br#"{"event":"Error","tag":1,"payload":{"error":"InvalidJSON"}}"#
     );
     assert_eq!(
-        v(&welcome_json("00ff00ff00ff00ff", "relay.0000002a")),
-        json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff","run":"relay.0000002a"}})
+        v(&welcome_json(
+            "00ff00ff00ff00ff",
+            "relay.0000002a",
+            &WelcomeInfo::default()
+        )),
+        json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff","run":"relay.0000002a",
+               "relay":"","public":null}})
+    );
+    let info = WelcomeInfo {
+        relay: "east".into(),
+        member: Some("mq-2".into()),
+        public: json!([{"exchange":"calls","routing_keys":["queue.*"]}]),
+    };
+    assert_eq!(
+        v(&welcome_json("01", "east.0000002a", &info)),
+        json!({"event":"Welcome","payload":{"id":"01","run":"east.0000002a","relay":"east",
+               "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
     );
     assert_eq!(
         v(&lagged_json("calls", "q", 7)),
@@ -241,8 +256,26 @@ fn reply_shapes() {
     let mut p = Map::new();
     p.insert("n".into(), json!("\"quoted\""));
     assert_eq!(
-        v(&event_json("CallOffered", &p, "calls", "queue.sales", 9)),
+        v(&event_json(
+            "CallOffered",
+            &p,
+            "calls",
+            "queue.sales",
+            9,
+            None
+        )),
         json!({"event":"CallOffered","payload":{"n":"\"quoted\""},"mq":{"e":"calls","rk":"queue.sales","seq":9}})
+    );
+    assert_eq!(
+        v(&event_json(
+            "E",
+            &Map::new(),
+            "calls",
+            "q",
+            1,
+            Some(1_700_000_000_123)
+        )),
+        json!({"event":"E","payload":{},"mq":{"e":"calls","rk":"q","seq":1,"ts":1_700_000_000_123_u64}})
     );
 }
 
@@ -294,12 +327,14 @@ fn event_input_defaults_and_errors() {
     assert_eq!(e.routing_key, "");
     assert!(e.payload.is_empty());
     assert_eq!(e.origin, None);
+    assert_eq!(e.ts, None, "the relay stamps it");
     let e = parse_event_input(
-        br#"{"exchange":"calls","routing_key":12,"event":"X","payload":{"a":1},"origin":{"relay":"r1","seq":4,"hops":2}}"#,
+        br#"{"exchange":"calls","routing_key":12,"event":"X","payload":{"a":1},"ts":1700000000123,"origin":{"relay":"r1","seq":4,"hops":2}}"#,
         1000,
     )
     .unwrap();
     assert_eq!(e.routing_key, "12");
+    assert_eq!(e.ts, Some(1_700_000_000_123));
     assert_eq!(
         e.origin,
         Some(Origin {
@@ -323,6 +358,8 @@ fn event_input_defaults_and_errors() {
         r#"{"exchange":"c","event":"X","routing_key":"a*"}"#,
         r#"{"exchange":"c","event":"X","routing_key":[]}"#,
         r#"{"exchange":"c","event":"X","origin":{"seq":1}}"#,
+        r#"{"exchange":"c","event":"X","ts":-1}"#,
+        r#"{"exchange":"c","event":"X","ts":"now"}"#,
         r#"{"exchange":"c","event":"X","origin":{"relay":"r","seq":1,"hops":-1}}"#,
     ] {
         assert_eq!(

@@ -352,6 +352,7 @@ impl<K: SessionKey> Relay<K> {
                 "recovered": replay.recovered,
                 "more": more,
                 "last_seq": last_seq,
+                "from": "history",
             }),
         ))
     }

@@ -98,6 +98,9 @@ impl<K: SessionKey> Relay<K> {
             }
         };
         let (event, payload) = (&input.event, &input.payload);
+        // Stamped where the event enters the relay network, so pages can show the delay
+        // from publish to display; linked relays pass the first relay's stamp on.
+        let ts = input.ts.unwrap_or_else(now_ms);
         if self.forwarding && origin.hops < max_hops {
             if self.forward.len() >= FORWARD_QUEUE {
                 self.forward.pop_front();
@@ -108,6 +111,7 @@ impl<K: SessionKey> Relay<K> {
                 "routing_key": rk,
                 "event": event,
                 "payload": payload,
+                "ts": ts,
                 "origin": { "relay": origin.relay, "seq": origin.seq, "hops": origin.hops + 1 },
             });
             self.forward.push_back(linked.to_string().into_bytes());
@@ -121,7 +125,10 @@ impl<K: SessionKey> Relay<K> {
                     seq,
                 }),
             };
-            Encoded::new(&event_json(event, payload, &exchange, rk, seq), &meta)
+            Encoded::new(
+                &event_json(event, payload, &exchange, rk, seq, Some(ts)),
+                &meta,
+            )
         });
         let targets = self.index.matching(&exchange, rk);
         let bounds = bounds(&self.config);
@@ -178,4 +185,11 @@ impl<K: SessionKey> Relay<K> {
     pub fn take_forwards(&mut self) -> Vec<Vec<u8>> {
         self.forward.drain(..).collect()
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is set before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

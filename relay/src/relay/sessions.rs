@@ -30,7 +30,7 @@ impl<K: SessionKey> Relay<K> {
             },
         );
         self.counters.sessions_opened += 1;
-        let welcome = welcome_json(&id, &self.origin_id);
+        let welcome = welcome_json(&id, &self.origin_id, &self.welcome);
         self.send(&key, "Welcome", welcome);
         id
     }

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::types::Bounds;
 use headless_chrome::{LaunchOptions, Tab};
 use serde_json::Value;
 
@@ -23,6 +24,9 @@ const CHROMIUM_FLAGS: [&str; 6] = [
     "--no-first-run",
     "--disable-dev-shm-usage",
 ];
+
+/// The window's width and height (CSS pixels).
+const WINDOW: (u32, u32) = (1280, 900);
 
 /// The Chromium binary: `$CHROMIUM` if set, else Debian's path, else the first match on
 /// `PATH`.
@@ -67,7 +71,7 @@ impl Browser {
             .path(Some(chromium.to_owned()))
             .headless(true)
             .sandbox(false)
-            .window_size(Some((1280, 900)))
+            .window_size(Some(WINDOW))
             .args(CHROMIUM_FLAGS.iter().map(OsStr::new).collect())
             // The default (30 s without a DevTools message) can end a slow test's browser.
             .idle_browser_timeout(Duration::from_secs(600))
@@ -128,6 +132,34 @@ impl Browser {
     pub fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
         self.tab
             .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+    }
+
+    /// A PNG of the whole page: the window grows to the page's height for the shot, then
+    /// returns to its size.
+    pub fn screenshot_full_page(&self) -> anyhow::Result<Vec<u8>> {
+        let height = self
+            .execute("return document.documentElement.scrollHeight;")?
+            .as_f64()
+            .unwrap_or(f64::from(WINDOW.1))
+            .max(f64::from(WINDOW.1));
+        self.resize(height)?;
+        let grown = format!("return window.innerHeight >= {height};");
+        self.wait_until(Duration::from_secs(10), "the window to grow", |b| {
+            Ok((b.execute(&grown)? == Value::Bool(true)).then_some(()))
+        });
+        let png = self.screenshot();
+        self.resize(f64::from(WINDOW.1))?;
+        png
+    }
+
+    fn resize(&self, height: f64) -> anyhow::Result<()> {
+        self.tab.set_bounds(Bounds::Normal {
+            left: None,
+            top: None,
+            width: Some(f64::from(WINDOW.0)),
+            height: Some(height),
+        })?;
+        Ok(())
     }
 
     /// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`; panics with

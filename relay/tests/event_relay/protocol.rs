@@ -286,7 +286,7 @@ fn resume_replays_history_with_and_without_a_gap() {
     assert_eq!(
         c.recv(),
         json!({"event":"Resumed","tag":"r","payload":{"exchange":"calls","routing_key":"r1",
-               "recovered":true,"more":false,"last_seq":5}})
+               "recovered":true,"more":false,"last_seq":5,"from":"history"}})
     );
     // Resume subscribed the key: live events follow.
     assert_eq!(
@@ -314,7 +314,7 @@ fn resume_replays_history_with_and_without_a_gap() {
     assert_eq!(
         late.recv(),
         json!({"event":"Resumed","tag":"g","payload":{"exchange":"calls","routing_key":"r2",
-               "recovered":false,"more":false,"last_seq":15}})
+               "recovered":false,"more":false,"last_seq":15,"from":"history"}})
     );
     late.assert_nothing_pending();
 }

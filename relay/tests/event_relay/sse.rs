@@ -159,7 +159,9 @@ fn parse_block(block: &str) -> Sse {
         match field {
             "id" => id = Some(value.to_owned()),
             "event" => name = value.to_owned(),
-            "data" => data = serde_json::from_str(value).expect("data is JSON"),
+            "data" => {
+                data = without_publish_time(serde_json::from_str(value).expect("data is JSON"))
+            }
             other => panic!("unexpected field {other:?}"),
         }
     }
@@ -293,7 +295,7 @@ fn sse_last_event_id_resumes_from_history() {
             id: None,
             name: "Resumed".into(),
             data: json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"r1",
-                         "recovered":true,"more":false,"last_seq":5}}),
+                         "recovered":true,"more":false,"last_seq":5,"from":"history"}}),
         }
     );
     inj.publish("calls", "r1", "Tick", json!({"n": 6}));

@@ -58,6 +58,9 @@ pub struct Flags {
     /// XPUB re-publishing every accepted event to linked relays (off-able).
     #[arg(long, env = "RELAY_LINK_BIND", value_name = "ADDR", default_value = "tcp://127.0.0.1:9994", value_parser = endpoint_or_off)]
     link_bind: String,
+    /// The relay's name, shown by the live page (Welcome's `relay`); the sender id when absent.
+    #[arg(long, env = "RELAY_NAME", value_name = "NAME", value_parser = name)]
+    name: Option<String>,
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
@@ -87,12 +90,15 @@ pub struct Options {
     pub link_bind: Option<String>,
     /// Linked relays to connect to.
     pub links: Vec<String>,
+    /// The relay's name in `Welcome`.
+    pub name: String,
 }
 
 impl From<Flags> for Options {
     fn from(flags: Flags) -> Options {
         let off = |value: String| (value != "off").then_some(value);
         Options {
+            name: flags.name.unwrap_or_else(|| flags.sender_id.clone()),
             sender_id: flags.sender_id,
             pull: flags.pull,
             publish: flags.publish,
@@ -133,6 +139,15 @@ fn link(v: &str) -> Result<String, &'static str> {
     match v.trim() {
         "" => Ok(String::new()),
         v => endpoint(v),
+    }
+}
+
+/// A name for people to read: printable, one line, at most 128 bytes.
+fn name(v: &str) -> Result<String, &'static str> {
+    if !v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control) {
+        Ok(v.to_owned())
+    } else {
+        Err("expected 1 to 128 bytes of printable text")
     }
 }
 
@@ -188,6 +203,7 @@ mod tests {
                 ping_interval: Some(Duration::from_secs(30)),
                 link_bind: Some("tcp://127.0.0.1:9994".into()),
                 links: vec![],
+                name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
             }
         );
     }
@@ -213,8 +229,11 @@ mod tests {
             "--link",
             "tcp://a:1",
             "--link=tcp://b:2",
+            "--name",
+            "relay one",
         ])
         .unwrap();
+        assert_eq!(o.name, "relay one");
         assert_eq!(o.sender_id, "abc-123");
         assert_eq!(o.pull, "ipc:///tmp/p");
         assert_eq!(o.publish, "tcp://h:1");
@@ -320,6 +339,7 @@ mod tests {
             &["--ping-interval", "86401"],
             &["--link", "x"],
             &["--config="],
+            &["--name="],
         ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");

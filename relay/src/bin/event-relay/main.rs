@@ -86,7 +86,8 @@ fn run(options: Options, env: &dyn Fn(&str) -> Option<String>) -> u8 {
             return 2;
         }
     };
-    let relay = relay::Relay::new(config, &options.sender_id);
+    let mut relay = relay::Relay::new(config, &options.sender_id);
+    relay.set_identity(&options.name, None);
     log::info!(
         "config: {}",
         serde_json::json!({ "options": options, "config": relay.config().redacted() })

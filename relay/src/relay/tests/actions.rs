@@ -96,7 +96,7 @@ fn every_action_reply_echoes_the_tag_or_omits_it() {
         assert_eq!(
             got[1],
             expect(json!({"event":"Resumed","payload":{
-                "exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":1}}))
+                "exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":1,"from":"history"}}))
         );
     }
 }
@@ -422,7 +422,7 @@ fn resume_without_gap_replays_missed_events_then_goes_live() {
     assert_eq!(got[0]["event"], "E3");
     assert_eq!(
         got[3],
-        json!({"event":"Resumed","tag":1,"payload":{"exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":5}})
+        json!({"event":"Resumed","tag":1,"payload":{"exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":5,"from":"history"}})
     );
     // Resume subscribed the key: live events continue with the next seq, no gap.
     assert_eq!(
@@ -442,7 +442,7 @@ fn resume_without_gap_replays_missed_events_then_goes_live() {
     assert_eq!(
         got,
         [
-            json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":6}})
+            json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q","recovered":true,"more":false,"last_seq":6,"from":"history"}})
         ]
     );
     assert_eq!(
@@ -466,7 +466,7 @@ fn resume_with_gap_sends_what_is_left_and_says_not_recovered() {
     assert_eq!(seqs_of(&got), [8, 9, 10]);
     assert_eq!(
         got[3]["payload"],
-        json!({"exchange":"calls","routing_key":"q","recovered":false,"more":false,"last_seq":10})
+        json!({"exchange":"calls","routing_key":"q","recovered":false,"more":false,"last_seq":10,"from":"history"})
     );
     // A since beyond the key's seq comes from an earlier life (e.g. a relay restart).
     let got = act(&mut r, 1, &resume(99));

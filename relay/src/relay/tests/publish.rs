@@ -291,6 +291,7 @@ fn linked_events_are_deduplicated_by_origin() {
         event: "E".into(),
         payload: Default::default(),
         origin: None,
+        ts: None,
     };
     let Ok(Published::Delivered { origin, .. }) = r.publish(Source::Inject, input("x")) else {
         panic!()
@@ -399,7 +400,12 @@ fn accepted_events_are_queued_for_linked_relays_with_one_more_hop() {
     let sent: Vec<Value> = r
         .take_forwards()
         .iter()
-        .map(|b| serde_json::from_slice(b).unwrap())
+        .map(|b| {
+            let mut v: Value = serde_json::from_slice(b).unwrap();
+            let ts = v.as_object_mut().unwrap().remove("ts");
+            assert!(ts.as_ref().is_some_and(Value::is_u64), "ts: {ts:?}");
+            v
+        })
         .collect();
     assert_eq!(
         sent,
@@ -425,4 +431,54 @@ fn the_relay_can_move_to_the_io_thread() {
     assert_send::<Relay<(Arc<str>, u64)>>();
     assert_send::<Flush<(Arc<str>, u64)>>();
     assert_send::<RpcCall<(Arc<str>, u64)>>();
+}
+
+#[test]
+fn events_carry_their_publish_time() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let mut r = relay();
+    r.enable_forwarding();
+    open(&mut r, 1);
+    r.on_message(
+        &1,
+        br#"{"action":"Subscribe","payload":{"exchange":"calls","routing_key":"q"}}"#,
+    );
+    flush(&mut r);
+    let before = now();
+    r.publish_json(
+        Source::Inject,
+        br#"{"exchange":"calls","routing_key":"q","event":"Stamped"}"#,
+    );
+    let after = now();
+    r.publish_json(
+        Source::Pull,
+        br#"{"exchange":"calls","routing_key":"q","event":"Given","ts":1700000000123}"#,
+    );
+    let raw = r.flush().deliveries.remove(0).payload;
+    let ts: Vec<u64> = split_text_frames(&raw)
+        .iter()
+        .map(|f| {
+            serde_json::from_slice::<Value>(f).unwrap()["mq"]["ts"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        (before..=after).contains(&ts[0]),
+        "stamped on arrival: {ts:?}"
+    );
+    assert_eq!(ts[1], 1_700_000_000_123, "the publisher's time is kept");
+    // Linked relays get the same time, so their pages show the delay from the source.
+    let forwarded: Vec<Value> = r
+        .take_forwards()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(forwarded[0]["ts"], ts[0]);
+    assert_eq!(forwarded[1]["ts"], ts[1]);
 }

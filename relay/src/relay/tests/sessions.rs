@@ -27,6 +27,24 @@ fn welcome_ids_are_16_hex_digits_and_unique() {
 }
 
 #[test]
+fn welcome_names_the_relay_and_its_public_subscriptions() {
+    let mut r = relay_with(
+        r#"{"exchanges": {"calls": {"public": true, "public_routing_keys": ["queue.*"]},
+                          "agents": {"public": true}}}"#,
+    );
+    r.set_identity("east", Some("mq-2"));
+    let id = r.open(1);
+    let welcome = flush(&mut r).remove(&1).unwrap();
+    assert_eq!(
+        welcome,
+        vec![
+            json!({"event":"Welcome","payload":{"id":id,"run":r.origin_id(),"relay":"east",
+            "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
+        ]
+    );
+}
+
+#[test]
 fn churn_leaves_session_and_subscription_tables_empty() {
     let mut r = relay();
     for k in 0..10_000u32 {
@@ -100,6 +118,9 @@ fn sse_events(payload: &[u8]) -> Vec<(Option<String>, String, Value)> {
                 event = v.to_owned();
             } else if let Some(v) = line.strip_prefix("data: ") {
                 data = serde_json::from_str(v).unwrap();
+                if let Some(mq) = data.get_mut("mq").and_then(Value::as_object_mut) {
+                    mq.remove("ts");
+                }
             } else if let Some(v) = line.strip_prefix(": ") {
                 event = format!(":{v}");
             }
@@ -172,7 +193,7 @@ fn a_stream_resumes_after_its_last_event_id() {
     assert_eq!(
         events[3].2,
         json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q.a",
-               "recovered":true,"more":false,"last_seq":4}})
+               "recovered":true,"more":false,"last_seq":4,"from":"history"}})
     );
     assert_eq!(events[4].0.as_deref(), Some("calls/q.a/5"), "live, once");
 
