@@ -4,7 +4,9 @@
 //! so fan-out costs a pointer copy per session, not an encode.
 //!
 //! Server-Sent Events: every relay message is one HTTP chunk holding one SSE event,
-//! `id: EXCHANGE/KEY/SEQ` (application events only), `event: NAME` (the JSON's `event`),
+//! `id: EPOCH/SEQ` (application events only: the event's position on its exchange and the
+//! epoch that position belongs to, so the last id a stream saw is the position of its whole
+//! subscription, wildcard or not), `event: NAME` (the JSON's `event`),
 //! `data: JSON` (the same JSON a WebSocket client gets; compact JSON has no raw newlines, so
 //! one `data:` line is always enough). An SSE field cannot hold CR, LF or NUL, so in an id
 //! those (and `%`) are percent-encoded, and [`parse_event_id`] decodes them; in an event name
@@ -29,11 +31,9 @@ pub enum SessionKind {
 /// Where an application event sits: its SSE id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventId<'a> {
-    /// Exchange.
-    pub exchange: &'a str,
-    /// Routing key.
-    pub routing_key: &'a str,
-    /// Seq on that key.
+    /// The epoch its position belongs to.
+    pub epoch: &'a str,
+    /// Its position on its exchange.
     pub seq: u64,
 }
 
@@ -120,23 +120,19 @@ pub fn sse_comment_chunk(text: &str) -> Vec<u8> {
     ChunkedResponse::chunk(format!(": {line}\n\n").as_bytes())
 }
 
-/// `EXCHANGE/KEY/SEQ`, with `%`, CR, LF and NUL percent-encoded in the names.
+/// `EPOCH/SEQ`, with `%`, CR, LF and NUL percent-encoded in the epoch.
 pub fn event_id(id: &EventId<'_>) -> String {
-    format!(
-        "{}/{}/{}",
-        escape(id.exchange),
-        escape(id.routing_key),
-        id.seq
-    )
+    format!("{}/{}", escape(id.epoch), id.seq)
 }
 
-/// Reads an id made by [`event_id`] for a stream on `exchange` (exchange names may hold
-/// `/`, so the exchange is matched, not split off). `None` if it is not one.
-pub fn parse_event_id(exchange: &str, id: &str) -> Option<(String, u64)> {
-    let rest = id.trim().strip_prefix(escape(exchange).as_ref())?;
-    let (key, seq) = rest.strip_prefix('/')?.rsplit_once('/')?;
+/// Reads an id made by [`event_id`]: `(epoch, seq)`. The epoch may hold `/`, so the seq is
+/// what follows the last one. An id of the older `EXCHANGE/KEY/SEQ` form reads as an epoch
+/// no relay has (`EXCHANGE/KEY`), which is what it is: a position that cannot be trusted.
+/// `None` if it is not an id at all.
+pub fn parse_event_id(id: &str) -> Option<(String, u64)> {
+    let (epoch, seq) = id.trim().rsplit_once('/')?;
     let seq = seq.parse().ok()?;
-    Some((unescape(key)?, seq))
+    Some((unescape(epoch)?, seq))
 }
 
 fn escape(text: &str) -> Cow<'_, str> {
@@ -230,8 +226,7 @@ mod tests {
         SessionKind::Sse.frame(br#"{"a":1}"#, &Meta::named("Pong"), &mut out);
         assert_eq!(out, b"1b\r\nevent: Pong\ndata: {\"a\":1}\n\n\r\n");
         let id = EventId {
-            exchange: "calls",
-            routing_key: "q.1",
+            epoch: "relay.1f",
             seq: 7,
         };
         let meta = Meta {
@@ -240,35 +235,26 @@ mod tests {
         };
         assert_eq!(
             sse_event(b"{}", &meta),
-            b"id: calls/q.1/7\nevent: Rang\ndata: {}\n\n"
+            b"id: relay.1f/7\nevent: Rang\ndata: {}\n\n"
         );
     }
 
     #[test]
     fn ids_round_trip_whatever_the_names_hold() {
-        for (exchange, key) in [
-            ("calls", "queue.sales"),
-            ("a/b", "c/d/e"),
-            ("x", ""),
-            ("%", "line\nbreak\r\0%41"),
-        ] {
-            let id = event_id(&EventId {
-                exchange,
-                routing_key: key,
-                seq: 42,
-            });
+        for epoch in ["relay.00ab", "a/b/c", "", "line\nbreak\r\0%41"] {
+            let id = event_id(&EventId { epoch, seq: 42 });
             assert!(!id.contains(['\r', '\n', '\0']), "{id:?}");
-            assert_eq!(
-                parse_event_id(exchange, &id),
-                Some((key.to_owned(), 42)),
-                "{id}"
-            );
+            assert_eq!(parse_event_id(&id), Some((epoch.to_owned(), 42)), "{id}");
         }
-        assert_eq!(parse_event_id("calls", "agents/k/1"), None);
-        assert_eq!(parse_event_id("calls", "calls/k/x"), None);
-        assert_eq!(parse_event_id("calls", "calls/k"), None);
-        assert_eq!(parse_event_id("calls", "calls/%zz/1"), None);
-        assert_eq!(parse_event_id("calls", "calls/%e9/1"), None, "not UTF-8");
+        assert_eq!(
+            parse_event_id("calls/q.a/3"),
+            Some(("calls/q.a".to_owned(), 3)),
+            "an old-style id is a foreign epoch"
+        );
+        assert_eq!(parse_event_id("calls/k/x"), None);
+        assert_eq!(parse_event_id("calls"), None);
+        assert_eq!(parse_event_id("%zz/1"), None);
+        assert_eq!(parse_event_id("%e9/1"), None, "not UTF-8");
     }
 
     #[test]

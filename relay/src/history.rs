@@ -1,9 +1,16 @@
-//! Per (exchange, routing key) sequence numbers and a bounded history of encoded events,
-//! for `Resume`.
+//! Positions and a bounded history of encoded events, for `Resume`.
 //!
-//! Bounded three ways: events per key, keys, and bytes overall. When over the key or byte
-//! budget the least recently published key is forgotten entirely, so its seq restarts at 1
-//! (a client resuming it sees `recovered: false`, which is the truth).
+//! Every event gets a position on its exchange: 1, 2, 3, ... across all its routing keys,
+//! in publish order. A position is what a subscriber resumes from, whatever its pattern: an
+//! exact key and a `prefix*` wildcard both say "I have everything up to position N of this
+//! exchange" (a per-key counter could not do that for a wildcard). Positions are only
+//! meaningful within an epoch (see the relay's `epoch`), which the caller checks.
+//!
+//! Events are kept per (exchange, routing key), bounded three ways: events per key, keys,
+//! and bytes overall. When over the key or byte budget the least recently published key is
+//! forgotten entirely. Whatever is dropped raises a "lost up to" mark (per key when trimmed,
+//! per exchange when a whole key is forgotten, since its name is not kept), so a resume from
+//! before it is answered `recovered: false`, never a quiet gap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -11,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use mongrel2_transceiver::http::ChunkedResponse;
 
 use super::frame::{sse_event_with_head, sse_head, Meta, SessionKind};
+use super::subscriptions::Pattern;
 
 /// One event's client JSON, framed once for WebSocket and (lazily) once for SSE, shared by
 /// history and every outbox that queues it.
@@ -61,37 +69,49 @@ impl Encoded {
 }
 
 struct KeyHistory {
-    last_seq: u64,
     touched: u64,
+    /// Position of this key's newest event.
+    last_pos: u64,
+    /// Position of the newest event of this key dropped from history (0: none).
+    lost_upto: u64,
     events: VecDeque<(u64, Arc<Encoded>)>,
     bytes: usize,
+}
+
+#[derive(Default)]
+struct ExchangeHistory {
+    /// Position of the exchange's newest event (0: none yet).
+    last_pos: u64,
+    /// Newest position of any key forgotten entirely (0: none).
+    forgotten_upto: u64,
+    keys: HashMap<Arc<str>, KeyHistory>,
 }
 
 /// A newly recorded event.
 pub struct Recorded {
     /// The interned routing key (shared by outbox entries).
     pub routing_key: Arc<str>,
-    /// Its seq on (exchange, routing key), from 1.
+    /// Its position on the exchange, from 1.
     pub seq: u64,
     /// Its encoding.
     pub encoded: Arc<Encoded>,
 }
 
-/// The answer to a resume request.
+/// Stored events for a resume.
 pub struct Replay {
-    /// Stored events after `since`, oldest first.
-    pub events: Vec<(u64, Arc<Encoded>)>,
-    /// False when events after `since` existed that are no longer stored (or `since` is
-    /// from a different life of this key, e.g. before a relay restart).
-    pub recovered: bool,
-    /// The key's current seq (0 if never published or forgotten).
+    /// Stored events after the position asked for, matching the pattern, in position order.
+    pub events: Vec<(u64, Arc<str>, Arc<Encoded>)>,
+    /// The newest position, among the events the pattern may cover, that is no longer
+    /// stored (0: nothing covered was ever dropped). A resume from before it has a gap.
+    pub lost_upto: u64,
+    /// The exchange's newest position (0 if nothing was published on it).
     pub last_seq: u64,
 }
 
 /// Aggregate sizes, for status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HistorySize {
-    /// Keys with a seq counter.
+    /// Keys with history.
     pub keys: usize,
     /// Events stored.
     pub events: usize,
@@ -99,12 +119,12 @@ pub struct HistorySize {
     pub bytes: usize,
 }
 
-/// Seq counters and history for every (exchange, routing key).
+/// Positions and history for every exchange.
 pub struct History {
     per_key: usize,
     max_keys: usize,
     max_bytes: usize,
-    exchanges: HashMap<Arc<str>, HashMap<Arc<str>, KeyHistory>>,
+    exchanges: HashMap<Arc<str>, ExchangeHistory>,
     /// touched tick -> key, oldest first.
     lru: BTreeMap<u64, (Arc<str>, Arc<str>)>,
     tick: u64,
@@ -125,8 +145,7 @@ impl History {
         }
     }
 
-    /// Assigns the next seq on (`exchange`, `routing_key`), encodes the event with it and
-    /// stores it.
+    /// Assigns the next position on `exchange`, encodes the event with it and stores it.
     pub fn record(
         &mut self,
         exchange: &Arc<str>,
@@ -135,16 +154,21 @@ impl History {
     ) -> Recorded {
         self.tick += 1;
         let tick = self.tick;
-        let keys = self.exchanges.entry(exchange.clone()).or_default();
-        let rk: Arc<str> = match keys.get_key_value(routing_key) {
+        // Exchanges come from the config, so this map stays small; it is never pruned
+        // because the position counter must survive its keys being forgotten.
+        let ex = self.exchanges.entry(exchange.clone()).or_default();
+        ex.last_pos += 1;
+        let pos = ex.last_pos;
+        let rk: Arc<str> = match ex.keys.get_key_value(routing_key) {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Arc<str> = Arc::from(routing_key);
-                keys.insert(
+                ex.keys.insert(
                     k.clone(),
                     KeyHistory {
-                        last_seq: 0,
                         touched: tick,
+                        last_pos: 0,
+                        lost_upto: 0,
                         events: VecDeque::new(),
                         bytes: 0,
                     },
@@ -154,33 +178,35 @@ impl History {
             }
         };
         // Inserted just above when absent.
-        let Some(h) = keys.get_mut(&rk) else {
+        let Some(h) = ex.keys.get_mut(&rk) else {
             unreachable!("key present")
         };
         self.lru.remove(&h.touched);
         h.touched = tick;
+        h.last_pos = pos;
         self.lru.insert(tick, (exchange.clone(), rk.clone()));
-        h.last_seq += 1;
-        let seq = h.last_seq;
-        let encoded = Arc::new(encode(seq));
+        let encoded = Arc::new(encode(pos));
         if self.per_key > 0 {
             let size = encoded.size();
-            h.events.push_back((seq, encoded.clone()));
+            h.events.push_back((pos, encoded.clone()));
             h.bytes += size;
             self.size.bytes += size;
             self.size.events += 1;
             while h.events.len() > self.per_key {
-                if let Some((_, old)) = h.events.pop_front() {
+                if let Some((old_pos, old)) = h.events.pop_front() {
+                    h.lost_upto = old_pos;
                     h.bytes -= old.size();
                     self.size.bytes -= old.size();
                     self.size.events -= 1;
                 }
             }
+        } else {
+            h.lost_upto = pos;
         }
         self.evict(exchange, &rk);
         Recorded {
             routing_key: rk,
-            seq,
+            seq: pos,
             encoded,
         }
     }
@@ -197,14 +223,12 @@ impl History {
             }
             let (e, k) = (e.clone(), k.clone());
             self.lru.remove(&tick);
-            if let Some(keys) = self.exchanges.get_mut(&e) {
-                if let Some(h) = keys.remove(&k) {
+            if let Some(ex) = self.exchanges.get_mut(&e) {
+                if let Some(h) = ex.keys.remove(&k) {
+                    ex.forgotten_upto = ex.forgotten_upto.max(h.last_pos);
                     self.size.keys -= 1;
                     self.size.events -= h.events.len();
                     self.size.bytes -= h.bytes;
-                }
-                if keys.is_empty() {
-                    self.exchanges.remove(&e);
                 }
             }
         }
@@ -214,12 +238,13 @@ impl History {
         let Some(h) = self
             .exchanges
             .get_mut(exchange)
-            .and_then(|m| m.get_mut(key))
+            .and_then(|ex| ex.keys.get_mut(key))
         else {
             return;
         };
         while self.size.bytes > self.max_bytes && h.events.len() > 1 {
-            if let Some((_, old)) = h.events.pop_front() {
+            if let Some((old_pos, old)) = h.events.pop_front() {
+                h.lost_upto = old_pos;
                 h.bytes -= old.size();
                 self.size.bytes -= old.size();
                 self.size.events -= 1;
@@ -227,42 +252,48 @@ impl History {
         }
     }
 
-    /// Stored events on (`exchange`, `routing_key`) after `since`.
-    pub fn since(&self, exchange: &str, routing_key: &str, since: u64) -> Replay {
-        let Some(h) = self
-            .exchanges
-            .get(exchange)
-            .and_then(|m| m.get(routing_key))
-        else {
-            // Never published (or forgotten): nothing was missed only if nothing was seen.
+    /// Stored events on `exchange` after position `since` whose keys `pattern` matches,
+    /// and how far back events it matches were lost. Costs one pass over the exchange's
+    /// keys (bounded by `max_keys`) plus a sort of what is returned.
+    pub fn since(&self, exchange: &str, pattern: &Pattern, since: u64) -> Replay {
+        let Some(ex) = self.exchanges.get(exchange) else {
             return Replay {
                 events: Vec::new(),
-                recovered: since == 0,
+                lost_upto: 0,
                 last_seq: 0,
             };
         };
-        if since > h.last_seq {
-            // The client saw seqs this key never reached: they are from an earlier life of
-            // the key. Send everything we have and say the gap is unknown.
-            return Replay {
-                events: h.events.iter().cloned().collect(),
-                recovered: false,
-                last_seq: h.last_seq,
-            };
+        let mut events = Vec::new();
+        let mut lost_upto = ex.forgotten_upto;
+        let mut add = |rk: &Arc<str>, h: &KeyHistory| {
+            lost_upto = lost_upto.max(h.lost_upto);
+            // Positions are increasing within a key: skip what the client has.
+            let start = h.events.partition_point(|(p, _)| *p <= since);
+            events.extend(
+                h.events
+                    .range(start..)
+                    .map(|(p, e)| (*p, rk.clone(), e.clone())),
+            );
+        };
+        match pattern {
+            Pattern::Exact(k) => {
+                if let Some((rk, h)) = ex.keys.get_key_value(&**k) {
+                    add(rk, h);
+                }
+            }
+            Pattern::Prefix(_) => {
+                for (rk, h) in &ex.keys {
+                    if pattern.matches(rk) {
+                        add(rk, h);
+                    }
+                }
+            }
         }
-        let events: Vec<_> = h
-            .events
-            .iter()
-            .filter(|(s, _)| *s > since)
-            .cloned()
-            .collect();
-        let first_needed = since + 1;
-        let recovered =
-            since == h.last_seq || events.first().is_some_and(|(s, _)| *s == first_needed);
+        events.sort_unstable_by_key(|(p, _, _)| *p);
         Replay {
             events,
-            recovered,
-            last_seq: h.last_seq,
+            lost_upto,
+            last_seq: ex.last_pos,
         }
     }
 
@@ -273,113 +304,4 @@ impl History {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(h: &mut History, e: &Arc<str>, k: &str) -> u64 {
-        h.record(e, k, |seq| {
-            Encoded::new(format!("{{\"seq\":{seq}}}").as_bytes(), &Meta::named("E"))
-        })
-        .seq
-    }
-
-    fn seqs(r: &Replay) -> Vec<u64> {
-        r.events.iter().map(|(s, _)| *s).collect()
-    }
-
-    #[test]
-    fn seq_is_per_exchange_and_key_from_one() {
-        let mut h = History::new(10, 100, 1 << 20);
-        let (calls, agents) = (Arc::from("calls"), Arc::from("agents"));
-        assert_eq!(rec(&mut h, &calls, "a"), 1);
-        assert_eq!(rec(&mut h, &calls, "a"), 2);
-        assert_eq!(rec(&mut h, &calls, "b"), 1);
-        assert_eq!(rec(&mut h, &agents, "a"), 1);
-        assert_eq!(h.size().keys, 3);
-        assert_eq!(h.size().events, 4);
-    }
-
-    #[test]
-    fn since_with_and_without_gap() {
-        let mut h = History::new(3, 100, 1 << 20);
-        let e = Arc::from("calls");
-        for _ in 0..5 {
-            rec(&mut h, &e, "k");
-        }
-        let r = h.since("calls", "k", 2);
-        assert_eq!((seqs(&r), r.recovered), (vec![3, 4, 5], true));
-        let r = h.since("calls", "k", 1);
-        assert_eq!(
-            (seqs(&r), r.recovered),
-            (vec![3, 4, 5], false),
-            "seq 2 is gone"
-        );
-        let r = h.since("calls", "k", 5);
-        assert_eq!((seqs(&r), r.recovered), (vec![], true));
-        let r = h.since("calls", "k", 9);
-        assert_eq!(
-            (seqs(&r), r.recovered),
-            (vec![3, 4, 5], false),
-            "seq from an earlier life"
-        );
-        let r = h.since("calls", "never", 0);
-        assert_eq!((seqs(&r), r.recovered), (vec![], true));
-        let r = h.since("calls", "never", 3);
-        assert!(!r.recovered);
-        let json = r#"{"seq":4}"#;
-        assert_eq!(h.since("calls", "k", 3).events[0].1.json(), json.as_bytes());
-    }
-
-    #[test]
-    fn key_budget_forgets_least_recently_published() {
-        let mut h = History::new(2, 2, 1 << 20);
-        let e = Arc::from("calls");
-        rec(&mut h, &e, "a");
-        rec(&mut h, &e, "b");
-        rec(&mut h, &e, "a");
-        rec(&mut h, &e, "c");
-        assert_eq!(h.size().keys, 2);
-        assert!(
-            h.since("calls", "b", 0).events.is_empty(),
-            "b was least recent"
-        );
-        assert_eq!(seqs(&h.since("calls", "a", 0)), vec![1, 2]);
-        assert_eq!(rec(&mut h, &e, "b"), 1, "a forgotten key starts again");
-        assert_eq!(h.size().events, 2, "a went this time");
-    }
-
-    #[test]
-    fn byte_budget_is_kept() {
-        let one = Encoded::new(br#"{"seq":1}"#, &Meta::named("E")).size();
-        let mut h = History::new(100, 100, one * 3);
-        let e = Arc::from("calls");
-        for _ in 0..5 {
-            rec(&mut h, &e, "a");
-        }
-        assert!(h.size().bytes <= one * 3);
-        assert_eq!(seqs(&h.since("calls", "a", 0)), vec![3, 4, 5]);
-        rec(&mut h, &e, "b");
-        assert!(h.size().bytes <= one * 3);
-        assert_eq!(h.size().keys, 1, "the older key went first");
-    }
-
-    #[test]
-    fn zero_history_still_counts_seq() {
-        let mut h = History::new(0, 10, 1 << 20);
-        let e = Arc::from("calls");
-        assert_eq!(rec(&mut h, &e, "a"), 1);
-        assert_eq!(rec(&mut h, &e, "a"), 2);
-        assert_eq!(h.size().events, 0);
-        assert!(!h.since("calls", "a", 1).recovered);
-    }
-
-    #[test]
-    fn sse_frame_is_built_once_and_shared() {
-        let enc = Encoded::new(b"{}", &Meta::named("E"));
-        let a = enc.frame(SessionKind::Sse);
-        let b = enc.frame(SessionKind::Sse);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(&*a, b"13\r\nevent: E\ndata: {}\n\n\r\n");
-        assert_eq!(&enc.frame(SessionKind::WebSocket)[..], b"\x81\x02{}");
-    }
-}
+mod tests;

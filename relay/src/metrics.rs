@@ -77,6 +77,8 @@ pub struct Counters {
     pub forward_dropped: u64,
     /// `Authenticate` attempts refused (wrong token, or too many wrong ones before).
     pub auth_failures: u64,
+    /// Resumes (`Resume`, SSE `Last-Event-ID`) answered `recovered: false`.
+    pub resumes_unrecovered: u64,
 }
 
 /// RPC forwarding counters, kept by the I/O layer.
@@ -320,6 +322,12 @@ impl Stats {
             "relay_auth_failures",
             "Authenticate attempts refused (wrong token or too many attempts)",
             c.auth_failures,
+        );
+        counter(
+            r,
+            "relay_resumes_unrecovered",
+            "Resumes answered recovered:false (another epoch, or history no longer kept)",
+            c.resumes_unrecovered,
         );
         counter(
             r,

@@ -13,6 +13,8 @@ pub const MAX_ROUTING_KEY: usize = 256;
 pub const MAX_EVENT_NAME: usize = 128;
 /// Longest token accepted by `Authenticate` (bytes).
 pub const MAX_TOKEN: usize = 1024;
+/// Longest epoch accepted in `Resume` or `Last-Event-ID` (bytes).
+pub const MAX_EPOCH: usize = 256;
 /// Default for `limits.max_hops`: most links an event may cross before it is refused (a
 /// guard against loops the dedupe window cannot catch).
 pub const DEFAULT_MAX_HOPS: u32 = 8;
@@ -128,6 +130,18 @@ pub fn parse_envelope(bytes: &[u8], max_size: usize) -> Result<Envelope, Rejecte
     })
 }
 
+/// Where a subscriber stands on an exchange: the last position it has there, and the epoch
+/// that position belongs to. Positions of different epochs (e.g. two runs of an in-memory
+/// relay) are unrelated numbers, so a position without its epoch proves nothing beyond
+/// `seq: 0` ("I have nothing").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The epoch, if the client said.
+    pub epoch: Option<String>,
+    /// The last position it has (0: none).
+    pub seq: u64,
+}
+
 /// One routing key, or a list of them; remembers which field the client used so the reply
 /// can echo the same one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,14 +196,15 @@ pub enum Action {
         /// The secret token.
         token: String,
     },
-    /// Replay events after `since` on an exact key (and subscribe to it).
+    /// Replay events after a position on an exchange that a key or pattern covers (and
+    /// subscribe to it).
     Resume {
         /// Exchange name.
         exchange: String,
-        /// An exact routing key (no wildcard: history is per exact key).
+        /// An exact routing key or a `prefix*` pattern.
         routing_key: String,
-        /// Last seq the client has seen.
-        since: u64,
+        /// The last position the client has (`since`, `epoch`).
+        position: Position,
     },
     /// Not built in: may be an RPC action from the config.
     Other(String),
@@ -232,17 +247,19 @@ impl Action {
                     .get("routing_key")
                     .ok_or(ErrorName::InvalidPayload)
                     .and_then(routing_key)?;
-                if routing_key.ends_with('*') {
-                    return Err(ErrorName::InvalidPayload);
-                }
                 let since = payload
                     .get("since")
                     .and_then(Value::as_u64)
                     .ok_or(ErrorName::InvalidPayload)?;
+                let epoch = match payload.get("epoch") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(e)) if e.len() <= MAX_EPOCH => Some(e.clone()),
+                    Some(_) => return Err(ErrorName::InvalidPayload),
+                };
                 Action::Resume {
                     exchange,
                     routing_key,
-                    since,
+                    position: Position { epoch, seq: since },
                 }
             }
             other => Action::Other(other.to_owned()),
@@ -327,7 +344,8 @@ pub fn backend_error_json(tag: Option<&Value>, code: &Value, message: &str) -> V
 }
 
 /// An application event as clients receive it:
-/// `{"event":NAME,"payload":{..},"mq":{"e":EXCHANGE,"rk":ROUTING_KEY,"seq":N,"ts":MS}}`;
+/// `{"event":NAME,"payload":{..},"mq":{"e":EXCHANGE,"rk":ROUTING_KEY,"seq":N,"ts":MS}}`
+/// (`seq`: its position on the exchange);
 /// `ts` (publish time, ms since the Unix epoch) is left out when `None`.
 pub fn event_json(
     event: &str,
@@ -356,8 +374,9 @@ pub fn event_json(
     out
 }
 
-/// `{"event":"Lagged","payload":{"exchange":E,"routing_key":RK,"last_seq":N}}`: events after
-/// `last_seq` on this key were dropped for this session; `Resume` with `since: last_seq`.
+/// `{"event":"Lagged","payload":{"exchange":E,"routing_key":RK,"last_seq":N}}`: events on
+/// this key after position `last_seq` were dropped for this session; `Resume` with
+/// `since: last_seq` (or earlier).
 pub fn lagged_json(exchange: &str, rk: &str, last_seq: u64) -> Vec<u8> {
     reply_json(
         "Lagged",
@@ -378,11 +397,13 @@ pub struct WelcomeInfo {
     pub public: Value,
 }
 
-/// `{"event":"Welcome","payload":{"id":ID,"run":RUN,"relay":NAME,"public":[..]
-/// [,"member":M]}}`: `run` names this run of the relay, so a reconnecting client can tell a
-/// restarted relay (whose seqs began again at 1).
-pub fn welcome_json(id: &str, run: &str, info: &WelcomeInfo) -> Vec<u8> {
-    let mut payload = json!({ "id": id, "run": run, "relay": info.relay, "public": info.public });
+/// `{"event":"Welcome","payload":{"id":ID,"run":RUN,"epoch":EPOCH,"relay":NAME,"public":[..]
+/// [,"member":M]}}`: `run` names this run of the relay; `epoch` names the numbering of
+/// event positions (`mq.seq`), which a client sends back with `Resume`.
+pub fn welcome_json(id: &str, run: &str, epoch: &str, info: &WelcomeInfo) -> Vec<u8> {
+    let mut payload = json!({
+        "id": id, "run": run, "epoch": epoch, "relay": info.relay, "public": info.public
+    });
     if let Some(member) = &info.member {
         payload["member"] = json!(member);
     }
@@ -523,9 +544,9 @@ fn parse_origin(o: &Map<String, Value>) -> Result<Origin, ErrorName> {
 /// The answer to a publish, on every input path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
-    /// Accepted: its per-key seq and how many sessions it was queued to.
+    /// Accepted: its position and how many sessions it was queued to.
     Published {
-        /// Per (exchange, routing key) sequence number.
+        /// Its position on the exchange.
         seq: u64,
         /// Sessions it was queued to.
         delivered_to: usize,

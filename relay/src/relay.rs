@@ -10,16 +10,26 @@
 //! event is queued for linked relays with its origin (relay run id, that relay's seq, hops);
 //! linked events are dropped when already seen by origin or beyond `limits.max_hops`.
 //!
-//! Resume semantics (decided here): `Resume` needs the same authorisation as `Subscribe`,
-//! and subscribes the exact key if it is not subscribed yet (no `AlreadySubscribed` error
-//! if it is), so a reconnecting client gets no gap between the replay and live events.
-//! Replayed events are queued exactly as live ones (no tag); `Resumed` (tagged) follows with
-//! `{exchange, routing_key, recovered, more, last_seq}`. A replay is cut to what fits in the
-//! session's outbox without evicting anything; then `more` is true and the client resumes
-//! again with `since: last_seq` once it has read what it got. `last_seq` is the seq the
-//! client is caught up to (or should resume from). Around a gap, seqs may arrive twice or
-//! out of order (queued live events and a replay can overlap): clients key events by
-//! (exchange, routing key, `mq.seq`) and drop repeats.
+//! Positions and epochs: every event gets a position on its exchange (`mq.seq`: 1, 2, 3, ...
+//! across all its keys, see `history`). Positions belong to an epoch, named in `Welcome`
+//! (`epoch`): in memory mode the relay's run id, since a restarted relay numbers from 1
+//! again and has lost what came before. A position from another epoch proves nothing.
+//!
+//! Resume semantics (decided here): `Resume {exchange, routing_key, since, epoch}` needs the
+//! same authorisation as `Subscribe`, and subscribes the key or `prefix*` pattern if it is
+//! not subscribed yet (no `AlreadySubscribed` error if it is), so a reconnecting client gets
+//! no gap between the replay and live events. `since` is the last position the client has
+//! of that subscription (for a wildcard, of every key it covers). Replayed events are queued
+//! exactly as live ones (no tag); `Resumed` (tagged) follows with `{exchange, routing_key,
+//! recovered, more, last_seq, epoch, first_seq, from}`. `recovered` is true only when the
+//! epoch is this one and nothing the pattern covers after `since` has left history; when
+//! false, `first_seq` says from where delivery restarts: every covered event from that
+//! position on reaches the client (replayed or live), and events before it may be missing.
+//! A replay is cut to what fits in the session's outbox without evicting anything; then
+//! `more` is true and the client resumes again with `since: last_seq` once it has read what
+//! it got. `last_seq` is the position the client is caught up to (or should resume from).
+//! Around a gap, positions may arrive twice or out of order (queued live events and a
+//! replay can overlap): clients key events by (exchange, `mq.seq`) and drop repeats.
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -38,7 +48,7 @@ use super::metrics::{Counters, Stats};
 use super::outbox::{Bounds, EventRef, Item, Outbox, Overflow};
 use super::protocol::{
     backend_error_json, error_json, event_json, lagged_json, parse_envelope, parse_event_input,
-    reply_json, welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Source,
+    reply_json, welcome_json, Ack, Action, ErrorName, EventInput, Keys, Origin, Position, Source,
     WelcomeInfo, MAX_EVENT_NAME, MAX_ROUTING_KEY,
 };
 use super::subscriptions::{Index, Pattern};
@@ -109,9 +119,9 @@ pub struct Flush<K> {
 /// A successful publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
-    /// Queued to `delivered_to` sessions with `seq` on its key.
+    /// Queued to `delivered_to` sessions at position `seq` on its exchange.
     Delivered {
-        /// Seq on (exchange, routing key).
+        /// Position on the exchange.
         seq: u64,
         /// Sessions it was queued to.
         delivered_to: usize,
@@ -131,8 +141,8 @@ pub struct StreamRequest {
     pub routing_key: String,
     /// Token for exchanges that need one.
     pub token: Option<String>,
-    /// `Last-Event-ID`, already parsed: an exact key and the last seq the client saw on it.
-    pub last_event: Option<(String, u64)>,
+    /// `Last-Event-ID`, already parsed: the last position the stream delivered.
+    pub last_event: Option<Position>,
 }
 
 /// A backend's answer to an [`RpcCall`], as the client will see it.
@@ -217,6 +227,8 @@ pub struct Relay<K> {
     /// This run's identity as an event origin: the relay id plus a random run suffix, so
     /// peers do not mistake a restarted relay's fresh seqs for duplicates.
     origin_id: Arc<str>,
+    /// The epoch event positions belong to (see the module docs).
+    epoch: Arc<str>,
     /// What every `Welcome` says besides the session id and run.
     welcome: WelcomeInfo,
     forwarding: bool,
@@ -243,11 +255,13 @@ impl<K: SessionKey> Relay<K> {
             member: None,
             public: config.public_subscriptions(),
         };
+        let origin_id: Arc<str> = Arc::from(format!("{relay_id}.{run:08x}"));
         Relay {
             welcome,
             history: History::new(l.history_per_key, l.history_keys, l.history_bytes),
             config,
-            origin_id: Arc::from(format!("{relay_id}.{run:08x}")),
+            epoch: origin_id.clone(),
+            origin_id,
             forwarding: false,
             forward: VecDeque::new(),
             sessions: HashMap::new(),
@@ -267,6 +281,19 @@ impl<K: SessionKey> Relay<K> {
     pub fn set_identity(&mut self, name: &str, member: Option<&str>) {
         self.welcome.relay = name.to_owned();
         self.welcome.member = member.map(str::to_owned);
+    }
+
+    /// The epoch that event positions belong to: this run's id unless
+    /// [`Relay::set_epoch`] said otherwise.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Names the epoch of event positions, for a relay whose positions outlive its run
+    /// (e.g. offsets in a shared, durable log). Call before any event is published: ids
+    /// already framed keep the old epoch.
+    pub fn set_epoch(&mut self, epoch: &str) {
+        self.epoch = Arc::from(epoch);
     }
 
     /// The configuration in use.

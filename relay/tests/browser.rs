@@ -1,8 +1,8 @@
 //! The live web page (`web/`) in headless Chromium, served by a real Mongrel2 next to a real
 //! event relay: subscribing through the page's form, events injected through the relay's
 //! injector REP socket and read back from the DOM, then Mongrel2 restarts (the page resumes
-//! from the relay's history) and Mongrel2 + relay restarts (the relay numbers keys from 1
-//! again and the page must notice).
+//! from the relay's history) and Mongrel2 + relay restarts (a new epoch: the relay numbers
+//! positions from 1 again and the page must notice).
 //!
 //! The relay is the crate's `event-relay` binary, run as a child process (Cargo builds it
 //! before the tests), as in tests/event_relay.rs.
@@ -92,13 +92,14 @@ fn the_page_shows_live_events_and_catches_up_after_restarts() {
         counters(&browser),
         BTreeMap::from([("agents".into(), 2), ("calls".into(), 6)])
     );
-    // The exact-key subscriptions that Resume added under `queue.*` are dropped again.
+    // Resume re-subscribed the wildcard itself: no exact-key subscriptions beside it.
     wait_subscriptions(&m2, "calls", 1);
     wait_subscriptions(&m2, "agents", 1);
 
-    // Mongrel2 and the relay restart: the new relay has lost its history and numbers keys
-    // from 1 again, so old seqs must not hide new events, whether the new seqs stay below
-    // what the page saw (queue.sales: 1, 2 < 5) or reach it (agent.ada: 1..3 >= 2).
+    // Mongrel2 and the relay restart: the new relay has lost its history and numbers
+    // positions from 1 again (a new epoch), so old positions must not hide new events,
+    // whether the new ones stay below what the page saw (calls: 1, 2 < 7) or reach it
+    // (agents: 1..3 >= 3).
     m2.stop();
     wait_state_is(&browser, "reconnecting");
     relay.stop();

@@ -2,21 +2,21 @@
 // action/event protocol (Subscribe, Unsubscribe, Resume, Authenticate, Ping).
 //
 // Delivery guarantees the page keeps across reconnects:
-// - Every (exchange, routing key) it has seen events on remembers `upto`, the highest seq
-//   seen with nothing missing below it (from the first seq seen). After a reconnect the page
-//   re-subscribes and sends `Resume {since: upto}` for each such key, so events published
-//   while it was away are replayed from the relay's history.
-// - Replays and live events can overlap; events are de-duplicated by (exchange, key, seq).
-// - Events on a key that is being resumed are held back until its `Resumed` arrives, because
-//   only then does the page know whether the relay restarted (seqs start again at 1, so old
-//   seqs must not count as duplicates) or history was lost (a gap to announce).
+// - Every event has a position on its exchange (`mq.seq`: 1, 2, 3, ... across all its keys),
+//   numbered within an epoch (`Welcome.payload.epoch`). Every subscription (exact key or
+//   wildcard) remembers `upto`, the newest position it has shown, and the epoch of it.
+// - After a reconnect the page sends `Resume {routing_key: PATTERN, since: upto, epoch}` for
+//   each subscription that has shown something (Resume subscribes it again); the relay
+//   replays every event the pattern covers after that position, whatever its key.
+// - Events a resuming subscription covers are held back until its `Resumed` arrives; then
+//   they are shown unless already shown. Events are de-duplicated by (exchange, position).
+// - `Resumed.recovered:false` means events were missed: the relay restarted (a new epoch,
+//   whose positions are new numbers) or its history no longer reaches back far enough
+//   (`first_seq` says where it restarts). The page says which.
 // - `Resumed.more` means the replay was cut short: resume again from `last_seq`.
 // - `Lagged` (events dropped for this page) is repaired with a Resume as well.
-// - A relay that restarted has lost its history and numbers every key from 1 again, so a
-//   Resume from an old seq could skip its new events. Each Welcome names the relay's run
-//   (`payload.run`); after a restart every key resumes from 0.
-// Limitation: history is per exact key, so keys under a wildcard that had no event before the
-// disconnect cannot be resumed; their gap events are not replayed.
+// Limitation: a subscription that has shown nothing yet is subscribed again, not resumed, so
+// events published while the page was away do not reach it.
 //
 // First visit: the page subscribes to what the URL names (`?sub=EXCHANGE/PATTERN`, repeatable
 // or comma-separated), else to what the Welcome marks public (`payload.public`); the address
@@ -30,16 +30,11 @@
   var BACKOFF_MAX_MS = 15000;
   var PING_EVERY_MS = 20000;
   var PONG_TIMEOUT_MS = 10000;
-  // Out-of-order seqs remembered per key before the hole below them is given up on.
-  var SEEN_WINDOW = 1000;
-  // Events held back per key while it resumes; beyond this they are processed at once.
+  // Positions remembered per exchange to drop repeats (replays and live events can overlap).
+  var SEEN_WINDOW = 5000;
+  // Events held back per subscription while it resumes; beyond this they are shown at once.
   var HOLD_MAX = 5000;
-  // Keys resumed after a reconnect, most recently active first; each Resume briefly adds an
-  // exact subscription on the relay, which limits subscriptions per session.
-  var RESUME_KEYS_MAX = 50;
   var RESUMES_IN_FLIGHT = 8;
-  // Keys tracked for dedupe and Resume; the least recently active is forgotten beyond this.
-  var KEYS_MAX = 5000;
   // A connection that has not been welcomed by then is given up and retried (Mongrel2
   // holds a handshake while no relay is connected).
   var WELCOME_TIMEOUT_MS = 10000;
@@ -68,10 +63,11 @@
 
   // ----- model -------------------------------------------------------------------------
 
-  // id(exchange, pattern) -> {exchange, pattern, status: 'pending'|'active', li}
+  // id(exchange, pattern) -> {exchange, pattern, status: 'pending'|'active', li,
+  //                           upto, epoch, resume, held}
   var subs = new Map();
-  // id(exchange, key) -> {exchange, key, upto, seen, resume, held, implicit, touched}
-  var keys = new Map();
+  // exchange -> {seen: Set of positions shown, order: the same, oldest first}
+  var exchanges = new Map();
   // tag -> what it was for, on the current connection only
   var pending = new Map();
 
@@ -81,73 +77,39 @@
   var welcomes = 0;
   var retryTimer = null;
   var welcomeTimer = null;
-  // Which run of the relay the keys' seqs belong to (Welcome.payload.run).
-  var run = null;
+  // The epoch of the positions in `exchanges` (Welcome.payload.epoch).
+  var epoch = null;
   var pingTimer = null;
   var pongTimer = null;
   var token = null;
   var tagCounter = 0;
-  var touchCounter = 0;
   var resumeQueue = [];
   var resumesInFlight = 0;
-  // The Welcome named a new run of the relay: the next resume round replays a fresh history.
-  var runChanged = false;
-
   function id(exchange, key) { return exchange + '\n' + key; }
   function isWildcard(pattern) { return pattern.charAt(pattern.length - 1) === '*'; }
   function matches(pattern, key) {
     return isWildcard(pattern) ? key.indexOf(pattern.slice(0, -1)) === 0 : pattern === key;
   }
-  function covered(exchange, key) {
-    var found = false;
+  function subsCovering(exchange, key) {
+    var found = [];
     subs.forEach(function (s) {
-      if (!found && s.exchange === exchange && matches(s.pattern, key)) { found = true; }
+      if (s.exchange === exchange && matches(s.pattern, key)) { found.push(s); }
     });
     return found;
   }
-  function explicitlySubscribed(exchange, key) { return subs.has(id(exchange, key)); }
 
-  function keyState(exchange, key) {
-    var k = keys.get(id(exchange, key));
-    if (!k) {
-      if (keys.size >= KEYS_MAX) { forgetStalestKey(); }
-      k = { exchange: exchange, key: key, upto: null, seen: new Set(), resume: null, held: [],
-            implicit: false, touched: 0 };
-      keys.set(id(exchange, key), k);
+  // Records a position as shown on its exchange; false if it was shown before.
+  function markSeen(exchange, seq) {
+    var ex = exchanges.get(exchange);
+    if (!ex) {
+      ex = { seen: new Set(), order: [] };
+      exchanges.set(exchange, ex);
     }
-    return k;
-  }
-
-  function forgetStalestKey() {
-    var stalest = null;
-    keys.forEach(function (k, kid) {
-      if (!k.resume && (stalest === null || k.touched < keys.get(stalest).touched)) { stalest = kid; }
-    });
-    if (stalest !== null) { keys.delete(stalest); }
-  }
-
-  // Records seq as seen; false if it was seen before.
-  function markSeen(k, seq) {
-    if (k.upto === null) { k.upto = seq - 1; }
-    if (seq <= k.upto || k.seen.has(seq)) { return false; }
-    k.seen.add(seq);
-    if (k.seen.size > SEEN_WINDOW) { skipHole(k); }
-    advance(k);
+    if (ex.seen.has(seq)) { return false; }
+    ex.seen.add(seq);
+    ex.order.push(seq);
+    if (ex.order.length > SEEN_WINDOW) { ex.seen.delete(ex.order.shift()); }
     return true;
-  }
-
-  function advance(k) {
-    while (k.seen.has(k.upto + 1)) {
-      k.upto += 1;
-      k.seen.delete(k.upto);
-    }
-  }
-
-  // The events below the lowest seq held out of order will not come: stop waiting for them.
-  function skipHole(k) {
-    var lowest = Infinity;
-    k.seen.forEach(function (s) { if (s < lowest) { lowest = s; } });
-    if (lowest !== Infinity) { k.upto = Math.max(k.upto, lowest - 1); advance(k); }
   }
 
   // ----- connection --------------------------------------------------------------------
@@ -190,7 +152,7 @@
     resumeQueue = [];
     resumesInFlight = 0;
     // Held events will be replayed after the next Resume; drop them rather than guess.
-    keys.forEach(function (k) { k.resume = null; k.held = []; k.implicit = false; });
+    subs.forEach(function (s) { s.resume = null; s.held = []; });
     subs.forEach(function (s) { setSubStatus(s, 'pending'); });
     scheduleReconnect();
   }
@@ -239,23 +201,20 @@
     schedulePing();
     // From here on actions go out at once; until now they waited for restore().
     live = true;
-    var current = typeof payload.run === 'string' ? payload.run : null;
+    var run = typeof payload.run === 'string' ? payload.run : null;
+    var current = typeof payload.epoch === 'string' ? payload.epoch : run;
     view.showIdentity({
-      id: text(payload.id, 200), run: current, relay: text(payload.relay, 200),
+      id: text(payload.id, 200), run: run, relay: text(payload.relay, 200),
       member: text(payload.member, 200)
     });
     if (welcomes === 1 && subs.size === 0) { initialSubscriptions(payload.public); }
-    if (run !== null && current !== null && current !== run) {
-      runChanged = true;
-      if (keys.size > 0) {
-        notice('The relay restarted; replaying what it has kept since then.');
-      }
-      // Seqs start again at 1 in a new run: forget the old ones and resume from 0.
-      keys.forEach(function (k) {
-        if (k.upto !== null) { k.upto = 0; k.seen.clear(); }
-      });
+    if (epoch !== null && current !== epoch) {
+      // Positions of another epoch are other numbers: what was shown cannot be matched
+      // against them. Subscriptions still resume from their old epoch, so the relay says
+      // what it can and cannot recover.
+      exchanges.clear();
     }
-    if (current !== null) { run = current; }
+    epoch = current;
     restore();
   }
 
@@ -263,20 +222,16 @@
     // The relay handles a connection's messages in order, so the identity is in place
     // before the subscriptions that may need it.
     if (token !== null) { send('Authenticate', { token: token }, { kind: 'auth' }); }
-    subs.forEach(sendSubscribe);
     var toResume = [];
-    keys.forEach(function (k) {
-      if (k.upto !== null && covered(k.exchange, k.key)) { toResume.push(k); }
+    subs.forEach(function (s) {
+      if (s.upto !== null) { toResume.push(s); } else { sendSubscribe(s); }
     });
-    toResume.sort(function (a, b) { return b.touched - a.touched; });
-    toResume = toResume.slice(0, RESUME_KEYS_MAX);
     if (toResume.length > 0) {
       var round = newRound(toResume.length);
-      toResume.forEach(function (k) { queueResume(k, k.upto, round); });
+      toResume.forEach(function (s) { queueResume(s, s.upto, round); });
     } else if (welcomes > 1) {
       view.showResume({ result: 'nothing', keys: 0, replayed: 0, from: null, at: Date.now() });
     }
-    runChanged = false;
     renderSoon();
   }
 
@@ -292,9 +247,10 @@
 
   function syncUrl() { window.RelaySubs.syncUrl(Array.from(subs.values())); }
 
-  // One Welcome's resumes (or one Lagged repair), summarised when the last key finishes.
+  // One Welcome's resumes (or one Lagged repair), summarised when the last subscription
+  // finishes.
   function newRound(n) {
-    var round = { keys: n, left: n, replayed: 0, gap: false, restarted: runChanged, from: null };
+    var round = { keys: n, left: n, replayed: 0, gap: false, restarted: false, from: null };
     view.showResume({ result: 'pending', keys: n, replayed: 0, from: null, at: Date.now() });
     return round;
   }
@@ -317,91 +273,88 @@
          { kind: 'subscribe', sub: id(s.exchange, s.pattern) });
   }
 
-  // Holds the key's events back from now on, until its Resumed arrives.
-  function queueResume(k, since, round) {
-    if (k.resume) { roundKeyDone(round); return; }
-    k.resume = { since: since, sent: false, round: round };
-    resumeQueue.push(k);
+  // Holds the subscription's events back from now on, until its Resumed arrives.
+  function queueResume(s, since, round) {
+    if (s.resume) { roundKeyDone(round); return; }
+    s.resume = { since: since, epoch: s.epoch, sent: false, round: round };
+    resumeQueue.push(s);
     pumpResumes();
   }
 
   function pumpResumes() {
     while (live && resumesInFlight < RESUMES_IN_FLIGHT && resumeQueue.length > 0) {
-      var k = resumeQueue.shift();
-      if (!k.resume || k.resume.sent) { continue; }
-      sendResume(k);
+      var s = resumeQueue.shift();
+      if (!s.resume || s.resume.sent || !subs.has(id(s.exchange, s.pattern))) { continue; }
+      sendResume(s);
     }
   }
 
-  function sendResume(k) {
-    k.resume.sent = true;
-    // Resume subscribes the exact key; remember to drop that again if a wildcard covers it.
-    if (!explicitlySubscribed(k.exchange, k.key)) { k.implicit = true; }
+  function sendResume(s) {
+    s.resume.sent = true;
     resumesInFlight += 1;
-    send('Resume', { exchange: k.exchange, routing_key: k.key, since: k.resume.since },
-         { kind: 'resume', key: id(k.exchange, k.key) });
+    var payload = { exchange: s.exchange, routing_key: s.pattern, since: s.resume.since };
+    if (s.resume.epoch !== null) { payload.epoch = s.resume.epoch; }
+    send('Resume', payload, { kind: 'resume', sub: id(s.exchange, s.pattern) });
   }
 
-  function finishResume(k) {
-    var held = k.held;
-    var round = k.resume ? k.resume.round : null;
-    k.resume = null;
-    k.held = [];
-    held.forEach(function (msg) { accept(k, msg); });
+  function finishResume(s) {
+    var held = s.held;
+    var round = s.resume ? s.resume.round : null;
+    s.resume = null;
+    s.held = [];
+    held.forEach(function (msg) { if (accept(msg) && round) { round.replayed += 1; } });
     resumesInFlight = Math.max(0, resumesInFlight - 1);
-    if (k.implicit && !explicitlySubscribed(k.exchange, k.key)) {
-      k.implicit = false;
-      send('Unsubscribe', { exchange: k.exchange, routing_key: k.key }, null);
-    }
     roundKeyDone(round);
     pumpResumes();
   }
 
   function onResumed(p, purpose) {
-    var k = purpose ? keys.get(purpose.key) : keys.get(id(p.exchange, p.routing_key));
-    if (!k || !k.resume) { return; }
-    var since = k.resume.since;
+    var s = purpose ? subs.get(purpose.sub) : subs.get(id(p.exchange, p.routing_key));
+    if (!s || !s.resume) { return; }
+    setSubStatus(s, 'active');
+    var since = s.resume.since;
     var lastSeq = Number.isSafeInteger(p.last_seq) ? p.last_seq : since;
-    var round = k.resume.round;
+    var current = typeof p.epoch === 'string' ? p.epoch : epoch;
+    var restarted = current !== s.resume.epoch && s.resume.epoch !== null;
+    var round = s.resume.round;
     if (round && text(p.from, 200)) { round.from = p.from; }
-    if (p.recovered === false && round) {
-      if (lastSeq < since) { round.restarted = true; } else { round.gap = true; }
-    }
     if (p.recovered === false) {
-      if (lastSeq < since) {
-        // The relay's seqs on this key went backwards: it restarted (or forgot the key), so
-        // what it replays is new even where the seq numbers look familiar.
-        k.upto = 0;
-        k.seen.clear();
-        notice('The relay restarted; ' + k.exchange + ' / ' + k.key +
+      if (round) { if (restarted) { round.restarted = true; } else { round.gap = true; } }
+      if (restarted) {
+        notice('The relay restarted; ' + s.exchange + ' / ' + s.pattern +
                ' shows what it has kept since then.');
       } else {
-        notice('Some events on ' + k.exchange + ' / ' + k.key +
-               ' are no longer in the relay\'s history and were missed.');
+        notice('Some events on ' + s.exchange + ' / ' + s.pattern +
+               ' are no longer in the relay\'s history and were missed' +
+               (Number.isSafeInteger(p.first_seq) ? ' (complete from ' + p.first_seq + ').' : '.'));
       }
     }
-    var held = k.held;
-    k.held = [];
-    held.forEach(function (msg) { if (accept(k, msg) && round) { round.replayed += 1; } });
-    if (p.recovered === false && lastSeq >= since) {
-      skipHole(k);
-      if (k.seen.size === 0) { k.upto = Math.max(k.upto, lastSeq); }
-    }
+    // From here on the subscription's position is in the relay's epoch.
+    s.epoch = current;
+    s.upto = Math.max(s.upto === null || restarted ? 0 : s.upto, lastSeq);
     if (p.more === true) {
-      k.resume.since = lastSeq;
+      // Show the part replayed so far; live events held after it wait for the rest.
+      var held = s.held;
+      s.held = held.filter(function (msg) { return msg.mq.seq > lastSeq; });
+      held.forEach(function (msg) {
+        if (msg.mq.seq <= lastSeq && accept(msg) && round) { round.replayed += 1; }
+      });
+      s.resume.since = lastSeq;
+      s.resume.epoch = current;
       resumesInFlight = Math.max(0, resumesInFlight - 1);
-      sendResume(k);
+      sendResume(s);
       return;
     }
-    finishResume(k);
+    finishResume(s);
   }
 
   function onLagged(p) {
     if (typeof p.exchange !== 'string' || typeof p.routing_key !== 'string' ||
         !Number.isSafeInteger(p.last_seq)) { return; }
-    var k = keyState(p.exchange, p.routing_key);
-    var since = k.upto === null ? p.last_seq : Math.min(k.upto, p.last_seq);
-    queueResume(k, since, k.resume ? null : newRound(1));
+    subsCovering(p.exchange, p.routing_key).forEach(function (s) {
+      var since = s.upto === null ? p.last_seq : Math.min(s.upto, p.last_seq);
+      queueResume(s, since, s.resume ? null : newRound(1));
+    });
   }
 
   // ----- incoming ----------------------------------------------------------------------
@@ -442,12 +395,12 @@
       removeSub(s);
       notice('Cannot subscribe to ' + s.exchange + ' / ' + s.pattern + ': ' + name);
     } else if (purpose.kind === 'resume') {
-      var k = keys.get(purpose.key);
-      if (k && k.resume) {
-        if (k.resume.round) { k.resume.round.gap = true; }
-        finishResume(k);
+      var r = subs.get(purpose.sub);
+      if (r && r.resume) {
+        if (r.resume.round) { r.resume.round.gap = true; }
+        finishResume(r);
       }
-      notice('Cannot resume ' + purpose.key.replace('\n', ' / ') + ': ' + name);
+      notice('Cannot resume ' + purpose.sub.replace('\n', ' / ') + ': ' + name);
     } else if (purpose.kind === 'auth') {
       token = null;
       ui.identity.textContent = '';
@@ -465,24 +418,34 @@
     if (typeof mq.e !== 'string' || typeof mq.rk !== 'string' || !Number.isSafeInteger(mq.seq)) {
       return;
     }
-    if (!covered(mq.e, mq.rk)) { return; }
-    var k = keyState(mq.e, mq.rk);
-    if (k.resume && k.held.length < HOLD_MAX) {
-      k.held.push(msg);
-      return;
+    var covering = subsCovering(mq.e, mq.rk);
+    for (var i = 0; i < covering.length; i += 1) {
+      // Held by one resuming subscription is enough: it is shown when that one finishes.
+      if (covering[i].resume && covering[i].held.length < HOLD_MAX) {
+        covering[i].held.push(msg);
+        return;
+      }
     }
-    accept(k, msg);
+    accept(msg);
   }
 
-  // Shows an event that is new on its key; true if it was shown.
-  function accept(k, msg) {
-    if (!markSeen(k, msg.mq.seq)) { return false; }
-    touchCounter += 1;
-    k.touched = touchCounter;
-    if (!covered(k.exchange, k.key)) { return false; }
+  // Shows an event not shown before; true if it was shown.
+  function accept(msg) {
+    var mq = msg.mq;
+    var covering = subsCovering(mq.e, mq.rk);
+    if (covering.length === 0 || !markSeen(mq.e, mq.seq)) { return false; }
+    covering.forEach(function (s) {
+      if (s.epoch === epoch) {
+        s.upto = s.upto === null ? mq.seq : Math.max(s.upto, mq.seq);
+      } else if (!s.resume) {
+        // A subscription that had shown nothing (or nothing in this epoch) starts here.
+        s.epoch = epoch;
+        s.upto = mq.seq;
+      }
+    });
     var now = Date.now();
     view.showDelay(view.addRow(msg, now));
-    view.bump(k.exchange, now);
+    view.bump(mq.e, now);
     board.observe(msg, now);
     renderSoon();
     return true;
@@ -527,7 +490,8 @@
     li.appendChild(name);
     li.appendChild(status);
     li.appendChild(button);
-    var s = { exchange: exchange, pattern: pattern, status: 'pending', li: li };
+    var s = { exchange: exchange, pattern: pattern, status: 'pending', li: li,
+              upto: null, epoch: null, resume: null, held: [] };
     button.addEventListener('click', function () { unsubscribe(s); });
     subs.set(id(exchange, pattern), s);
     ui.subs.appendChild(li);
@@ -539,27 +503,14 @@
   function removeSub(s) {
     subs.delete(id(s.exchange, s.pattern));
     s.li.remove();
-    // Forget keys nothing covers any more; a later subscription starts afresh.
-    keys.forEach(function (k, kid) {
-      if (!covered(k.exchange, k.key)) { keys.delete(kid); }
-    });
+    if (s.resume) { finishResume(s); }
   }
 
   function unsubscribe(s) {
-    // Exact keys that Resume subscribed under this wildcard go too.
-    var extra = [];
-    keys.forEach(function (k) {
-      if (k.implicit && k.exchange === s.exchange && k.key !== s.pattern && matches(s.pattern, k.key)) {
-        extra.push(k.key);
-        k.implicit = false;
-      }
-    });
     removeSub(s);
     syncUrl();
     renderSoon();
-    if (live) {
-      send('Unsubscribe', { exchange: s.exchange, routing_keys: [s.pattern].concat(extra) }, null);
-    }
+    if (live) { send('Unsubscribe', { exchange: s.exchange, routing_key: s.pattern }, null); }
     ui.routingKey.focus();
   }
 

@@ -180,13 +180,31 @@ fn resume_authenticate_and_others() {
         Ok(Action::Resume {
             exchange: "e".into(),
             routing_key: "5".into(),
-            since: 3
+            position: Position {
+                epoch: None,
+                seq: 3
+            }
         })
+    );
+    assert_eq!(
+        action(
+            json!({"action":"Resume","payload":{"exchange":"e","routing_key":"k.*","since":1,"epoch":"r.1"}})
+        ),
+        Ok(Action::Resume {
+            exchange: "e".into(),
+            routing_key: "k.*".into(),
+            position: Position {
+                epoch: Some("r.1".into()),
+                seq: 1
+            }
+        }),
+        "a wildcard resumes every key it covers"
     );
     for bad in [
         json!({"exchange":"e","routing_key":"k"}),
         json!({"exchange":"e","routing_key":"k","since":-1}),
-        json!({"exchange":"e","routing_key":"k.*","since":1}),
+        json!({"exchange":"e","routing_key":"k","since":1,"epoch":1}),
+        json!({"exchange":"e","routing_key":"k","since":1,"epoch":"x".repeat(MAX_EPOCH + 1)}),
         json!({"exchange":"e","since":1}),
     ] {
         assert_eq!(
@@ -234,10 +252,11 @@ fn reply_shapes() {
         v(&welcome_json(
             "00ff00ff00ff00ff",
             "relay.0000002a",
+            "relay.0000002a",
             &WelcomeInfo::default()
         )),
         json!({"event":"Welcome","payload":{"id":"00ff00ff00ff00ff","run":"relay.0000002a",
-               "relay":"","public":null}})
+               "epoch":"relay.0000002a","relay":"","public":null}})
     );
     let info = WelcomeInfo {
         relay: "east".into(),
@@ -245,8 +264,8 @@ fn reply_shapes() {
         public: json!([{"exchange":"calls","routing_keys":["queue.*"]}]),
     };
     assert_eq!(
-        v(&welcome_json("01", "east.0000002a", &info)),
-        json!({"event":"Welcome","payload":{"id":"01","run":"east.0000002a","relay":"east",
+        v(&welcome_json("01", "east.0000002a", "stream:1", &info)),
+        json!({"event":"Welcome","payload":{"id":"01","run":"east.0000002a","epoch":"stream:1","relay":"east",
                "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
     );
     assert_eq!(

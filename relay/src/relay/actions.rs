@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// A session's subscription: exchange and key or pattern.
+type Subscription = (Arc<str>, Pattern);
+
 impl<K: SessionKey> Relay<K> {
     /// A complete message from a session. Replies are queued on the session; a configured
     /// RPC action is returned for the I/O layer to forward. Never closes the session.
@@ -39,8 +42,8 @@ impl<K: SessionKey> Relay<K> {
             Action::Resume {
                 exchange,
                 routing_key,
-                since,
-            } => self.resume(key, &exchange, &routing_key, since),
+                position,
+            } => self.resume(key, &exchange, &routing_key, &position),
             Action::Other(name) => match self.config.actions.get(&name) {
                 Some(endpoint) => {
                     let s = self.sessions.get(key)?;
@@ -126,7 +129,7 @@ impl<K: SessionKey> Relay<K> {
         &mut self,
         key: &K,
         token: &str,
-    ) -> Result<(String, Vec<(Arc<str>, Pattern)>), ErrorName> {
+    ) -> Result<(String, Vec<Subscription>), ErrorName> {
         let max_failures = self.config.limits.auth_failures_per_session;
         let s = self.sessions.get_mut(key).ok_or(ErrorName::InvalidAction)?;
         if s.auth_failures >= max_failures {
@@ -286,33 +289,55 @@ impl<K: SessionKey> Relay<K> {
         json!({ "subscriptions": subs })
     }
 
+    /// Resumes `pattern` (an exact key or `prefix*`) on `exchange` from `from`: subscribes
+    /// it, queues the stored events after that position, and returns the `Resumed` payload
+    /// (see the module docs for what it promises).
     pub(super) fn resume(
         &mut self,
         key: &K,
         exchange: &str,
-        routing_key: &str,
-        since: u64,
+        pattern: &str,
+        from: &Position,
     ) -> Result<(&'static str, Value), ErrorName> {
         self.subscribe_keys(
             key,
             exchange,
-            std::slice::from_ref(&routing_key.to_owned()),
+            std::slice::from_ref(&pattern.to_owned()),
             true,
         )?;
-        let replay = self.history.since(exchange, routing_key, since);
+        let parsed = Pattern::parse(pattern);
+        let probe = self.history.since(exchange, &parsed, from.seq);
+        // Only a position of this epoch, and not beyond what this epoch has numbered, says
+        // where the client stands; `since: 0` needs no epoch ("I have nothing").
+        let same_epoch = match &from.epoch {
+            Some(e) => **e == *self.epoch,
+            None => from.seq == 0,
+        };
+        let trusted = same_epoch && from.seq <= probe.last_seq;
+        let replay = if trusted {
+            probe
+        } else {
+            // Not a position here: replay everything kept.
+            self.history.since(exchange, &parsed, 0)
+        };
+        let since = if trusted { from.seq } else { 0 };
+        let recovered = trusted && replay.lost_upto <= since;
+        // Delivery is complete from the position after the client's, or else after the
+        // newest covered event that is gone.
+        let first_seq = since.max(replay.lost_upto) + 1;
         let bounds = bounds(&self.config);
         let Some(session) = self.sessions.get_mut(key) else {
             return Err(ErrorName::InvalidAction);
         };
         // Replay only what fits without evicting anything (keeping room for the Resumed
         // reply): a replay bigger than the outbox would otherwise push out its own oldest
-        // events and announce a new gap at the very seq the client asked for.
+        // events and announce a new gap at the very position the client asked for.
         let (frames_room, bytes_room) = session.outbox.room(bounds);
         let mut frames_room = frames_room.saturating_sub(1);
         let mut bytes_room = bytes_room.saturating_sub(RESUMED_REPLY_RESERVE);
-        let (ex, rk): (Arc<str>, Arc<str>) = (Arc::from(exchange), Arc::from(routing_key));
+        let ex: Arc<str> = Arc::from(exchange);
         let mut replayed = None;
-        for (seq, encoded) in &replay.events {
+        for (seq, rk, encoded) in &replay.events {
             let bytes = encoded.frame(session.kind);
             if frames_room == 0 || bytes.len() > bytes_room {
                 break;
@@ -337,21 +362,26 @@ impl<K: SessionKey> Relay<K> {
             );
             replayed = Some(*seq);
         }
-        let more = replayed != replay.events.last().map(|(s, _)| *s);
+        let more = replayed != replay.events.last().map(|(s, _, _)| *s);
         // Where the client stands after this replay: resume from here if `more`.
         let last_seq = match (replayed, replay.events.first()) {
             (Some(seq), _) => seq,
-            (None, Some((first, _))) => first.saturating_sub(1),
+            (None, Some((first, _, _))) => first.saturating_sub(1),
             (None, None) => replay.last_seq,
         };
+        if !recovered {
+            self.counters.resumes_unrecovered += 1;
+        }
         Ok((
             "Resumed",
             json!({
                 "exchange": exchange,
-                "routing_key": routing_key,
-                "recovered": replay.recovered,
+                "routing_key": pattern,
+                "recovered": recovered,
                 "more": more,
                 "last_seq": last_seq,
+                "epoch": &*self.epoch,
+                "first_seq": first_seq,
                 "from": "history",
             }),
         ))

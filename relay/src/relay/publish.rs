@@ -116,14 +116,11 @@ impl<K: SessionKey> Relay<K> {
             });
             self.forward.push_back(linked.to_string().into_bytes());
         }
+        let epoch = &self.epoch;
         let recorded = self.history.record(&exchange, rk, |seq| {
             let meta = Meta {
                 event,
-                id: Some(EventId {
-                    exchange: &exchange,
-                    routing_key: rk,
-                    seq,
-                }),
+                id: Some(EventId { epoch, seq }),
             };
             Encoded::new(
                 &event_json(event, payload, &exchange, rk, seq, Some(ts)),

@@ -30,15 +30,15 @@ impl<K: SessionKey> Relay<K> {
             },
         );
         self.counters.sessions_opened += 1;
-        let welcome = welcome_json(&id, &self.origin_id, &self.welcome);
+        let welcome = welcome_json(&id, &self.origin_id, &self.epoch, &self.welcome);
         self.send(&key, "Welcome", welcome);
         id
     }
 
     /// Opens an SSE stream: checks the token and the subscription first (nothing is
-    /// created when they fail), then queues `Welcome`, subscribes, and replays history after
-    /// `last_event` (then `Resumed`) when it names a key the stream covers. Only that one
-    /// key can be replayed: an SSE client reports just the last id it saw.
+    /// created when they fail), then queues `Welcome`, subscribes, and with `last_event`
+    /// resumes the stream's whole subscription (every key a wildcard covers) from that
+    /// position, then `Resumed`, as `Resume` does.
     pub fn open_stream(
         &mut self,
         key: K,
@@ -78,16 +78,10 @@ impl<K: SessionKey> Relay<K> {
             self.close(&key);
             return Err(e);
         }
-        if let Some((last_key, since)) = &request.last_event {
-            if last_key.ends_with('*') || !pattern.matches(last_key) {
-                log::debug!("stream {key:?}: Last-Event-ID names {last_key}, not covered");
-            } else {
-                match self.resume(&key, &request.exchange, last_key, *since) {
-                    Ok((event, payload)) => {
-                        self.send(&key, event, reply_json(event, None, &payload))
-                    }
-                    Err(e) => self.send_error(&key, e, None),
-                }
+        if let Some(position) = &request.last_event {
+            match self.resume(&key, &request.exchange, rk, position) {
+                Ok((event, payload)) => self.send(&key, event, reply_json(event, None, &payload)),
+                Err(e) => self.send_error(&key, e, None),
             }
         }
         Ok(id)

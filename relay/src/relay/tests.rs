@@ -12,6 +12,7 @@ use crate::protocol::DEFAULT_MAX_HOPS;
 mod actions;
 mod flush;
 mod publish;
+mod resume;
 mod sessions;
 
 type Key = u32;
@@ -77,8 +78,8 @@ fn open(r: &mut Relay<Key>, k: Key) -> String {
     assert_eq!(
         got,
         vec![
-            json!({"event":"Welcome","payload":{"id":id,"run":run,"relay":r.welcome.relay,
-            "public":r.config().public_subscriptions()}})
+            json!({"event":"Welcome","payload":{"id":id,"run":run,"epoch":r.epoch(),
+            "relay":r.welcome.relay,"public":r.config().public_subscriptions()}})
         ]
     );
     id
@@ -99,6 +100,14 @@ fn act1(r: &mut Relay<Key>, k: Key, msg: Value) -> Value {
     let mut got = act(r, k, &msg);
     assert_eq!(got.len(), 1, "{msg} -> {got:?}");
     got.remove(0)
+}
+
+/// How many subscriptions `ListSubscriptions` lists for `k`.
+fn subscription_count(r: &mut Relay<Key>, k: Key) -> usize {
+    let got = act1(r, k, json!({"action":"ListSubscriptions"}));
+    got["payload"]["subscriptions"]
+        .as_array()
+        .map_or(0, Vec::len)
 }
 
 fn error(name: &str) -> Value {

@@ -142,7 +142,13 @@ impl Browser {
             .as_f64()
             .unwrap_or(f64::from(WINDOW.1))
             .max(f64::from(WINDOW.1));
-        self.resize(height)?;
+        // The window's bounds include whatever the browser draws around the page (some
+        // Chromium builds do, even headless): grow by that too, or the page never fits.
+        let frame = self
+            .execute("return Math.max(0, window.outerHeight - window.innerHeight);")?
+            .as_f64()
+            .unwrap_or(0.0);
+        self.resize(height + frame)?;
         let grown = format!("return window.innerHeight >= {height};");
         self.wait_until(Duration::from_secs(10), "the window to grow", |b| {
             Ok((b.execute(&grown)? == Value::Bool(true)).then_some(()))

@@ -296,6 +296,8 @@ pub fn try_get(m2: &Mongrel2, path: &str) -> Option<HttpResponse> {
 pub struct Client {
     pub ws: tungstenite::WebSocket<TcpStream>,
     pub id: String,
+    /// The epoch its Welcome named (what `Resume` sends back with a position).
+    pub epoch: String,
 }
 
 impl Client {
@@ -307,7 +309,11 @@ impl Client {
             .as_str()
             .expect("Welcome id")
             .to_owned();
-        Client { ws, id }
+        let epoch = welcome["payload"]["epoch"]
+            .as_str()
+            .expect("Welcome epoch")
+            .to_owned();
+        Client { ws, id, epoch }
     }
 
     pub fn send_text(&mut self, text: &str) {

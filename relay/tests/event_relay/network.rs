@@ -121,7 +121,9 @@ fn three_linked_relays_deliver_every_event_once_everywhere_in_order() {
     // Resume works on every relay with that relay's own numbering.
     for i in 0..3 {
         let mut late = net.relays[i].ws(&net.m2);
-        late.send(&json!({"action":"Resume","tag":"r","payload":{"exchange":"calls","routing_key":"net","since": total - 2}}));
+        let epoch = late.epoch.clone();
+        late.send(&json!({"action":"Resume","tag":"r",
+                          "payload":{"exchange":"calls","routing_key":"net","since": total - 2,"epoch":epoch}}));
         assert_eq!(late.recv()["mq"]["seq"], total - 1);
         assert_eq!(late.recv()["mq"]["seq"], total);
         let resumed = late.recv();

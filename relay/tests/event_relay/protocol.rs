@@ -64,10 +64,11 @@ fn welcome_subscribe_wildcard_and_tags_on_every_reply() {
     let payload = json!({"caller":"555-1234","agent":"7"});
     let ack = inj.publish("calls", "queue.sales", "CallOffered", payload.clone());
     assert_eq!(ack, json!({"ok":true,"seq":1,"delivered_to":2}));
+    // Positions count every key of the exchange.
     let ack = inj.publish("calls", "queue.support", "CallOffered", json!({}));
-    assert_eq!(ack, json!({"ok":true,"seq":1,"delivered_to":1}));
+    assert_eq!(ack, json!({"ok":true,"seq":2,"delivered_to":1}));
     let ack = inj.publish("calls", "other", "CallOffered", json!({}));
-    assert_eq!(ack, json!({"ok":true,"seq":1,"delivered_to":0}));
+    assert_eq!(ack, json!({"ok":true,"seq":3,"delivered_to":0}));
     let ack = inj.publish("agents", "7", "AgentReady", json!({}));
     assert_eq!(ack, json!({"ok":true,"seq":1,"delivered_to":1}));
 
@@ -81,7 +82,7 @@ fn welcome_subscribe_wildcard_and_tags_on_every_reply() {
     assert_eq!(b.recv(), sales);
     assert_eq!(
         b.recv(),
-        event_json("calls", "queue.support", "CallOffered", json!({}), 1)
+        event_json("calls", "queue.support", "CallOffered", json!({}), 2)
     );
     b.assert_nothing_pending();
 }
@@ -268,10 +269,11 @@ fn resume_replays_history_with_and_without_a_gap() {
         inj.publish("calls", "r1", "Tick", json!({"n": n}));
     }
     let mut c = f.ws();
+    let epoch = c.epoch.clone();
     let reply = c.call(
         "Resume",
         json!("r"),
-        json!({"exchange":"calls","routing_key":"r1","since":2}),
+        json!({"exchange":"calls","routing_key":"r1","since":2,"epoch":epoch}),
     );
     // The replay comes first, then the tagged Resumed.
     assert_eq!(reply, event_json("calls", "r1", "Tick", json!({"n":3}), 3));
@@ -286,7 +288,8 @@ fn resume_replays_history_with_and_without_a_gap() {
     assert_eq!(
         c.recv(),
         json!({"event":"Resumed","tag":"r","payload":{"exchange":"calls","routing_key":"r1",
-               "recovered":true,"more":false,"last_seq":5,"from":"history"}})
+               "recovered":true,"more":false,"last_seq":5,"epoch":epoch,"first_seq":3,
+               "from":"history"}})
     );
     // Resume subscribed the key: live events follow.
     assert_eq!(
@@ -299,22 +302,24 @@ fn resume_replays_history_with_and_without_a_gap() {
     );
     c.assert_nothing_pending();
 
-    // history_per_key is 10: after 15 events, seqs 3..5 are gone.
+    // history_per_key is 10: after 15 events on r2 (positions 7..21), 7..11 are gone.
     for n in 1..=15 {
         inj.publish("calls", "r2", "Tick", json!({"n": n}));
     }
     let mut late = f.ws();
-    late.send(&json!({"action":"Resume","tag":"g","payload":{"exchange":"calls","routing_key":"r2","since":2}}));
-    for seq in 6..=15 {
+    late.send(&json!({"action":"Resume","tag":"g",
+                      "payload":{"exchange":"calls","routing_key":"r2","since":8,"epoch":epoch}}));
+    for n in 6..=15 {
         assert_eq!(
             late.recv(),
-            event_json("calls", "r2", "Tick", json!({"n": seq}), seq)
+            event_json("calls", "r2", "Tick", json!({"n": n}), n + 6)
         );
     }
     assert_eq!(
         late.recv(),
         json!({"event":"Resumed","tag":"g","payload":{"exchange":"calls","routing_key":"r2",
-               "recovered":false,"more":false,"last_seq":15,"from":"history"}})
+               "recovered":false,"more":false,"last_seq":21,"epoch":epoch,"first_seq":12,
+               "from":"history"}})
     );
     late.assert_nothing_pending();
 }

@@ -196,6 +196,8 @@ fn sse_streams_events_with_ids_and_heartbeats_and_ends_on_shutdown() {
     };
     assert_eq!((name.as_str(), id), ("Welcome", None));
     assert_eq!(data["payload"]["id"].as_str().map(str::len), Some(16));
+    let epoch = data["payload"]["epoch"].as_str().expect("epoch").to_owned();
+    let id = |seq: u64| format!("{epoch}/{seq}");
     let inj = f.injector();
     assert_eq!(
         inj.publish("calls", "queue.a", "Offered", json!({"n": 1}))["delivered_to"],
@@ -209,36 +211,16 @@ fn sse_streams_events_with_ids_and_heartbeats_and_ends_on_shutdown() {
     inj.publish("calls", "queue.a", "Answered", json!({}));
     assert_eq!(
         s.next(),
-        event(
-            "calls/queue.a/1",
-            "calls",
-            "queue.a",
-            "Offered",
-            json!({"n": 1}),
-            1
-        )
+        event(&id(1), "calls", "queue.a", "Offered", json!({"n": 1}), 1)
     );
     assert_eq!(
         s.next(),
-        event(
-            "calls/queue.b/1",
-            "calls",
-            "queue.b",
-            "Offered",
-            json!({"n": 2}),
-            1
-        )
+        event(&id(3), "calls", "queue.b", "Offered", json!({"n": 2}), 3),
+        "ids are positions on the exchange (2 went to `other`)"
     );
     assert_eq!(
         s.next(),
-        event(
-            "calls/queue.a/2",
-            "calls",
-            "queue.a",
-            "Answered",
-            json!({}),
-            2
-        )
+        event(&id(4), "calls", "queue.a", "Answered", json!({}), 4)
     );
     // An idle stream gets heartbeat comments.
     assert_eq!(s.next_any(), Some(Sse::Comment("heartbeat".into())));
@@ -263,81 +245,125 @@ fn sse_streams_events_with_ids_and_heartbeats_and_ends_on_shutdown() {
 }
 
 #[test]
-fn sse_last_event_id_resumes_from_history() {
+fn sse_last_event_id_resumes_the_whole_subscription() {
     let f = Fixture::with(&sse_config(), &[]);
     let inj = f.injector();
+    // Positions 1..=5 on r1, 6 on r2, 7 on x.
     for n in 1..=5 {
         inj.publish("calls", "r1", "Tick", json!({"n": n}));
     }
-    let mut s = Stream::open(
-        &f.m2,
-        "/events/stream?exchange=calls&routing_key=r1",
-        &[("Last-Event-ID", "calls/r1/2")],
-    )
-    .expect("stream");
+    inj.publish("calls", "r2", "Other", json!({}));
+    inj.publish("calls", "x", "Elsewhere", json!({}));
+    let path = "/events/stream?exchange=calls&routing_key=r*";
+    let mut s = Stream::open(&f.m2, path, &[]).expect("stream");
+    let Sse::Event { name, data, .. } = s.next() else {
+        unreachable!()
+    };
+    assert_eq!(name, "Welcome");
+    let epoch = data["payload"]["epoch"].as_str().expect("epoch").to_owned();
+    let id = |seq: u64| format!("{epoch}/{seq}");
+    inj.publish("calls", "r1", "Tick", json!({"n": 6}));
+    assert_eq!(
+        s.next(),
+        event(&id(8), "calls", "r1", "Tick", json!({"n": 6}), 8)
+    );
+    drop(s);
+
+    // A stream that saw position 4 missed r1's 5 and r2's 6 under its wildcard, and 8.
+    let last = id(4);
+    let mut s = Stream::open(&f.m2, path, &[("Last-Event-ID", &last)]).expect("stream");
     assert!(matches!(s.next(), Sse::Event { name, .. } if name == "Welcome"));
-    for n in 3..=5 {
-        assert_eq!(
-            s.next(),
-            event(
-                &format!("calls/r1/{n}"),
-                "calls",
-                "r1",
-                "Tick",
-                json!({"n": n}),
-                n
-            )
-        );
-    }
+    assert_eq!(
+        s.next(),
+        event(&id(5), "calls", "r1", "Tick", json!({"n": 5}), 5)
+    );
+    assert_eq!(
+        s.next(),
+        event(&id(6), "calls", "r2", "Other", json!({}), 6)
+    );
+    assert_eq!(
+        s.next(),
+        event(&id(8), "calls", "r1", "Tick", json!({"n": 6}), 8)
+    );
     assert_eq!(
         s.next(),
         Sse::Event {
             id: None,
             name: "Resumed".into(),
-            data: json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"r1",
-                         "recovered":true,"more":false,"last_seq":5,"from":"history"}}),
+            data: json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"r*",
+                         "recovered":true,"more":false,"last_seq":8,"epoch":epoch,
+                         "first_seq":5,"from":"history"}}),
         }
     );
-    inj.publish("calls", "r1", "Tick", json!({"n": 6}));
+    inj.publish("calls", "r2", "Other", json!({}));
     assert_eq!(
         s.next(),
-        event("calls/r1/6", "calls", "r1", "Tick", json!({"n": 6}), 6)
+        event(&id(9), "calls", "r2", "Other", json!({}), 9),
+        "live, once"
     );
 
-    // The query form, on a wildcard stream: the named key is replayed, then live events.
-    let mut q = Stream::open(
-        &f.m2,
-        "/events/stream?exchange=calls&routing_key=r*&last_event_id=calls%2Fr1%2F4",
-        &[],
-    )
-    .expect("stream");
+    // The query form works too.
+    let query = format!("{path}&last_event_id={}", id(8).replace('/', "%2F"));
+    let mut q = Stream::open(&f.m2, &query, &[]).expect("stream");
     assert!(matches!(q.next(), Sse::Event { name, .. } if name == "Welcome"));
-    for n in 5..=6 {
-        let Sse::Event { id, .. } = q.next() else {
+    assert!(matches!(q.next(), Sse::Event { id: Some(i), .. } if i == id(9)));
+    assert!(matches!(q.next(), Sse::Event { name, .. } if name == "Resumed"));
+}
+
+/// The probe of issue 12: after a relay restart, an id from the earlier run (the old
+/// `EXCHANGE/KEY/SEQ` form, or the earlier epoch) was answered `recovered: true` with the
+/// new run's events 4 and 5 only. Now it is `recovered: false` and every event the new
+/// run kept is replayed, from `first_seq`.
+#[test]
+fn after_a_restart_an_old_last_event_id_is_not_recovered() {
+    let mut f = Fixture::with(&sse_config(), &[]);
+    let path = "/events/stream?exchange=calls&routing_key=q.*";
+    let mut s = Stream::open(&f.m2, path, &[]).expect("stream");
+    let Sse::Event { data, .. } = s.next() else {
+        unreachable!()
+    };
+    let old_epoch = data["payload"]["epoch"].as_str().expect("epoch").to_owned();
+    drop(s);
+    f.relay.restart();
+    f.relay.wait_ready(&f.m2);
+    let inj = f.injector();
+    for n in 1..=5 {
+        inj.publish("calls", "q.a", "Tick", json!({"n": n}));
+    }
+    for last in ["calls/q.a/3".to_owned(), format!("{old_epoch}/3")] {
+        let mut s = Stream::open(&f.m2, path, &[("Last-Event-ID", &last)]).expect("stream");
+        let Sse::Event { data, .. } = s.next() else {
             unreachable!()
         };
-        assert_eq!(id, Some(format!("calls/r1/{n}")));
+        let epoch = data["payload"]["epoch"].as_str().expect("epoch").to_owned();
+        assert_ne!(epoch, old_epoch, "a new run is a new epoch");
+        for n in 1..=5 {
+            assert_eq!(
+                s.next(),
+                event(
+                    &format!("{epoch}/{n}"),
+                    "calls",
+                    "q.a",
+                    "Tick",
+                    json!({"n": n}),
+                    n
+                ),
+                "{last}"
+            );
+        }
+        let Sse::Event { name, data, .. } = s.next() else {
+            unreachable!()
+        };
+        assert_eq!(name, "Resumed");
+        assert_eq!(
+            data["payload"],
+            json!({"exchange":"calls","routing_key":"q.*","recovered":false,"more":false,
+                   "last_seq":5,"epoch":epoch,"first_seq":1,"from":"history"}),
+            "{last}"
+        );
     }
-    assert!(matches!(q.next(), Sse::Event { name, .. } if name == "Resumed"));
-    inj.publish("calls", "r2", "Other", json!({}));
-    inj.publish("calls", "r1", "Tick", json!({"n": 7}));
-    assert!(matches!(q.next(), Sse::Event { id: Some(id), .. } if id == "calls/r2/1"));
-    assert!(matches!(q.next(), Sse::Event { id: Some(id), .. } if id == "calls/r1/7"));
-    assert_eq!(
-        s.next(),
-        event("calls/r1/7", "calls", "r1", "Tick", json!({"n": 7}), 7)
-    );
-
-    // An id the stream never sent is refused.
-    let refused = Stream::open(
-        &f.m2,
-        "/events/stream?exchange=calls&routing_key=r1",
-        &[("Last-Event-ID", "agents/r1/2")],
-    )
-    .err()
-    .expect("refused");
-    assert_eq!(refused.status, 400);
-    assert_eq!(refused.json(), json!({"ok":false,"error":"InvalidPayload"}));
+    let status = f.status();
+    assert_eq!(status["resumes_unrecovered"], 2, "{status}");
 }
 
 #[test]

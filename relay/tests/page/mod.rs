@@ -379,8 +379,8 @@ pub fn save_screenshot(b: &Browser, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
-/// Waits until the relay holds `want` subscriptions on `exchange` (the page drops the
-/// exact-key subscriptions its Resumes add under a wildcard).
+/// Waits until the relay holds `want` subscriptions on `exchange` (a page's Resumes add
+/// none beside its own subscriptions).
 pub fn wait_subscriptions(m2: &Mongrel2, exchange: &str, want: u64) {
     let mut last = Value::Null;
     let found = mongrel2_test_fixture::wait_for(WAIT, || {

@@ -7,9 +7,12 @@
 //!   answers with the error name: 401 (`AuthRequired`, `InvalidToken`), 403
 //!   (`SubscriptionDenied`), 400 (anything else).
 //! - `Last-Event-ID` (header, or `?last_event_id=` for clients that cannot set headers):
-//!   an id the stream sent (`EXCHANGE/KEY/SEQ`); the events after it on that key are
-//!   replayed from history, then `Resumed` says whether nothing was missed, as for the
-//!   WebSocket `Resume`.
+//!   an id the stream sent (`EPOCH/SEQ`: a position on the exchange); the events after it
+//!   that the stream's key or wildcard covers are replayed from history, then `Resumed`
+//!   says whether nothing was missed and from where delivery restarts, as for the
+//!   WebSocket `Resume`. An id from another epoch (a restarted relay; or an old-style
+//!   `EXCHANGE/KEY/SEQ` id) is answered `recovered: false`; an id that is not one at all
+//!   (no `/SEQ` ending, or an epoch over `MAX_EPOCH` bytes) is refused (400).
 //!
 //! Every relay message is an SSE event (see `frame`): `Welcome` first, then the events, each
 //! with its id. A comment line every `timing.sse_heartbeat_ms`. On shutdown the stream ends
@@ -20,7 +23,7 @@ use mongrel2_transceiver::request::Request;
 use serde_json::json;
 
 use super::frame::parse_event_id;
-use super::protocol::ErrorName;
+use super::protocol::{ErrorName, Position, MAX_EPOCH};
 use super::relay::StreamRequest;
 
 /// Reads a stream request from the URL and headers.
@@ -52,7 +55,15 @@ pub fn stream_request(request: &Request<'_>) -> Result<StreamRequest, ErrorName>
         .or(last_event_id)
         .filter(|id| !id.trim().is_empty())
     {
-        Some(id) => Some(parse_event_id(&exchange, &id).ok_or(ErrorName::InvalidPayload)?),
+        Some(id) => {
+            let (epoch, seq) = parse_event_id(&id)
+                .filter(|(epoch, _)| epoch.len() <= MAX_EPOCH)
+                .ok_or(ErrorName::InvalidPayload)?;
+            Some(Position {
+                epoch: Some(epoch),
+                seq,
+            })
+        }
         None => None,
     };
     Ok(StreamRequest {
@@ -120,24 +131,37 @@ mod tests {
             "exchange=calls",
             &[
                 ("authorization", "Bearer t2"),
-                ("last-event-id", "calls/k/7"),
+                ("last-event-id", "relay.0a/7"),
             ],
         ))
         .unwrap();
         assert_eq!(r.routing_key, "*");
         assert_eq!(r.token.as_deref(), Some("t2"));
-        assert_eq!(r.last_event, Some(("k".into(), 7)));
+        let at = |epoch: &str, seq| {
+            Some(Position {
+                epoch: Some(epoch.into()),
+                seq,
+            })
+        };
+        assert_eq!(r.last_event, at("relay.0a", 7));
         let r =
             stream_request(&get("exchange=calls&last_event_id=calls%2Fa%2Fb%2F3", &[])).unwrap();
-        assert_eq!(r.last_event, Some(("a/b".into(), 3)));
+        assert_eq!(r.last_event, at("calls/a/b", 3), "old ids: a foreign epoch");
         assert_eq!(
             stream_request(&get("routing_key=k", &[])),
             Err(ErrorName::InvalidPayload)
         );
-        assert_eq!(
-            stream_request(&get("exchange=calls&last_event_id=agents/k/1", &[])),
-            Err(ErrorName::InvalidPayload)
-        );
+        for bad in [
+            "calls",
+            "calls/k/x",
+            &format!("{}/1", "e".repeat(MAX_EPOCH + 1)),
+        ] {
+            assert_eq!(
+                stream_request(&get("exchange=calls", &[("last-event-id", bad)])),
+                Err(ErrorName::InvalidPayload),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

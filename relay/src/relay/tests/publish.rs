@@ -37,7 +37,7 @@ fn wildcards_match_prefixes_and_deliver_once() {
 }
 
 #[test]
-fn acks_count_seq_per_key_and_recipients() {
+fn acks_count_positions_per_exchange_and_recipients() {
     let mut r = relay();
     for k in 1..=3 {
         open(&mut r, k);
@@ -60,9 +60,10 @@ fn acks_count_seq_per_key_and_recipients() {
     assert_eq!(
         publish(&mut r, "calls", "queue.other", "E"),
         Ack::Published {
-            seq: 1,
+            seq: 3,
             delivered_to: 0
-        }
+        },
+        "positions count every key of the exchange"
     );
     assert_eq!(
         publish(&mut r, "agents", "queue.sales", "E"),
@@ -75,7 +76,7 @@ fn acks_count_seq_per_key_and_recipients() {
     assert_eq!(
         publish(&mut r, "calls", "queue.sales", "E"),
         Ack::Published {
-            seq: 3,
+            seq: 4,
             delivered_to: 2
         }
     );
@@ -105,7 +106,7 @@ fn acks_count_seq_per_key_and_recipients() {
     assert_eq!(
         serde_json::from_slice::<Value>(&publish(&mut r, "calls", "queue.sales", "E").to_json())
             .unwrap(),
-        json!({"ok":true,"seq":4,"delivered_to":2})
+        json!({"ok":true,"seq":5,"delivered_to":2})
     );
     // Inputs refused before parsing (multipart ZeroMQ messages) count as rejected too.
     assert_eq!(

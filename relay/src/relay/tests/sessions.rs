@@ -38,7 +38,7 @@ fn welcome_names_the_relay_and_its_public_subscriptions() {
     assert_eq!(
         welcome,
         vec![
-            json!({"event":"Welcome","payload":{"id":id,"run":r.origin_id(),"relay":"east",
+            json!({"event":"Welcome","payload":{"id":id,"run":r.origin_id(),"epoch":r.epoch(),"relay":"east",
             "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
         ]
     );
@@ -167,7 +167,7 @@ fn streams_check_tokens_and_rights_before_anything_is_opened() {
     assert_eq!(
         events[1],
         (
-            Some("admin/k/1".into()),
+            Some(format!("{}/1", r.epoch())),
             "Secret".into(),
             json!({"event":"Secret","payload":{"n":"Secret"},"mq":{"e":"admin","rk":"k","seq":1}})
         )
@@ -175,34 +175,72 @@ fn streams_check_tokens_and_rights_before_anything_is_opened() {
     assert_eq!(r.stats().streams, 1);
 }
 
+fn at(epoch: &str, seq: u64) -> Option<Position> {
+    Some(Position {
+        epoch: Some(epoch.into()),
+        seq,
+    })
+}
+
 #[test]
-fn a_stream_resumes_after_its_last_event_id() {
+fn a_stream_resumes_its_whole_subscription_after_its_last_event_id() {
     let mut r = relay();
-    for n in 1..=4 {
-        publish(&mut r, "calls", "q.a", &format!("A{n}"));
+    let epoch = r.epoch().to_owned();
+    for (k, name) in [("q.a", "A1"), ("q.a", "A2"), ("q.b", "B1"), ("x", "X1")] {
+        publish(&mut r, "calls", k, name);
     }
-    publish(&mut r, "calls", "q.b", "B1");
+    publish(&mut r, "calls", "q.a", "A3");
+    // The stream had everything up to position 2 (A2): both keys under q.* resume.
     let mut req = stream("calls", "q.*");
-    req.last_event = Some(("q.a".into(), 2));
+    req.last_event = at(&epoch, 2);
     r.open_stream(1, &req, None).unwrap();
-    publish(&mut r, "calls", "q.a", "A5");
+    publish(&mut r, "calls", "q.a", "A4");
     let events = sse_events(&r.flush().deliveries[0].payload);
     let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
-    assert_eq!(names, ["Welcome", "A3", "A4", "Resumed", "A5"]);
-    assert_eq!(events[1].0.as_deref(), Some("calls/q.a/3"));
+    assert_eq!(names, ["Welcome", "B1", "A3", "Resumed", "A4"]);
+    let ids: Vec<Option<String>> = events.iter().map(|e| e.0.clone()).collect();
+    let id = |n: u64| Some(format!("{epoch}/{n}"));
+    assert_eq!(
+        ids,
+        [None, id(3), id(5), None, id(6)],
+        "positions, live once"
+    );
     assert_eq!(
         events[3].2,
-        json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q.a",
-               "recovered":true,"more":false,"last_seq":4,"from":"history"}})
+        json!({"event":"Resumed","payload":{"exchange":"calls","routing_key":"q.*",
+               "recovered":true,"more":false,"last_seq":5,"epoch":epoch,"first_seq":3,
+               "from":"history"}})
     );
-    assert_eq!(events[4].0.as_deref(), Some("calls/q.a/5"), "live, once");
+    assert_eq!(r.stats().counters.resumes_unrecovered, 0);
+}
 
-    // An id for a key the stream does not cover is ignored.
-    let mut other = stream("calls", "q.b");
-    other.last_event = Some(("q.a".into(), 0));
-    r.open_stream(2, &other, None).unwrap();
-    let events = sse_events(&r.flush().deliveries[0].payload);
-    assert_eq!(events.len(), 1, "{events:?}");
+/// The probe of issue 12: after a restart, an id from the old run (here in the old
+/// `EXCHANGE/KEY/SEQ` form too) must not be called recovered, even where the new run's
+/// numbers reach it; everything the new run kept is replayed.
+#[test]
+fn a_stream_id_from_another_epoch_is_not_recovered() {
+    for old in ["calls/q.a/3", "relay-a.00000000/3"] {
+        let mut r = relay();
+        for n in 1..=5 {
+            publish(&mut r, "calls", "q.a", &format!("A{n}"));
+        }
+        let (epoch, seq) = crate::frame::parse_event_id(old).unwrap();
+        let mut req = stream("calls", "q.a");
+        req.last_event = at(&epoch, seq);
+        r.open_stream(1, &req, None).unwrap();
+        let events = sse_events(&r.flush().deliveries[0].payload);
+        let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(names, ["Welcome", "A1", "A2", "A3", "A4", "A5", "Resumed"]);
+        let resumed = &events[6].2["payload"];
+        assert_eq!(resumed["recovered"], json!(false), "{old}: {resumed}");
+        assert_eq!(
+            resumed["first_seq"],
+            json!(1),
+            "complete from the new run's start"
+        );
+        assert_eq!(resumed["epoch"], json!(r.epoch()));
+        assert_eq!(r.stats().counters.resumes_unrecovered, 1);
+    }
 }
 
 #[test]
@@ -250,5 +288,9 @@ fn sse_sessions_get_sse_framing_and_share_event_encoding() {
         text.contains("event: Welcome\ndata: {\"event\":\"Welcome\""),
         "{text}"
     );
-    assert!(text.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1}}\n\n\r\n"), "{text}");
+    let id = format!("id: {}/1\n", r.epoch());
+    assert!(text.contains(&id), "{text}");
+    let event = format!("{id}event: E\ndata: {{\"event\":\"E\",\"payload\":{{\"n\":\"E\"}},\"mq\":{{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1,\"ts\":");
+    assert!(text.contains(&event), "{text}");
+    assert!(text.ends_with("}}\n\n\r\n"), "{text}");
 }
