@@ -152,13 +152,39 @@ impl History {
         routing_key: &str,
         encode: impl FnOnce(u64) -> Encoded,
     ) -> Recorded {
-        self.tick += 1;
-        let tick = self.tick;
+        let next = self.last_position(exchange) + 1;
+        self.record_at(exchange, routing_key, next, encode)
+            .unwrap_or_else(|| unreachable!("the next position is always new"))
+    }
+
+    /// The newest position recorded on `exchange` (0: none).
+    pub fn last_position(&self, exchange: &str) -> u64 {
+        self.exchanges.get(exchange).map_or(0, |ex| ex.last_pos)
+    }
+
+    /// Stores an event at a position given from outside (an offset in a shared log), so
+    /// every relay reading that log numbers events alike. `None` (nothing stored) for a
+    /// position at or below the newest one: a repeat. Positions skipped over are lost
+    /// (a resume from before them is not recovered).
+    pub fn record_at(
+        &mut self,
+        exchange: &Arc<str>,
+        routing_key: &str,
+        pos: u64,
+        encode: impl FnOnce(u64) -> Encoded,
+    ) -> Option<Recorded> {
         // Exchanges come from the config, so this map stays small; it is never pruned
         // because the position counter must survive its keys being forgotten.
         let ex = self.exchanges.entry(exchange.clone()).or_default();
-        ex.last_pos += 1;
-        let pos = ex.last_pos;
+        if pos <= ex.last_pos {
+            return None;
+        }
+        if pos > ex.last_pos + 1 {
+            ex.forgotten_upto = pos - 1;
+        }
+        ex.last_pos = pos;
+        self.tick += 1;
+        let tick = self.tick;
         let rk: Arc<str> = match ex.keys.get_key_value(routing_key) {
             Some((k, _)) => k.clone(),
             None => {
@@ -204,11 +230,11 @@ impl History {
             h.lost_upto = pos;
         }
         self.evict(exchange, &rk);
-        Recorded {
+        Some(Recorded {
             routing_key: rk,
             seq: pos,
             encoded,
-        }
+        })
     }
 
     fn evict(&mut self, current_exchange: &Arc<str>, current_key: &Arc<str>) {

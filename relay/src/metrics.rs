@@ -79,6 +79,10 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Resumes (`Resume`, SSE `Last-Event-ID`) answered `recovered: false`.
     pub resumes_unrecovered: u64,
+    /// Events read back from the shared backbone (RabbitMQ) and delivered.
+    pub backbone_in: u64,
+    /// Events read back from the backbone that were not valid events.
+    pub backbone_rejected: u64,
 }
 
 /// RPC forwarding counters, kept by the I/O layer.
@@ -322,6 +326,18 @@ impl Stats {
             "relay_auth_failures",
             "Authenticate attempts refused (wrong token or too many attempts)",
             c.auth_failures,
+        );
+        counter(
+            r,
+            "relay_backbone_events",
+            "Events read back from RabbitMQ and delivered",
+            c.backbone_in,
+        );
+        counter(
+            r,
+            "relay_backbone_rejected",
+            "Messages read from RabbitMQ that were not valid events",
+            c.backbone_rejected,
         );
         counter(
             r,

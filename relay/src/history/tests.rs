@@ -112,6 +112,33 @@ fn zero_history_still_counts_positions_and_loses_them_all() {
 }
 
 #[test]
+fn positions_from_outside_skip_repeats_and_remember_gaps() {
+    let mut h = History::new(10, 100, 1 << 20);
+    let e: Arc<str> = Arc::from("calls");
+    let at = |h: &mut History, pos: u64| {
+        h.record_at(&e, "k", pos, |p| {
+            Encoded::new(format!("{{\"seq\":{p}}}").as_bytes(), &Meta::named("E"))
+        })
+        .map(|r| r.seq)
+    };
+    assert_eq!(at(&mut h, 1), Some(1));
+    assert_eq!(at(&mut h, 1), None, "a repeat");
+    assert_eq!(at(&mut h, 5), Some(5), "2..4 never came");
+    let r = h.since("calls", &exact("k"), 1);
+    assert_eq!((seqs(&r), r.lost_upto), (vec![5], 4));
+    assert_eq!(
+        h.since("calls", &exact("k"), 4).lost_upto,
+        4,
+        "nothing after 4 lost"
+    );
+    assert_eq!(
+        rec(&mut h, &Arc::from("calls"), "k"),
+        6,
+        "local numbering goes on"
+    );
+}
+
+#[test]
 fn sse_frame_is_built_once_and_shared() {
     let enc = Encoded::new(b"{}", &Meta::named("E"));
     let a = enc.frame(SessionKind::Sse);

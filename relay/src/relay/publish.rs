@@ -67,13 +67,59 @@ impl<K: SessionKey> Relay<K> {
         }
     }
 
-    pub(super) fn publish_inner(&mut self, input: EventInput) -> Result<Published, ErrorName> {
+    /// Checks an event from `source` for a shared backbone (e.g. RabbitMQ), where it will
+    /// be numbered and come back through [`Relay::publish_at`] on every relay. Returns the
+    /// exchange, routing key and the event-input JSON to publish there, stamped with the
+    /// publish time. Counted as accepted from `source` (or rejected) here.
+    pub fn prepare_backbone(
+        &mut self,
+        source: Source,
+        body: &[u8],
+    ) -> Result<(Arc<str>, String, Vec<u8>), ErrorName> {
+        let result = parse_event_input(body, self.config.limits.message_size)
+            .and_then(|input| links_only_origin(source, input))
+            .and_then(|input| {
+                let exchange = self.checked_exchange(&input)?;
+                let ts = input.ts.unwrap_or_else(now_ms);
+                let json = json!({
+                    "exchange": &*exchange,
+                    "routing_key": input.routing_key,
+                    "event": input.event,
+                    "payload": input.payload,
+                    "ts": ts,
+                });
+                Ok((exchange, input.routing_key, json.to_string().into_bytes()))
+            });
+        match &result {
+            Ok(_) => self.counters.events_in.bump(source),
+            Err(_) => self.counters.events_rejected.bump(source),
+        }
+        result
+    }
+
+    /// An event read back from the shared backbone at `position` on its exchange (the same
+    /// on every relay reading it): delivered and kept in history under that position.
+    /// A position already recorded is a repeat (`Duplicate`); positions skipped are lost.
+    pub fn publish_at(&mut self, body: &[u8], position: u64) -> Result<Published, ErrorName> {
+        let result = parse_event_input(body, self.config.limits.message_size + LINK_ENVELOPE)
+            .and_then(|input| links_only_origin(Source::Inject, input))
+            .and_then(|input| self.publish_inner_at(input, Some(position)));
+        match &result {
+            Ok(Published::Delivered { .. }) => self.counters.backbone_in += 1,
+            Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
+            Err(_) => self.counters.backbone_rejected += 1,
+        }
+        result
+    }
+
+    /// The configured exchange of `input`, after the checks parsing cannot do for inputs
+    /// built in code.
+    fn checked_exchange(&self, input: &EventInput) -> Result<Arc<str>, ErrorName> {
         let exchange = self
             .config
             .exchange(&input.exchange)
             .map(|(e, _)| e.clone())
             .ok_or(ErrorName::InvalidExchange)?;
-        // Re-checked here because inputs may be built in code rather than parsed.
         let rk = input.routing_key.as_str();
         if rk.len() > MAX_ROUTING_KEY
             || rk.ends_with('*')
@@ -81,6 +127,23 @@ impl<K: SessionKey> Relay<K> {
             || input.event.len() > MAX_EVENT_NAME
         {
             return Err(ErrorName::InvalidPayload);
+        }
+        Ok(exchange)
+    }
+
+    pub(super) fn publish_inner(&mut self, input: EventInput) -> Result<Published, ErrorName> {
+        self.publish_inner_at(input, None)
+    }
+
+    fn publish_inner_at(
+        &mut self,
+        input: EventInput,
+        position: Option<u64>,
+    ) -> Result<Published, ErrorName> {
+        let exchange = self.checked_exchange(&input)?;
+        let rk = input.routing_key.as_str();
+        if position.is_some_and(|p| p <= self.history.last_position(&exchange)) {
+            return Ok(Published::Duplicate);
         }
         let max_hops = self.config.limits.max_hops;
         let origin = match input.origin {
@@ -117,7 +180,8 @@ impl<K: SessionKey> Relay<K> {
             self.forward.push_back(linked.to_string().into_bytes());
         }
         let epoch = &self.epoch;
-        let recorded = self.history.record(&exchange, rk, |seq| {
+        let position = position.unwrap_or_else(|| self.history.last_position(&exchange) + 1);
+        let recorded = self.history.record_at(&exchange, rk, position, |seq| {
             let meta = Meta {
                 event,
                 id: Some(EventId { epoch, seq }),
@@ -127,6 +191,10 @@ impl<K: SessionKey> Relay<K> {
                 &meta,
             )
         });
+        // Positions at or below the newest were turned away above.
+        let Some(recorded) = recorded else {
+            return Ok(Published::Duplicate);
+        };
         let targets = self.index.matching(&exchange, rk);
         let bounds = bounds(&self.config);
         for key in &targets {

@@ -483,3 +483,37 @@ fn events_carry_their_publish_time() {
     assert_eq!(forwarded[0]["ts"], ts[0]);
     assert_eq!(forwarded[1]["ts"], ts[1]);
 }
+
+#[test]
+fn backbone_events_are_checked_then_numbered_by_their_position() {
+    let mut r = relay();
+    open(&mut r, 1);
+    sub(&mut r, 1, "calls", "q.*");
+    // Checked and stamped for the backbone; nothing delivered yet.
+    let (exchange, key, body) = r
+        .prepare_backbone(Source::Http, &event("calls", "q.a", "E1"))
+        .unwrap();
+    assert_eq!((&*exchange, key.as_str()), ("calls", "q.a"));
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    assert!(sent["ts"].is_u64(), "{sent}");
+    assert!(flush(&mut r).is_empty());
+    assert_eq!(
+        r.prepare_backbone(Source::Pull, &event("nope", "k", "E")),
+        Err(ErrorName::InvalidExchange)
+    );
+    // Read back at its position: delivered under it; repeats and older ones are dropped.
+    assert!(matches!(
+        r.publish_at(&body, 7),
+        Ok(Published::Delivered { seq: 7, .. })
+    ));
+    assert_eq!(r.publish_at(&body, 7), Ok(Published::Duplicate));
+    assert_eq!(r.publish_at(&body, 3), Ok(Published::Duplicate));
+    assert_eq!(seqs_of(&flush(&mut r)[&1]), [7]);
+    assert_eq!(r.publish_at(b"{", 8), Err(ErrorName::InvalidJson));
+    let c = r.stats().counters;
+    assert_eq!(
+        (c.backbone_in, c.backbone_rejected, c.events_duplicate),
+        (1, 1, 2)
+    );
+    assert_eq!((c.events_in.http, c.events_rejected.pull), (1, 1));
+}
