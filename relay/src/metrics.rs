@@ -106,6 +106,26 @@ pub struct RpcStats {
     pub orphaned: u64,
 }
 
+/// The RabbitMQ backbone, kept by the I/O layer (`--amqp`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AmqpStats {
+    /// Connected, with exchanges, streams and consumers in place.
+    pub connected: bool,
+    /// Times the connection failed or was lost.
+    pub outages: u64,
+    /// Why it last failed.
+    pub last_error: Option<String>,
+    /// Events handed to RabbitMQ.
+    pub published: u64,
+    /// Of those, confirmed by RabbitMQ.
+    pub confirmed: u64,
+    /// Of those, refused or lost with the connection (the publisher was told, or for
+    /// PULL, which has no answer, only counted).
+    pub failed: u64,
+    /// Publishes waiting for their confirm.
+    pub in_flight: usize,
+}
+
 /// Linked-relay state, kept by the I/O layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LinkStats {
@@ -164,6 +184,9 @@ pub struct Stats {
     /// Linked relays (filled in by the I/O layer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links: Option<LinkStats>,
+    /// The RabbitMQ backbone (filled in by the I/O layer with `--amqp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpStats>,
 }
 
 impl Stats {
@@ -376,6 +399,33 @@ impl Stats {
                 .map(|(outcome, n)| (outcome.to_owned(), n)),
             );
         }
+        if let Some(amqp) = &self.amqp {
+            gauge(
+                r,
+                "relay_amqp_connected",
+                "1 while the RabbitMQ connection is up",
+                u64::from(amqp.connected),
+            );
+            counter(
+                r,
+                "relay_amqp_outages",
+                "RabbitMQ connections failed or lost",
+                amqp.outages,
+            );
+            labelled_counter(
+                r,
+                "relay_amqp_publishes",
+                "Events handed to RabbitMQ, by outcome",
+                "outcome",
+                &mut [
+                    ("published", amqp.published),
+                    ("confirmed", amqp.confirmed),
+                    ("failed", amqp.failed),
+                ]
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n)),
+            );
+        }
         if let Some(links) = &self.links {
             labelled_gauge(
                 r,
@@ -457,6 +507,11 @@ mod tests {
                 }],
                 ..LinkStats::default()
             }),
+            amqp: Some(AmqpStats {
+                outages: 1,
+                failed: 3,
+                ..AmqpStats::default()
+            }),
         }
     }
 
@@ -474,6 +529,9 @@ mod tests {
         assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
         assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
         assert!(text.contains("relay_link_missed_total 2\n"));
+        assert!(text.contains("relay_amqp_connected 0\n"));
+        assert!(text.contains("relay_amqp_outages_total 1\n"));
+        assert!(text.contains("relay_amqp_publishes_total{outcome=\"failed\"} 3\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Every sample line belongs to a family declared just before it.
         let mut declared = None;

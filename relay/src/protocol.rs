@@ -553,6 +553,8 @@ pub enum Ack {
     },
     /// A linked event already seen (by origin relay + seq); nothing was delivered.
     Duplicate,
+    /// Stored by the backbone (RabbitMQ confirmed it); every relay delivers it from there.
+    Confirmed,
     /// Refused.
     Rejected(ErrorName),
 }
@@ -566,6 +568,7 @@ impl Ack {
                 json!({ "ok": true, "seq": seq, "delivered_to": delivered_to })
             }
             Ack::Duplicate => json!({ "ok": true, "duplicate": true }),
+            Ack::Confirmed => json!({ "ok": true, "confirmed": true }),
             Ack::Rejected(e) => json!({ "ok": false, "error": e.as_str() }),
         };
         v.to_string().into_bytes()
@@ -575,7 +578,7 @@ impl Ack {
     /// subscribers, not yet delivered), 401 without the publish token, 400 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
-            Ack::Published { .. } | Ack::Duplicate => 202,
+            Ack::Published { .. } | Ack::Duplicate | Ack::Confirmed => 202,
             Ack::Rejected(ErrorName::AuthRequired) => 401,
             Ack::Rejected(_) => 400,
         }

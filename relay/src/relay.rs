@@ -323,6 +323,7 @@ impl<K: SessionKey> Relay<K> {
             history: self.history.size(),
             rpc: None,
             links: None,
+            amqp: None,
         }
     }
 }

@@ -11,6 +11,8 @@ pub struct Setup<'a> {
     pub link_bind: Option<String>,
     /// `--link`s.
     pub links: Vec<String>,
+    /// `--amqp` (None: off).
+    pub amqp: Option<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -20,6 +22,7 @@ impl<'a> Setup<'a> {
             config,
             link_bind: None,
             links: Vec::new(),
+            amqp: None,
         }
     }
 }
@@ -74,6 +77,9 @@ impl RelayProcess {
         .collect();
         for link in &setup.links {
             args.extend(["--link".to_owned(), link.clone()]);
+        }
+        if let Some(url) = &setup.amqp {
+            args.extend(["--amqp".to_owned(), url.clone()]);
         }
         let mut relay = RelayProcess {
             child: None,

@@ -44,10 +44,12 @@ fn test_config() -> Value {
     })
 }
 
+mod amqp;
 mod fixture;
 mod load;
 mod network;
 mod protocol;
+mod rabbitmq;
 mod rpc;
 mod sources;
 mod sse;

@@ -30,6 +30,7 @@ impl Net {
                     config: &config,
                     link_bind: Some(binds[i].clone()),
                     links: peers.iter().map(|&j| binds[j].clone()).collect(),
+                    amqp: None,
                 };
                 RelayProcess::start(&m2, setup)
             })

@@ -119,7 +119,8 @@ pub fn upload_refused<K: SessionKey>(relay: &mut Relay<K>, request: &Request<'_>
         .body(Ack::Rejected(ErrorName::InvalidPayload).to_json())
 }
 
-fn publish_response(ack: &Ack) -> Response {
+/// The answer to `POST /events/publish`.
+pub fn publish_response(ack: &Ack) -> Response {
     let response = Response::new(ack.http_status())
         .header("Content-Type", "application/json")
         .body(ack.to_json());

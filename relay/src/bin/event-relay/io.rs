@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use mongrel2_transceiver::request::Request;
 use mongrel2_transceiver::{CloseReason, ConnId, Event, Handle, Token, Transceiver};
 
+use super::backbone::Loopside;
 use super::flags::Options;
 use super::frame::SessionKind;
 use super::http_api::{self, Endpoint};
 use super::links::Links;
+use super::protocol::{ErrorName, Source};
 use super::relay::{Flush, OpenOptions, Relay};
 use super::rpc::Rpc;
 use super::sources::{self, Kind};
@@ -63,6 +65,9 @@ pub enum RunError {
     /// The Transceiver failed (connecting to Mongrel2, polling, sending).
     #[error("transceiver: {0}")]
     Transceiver(#[from] mongrel2_transceiver::Error),
+    /// The RabbitMQ backbone could not be started.
+    #[error("amqp: {0}")]
+    Amqp(String),
     /// An event source, link or RPC socket could not be set up.
     #[error("{what} socket on {endpoint}: {source}")]
     Source {
@@ -125,6 +130,19 @@ pub fn run(
     if links.publishes() {
         relay.enable_forwarding();
     }
+    let backbone = match &options.amqp {
+        Some(url) => Some(
+            Loopside::start(
+                &mut transceiver,
+                &mut relay,
+                url,
+                &options.amqp_max_age,
+                options.amqp_max_bytes,
+            )
+            .map_err(RunError::Amqp)?,
+        ),
+        None => None,
+    };
     let stop = on_start(&transceiver);
     if !transceiver.wait_ready(READY_WAIT)? {
         log::info!(
@@ -133,7 +151,8 @@ pub fn run(
         );
     }
     log::info!(
-        "event relay {} ready: Mongrel2 {} / {}, inject {}, pull {}, link-bind {}, links [{}]",
+        "event relay {} ready: Mongrel2 {} / {}, inject {}, pull {}, link-bind {}, links [{}], \
+         RabbitMQ {}",
         relay.origin_id(),
         options.pull,
         options.publish,
@@ -141,6 +160,7 @@ pub fn run(
         options.pull_events.as_deref().unwrap_or("off"),
         options.link_bind.as_deref().unwrap_or("off"),
         options.links.join(", "),
+        if backbone.is_some() { "on" } else { "off" },
     );
     let mut server = Server {
         transceiver,
@@ -149,6 +169,7 @@ pub fn run(
         pull,
         rpc,
         links,
+        backbone,
         sse_heartbeat: timing.sse_heartbeat(),
         next_heartbeat: Instant::now() + timing.sse_heartbeat(),
     };
@@ -222,6 +243,8 @@ struct Server {
     pull: Option<Token>,
     rpc: Rpc,
     links: Links,
+    /// RabbitMQ (`--amqp`).
+    backbone: Option<Loopside>,
     sse_heartbeat: Duration,
     next_heartbeat: Instant,
 }
@@ -316,11 +339,28 @@ impl Server {
             {
                 open_stream(t, relay, &request);
             }
+            Event::Http(request)
+                if Endpoint::of(request.path(), request.pattern()) == Endpoint::Publish
+                    && request.method() == Some("POST")
+                    && self.backbone.is_some() =>
+            {
+                let ack = if relay
+                    .config()
+                    .publish_authorized(request.header("authorization"))
+                {
+                    via_backbone(&mut self.backbone, t, true)(relay, Source::Http, request.body())
+                } else {
+                    relay.reject(Source::Http, ErrorName::AuthRequired)
+                };
+                let response = http_api::publish_response(&ack);
+                reply_logged(t.reply_http(&request, &response));
+            }
             Event::Http(request) => {
-                let (rpc, links) = (&self.rpc, &self.links);
+                let (rpc, links, backbone) = (&self.rpc, &self.links, &self.backbone);
                 let response = http_api::respond(relay, &request, &|stats| {
                     stats.rpc = Some(rpc.stats());
                     stats.links = Some(links.stats(Instant::now()));
+                    stats.amqp = backbone.as_ref().map(Loopside::stats);
                 });
                 log::debug!(
                     "{} {} -> {}",
@@ -336,10 +376,17 @@ impl Server {
                 reply_logged(t.close(&ConnId::of(&request)));
             }
             Event::Readable(token) if Some(token) == self.inject => {
-                sources::serve_inject(t, token, relay)?;
+                let mut via = via_backbone(&mut self.backbone, t, true);
+                sources::serve_inject(t, token, relay, &mut via)?;
             }
             Event::Readable(token) if Some(token) == self.pull => {
-                sources::drain_pull(t, token, relay)?;
+                let mut via = via_backbone(&mut self.backbone, t, false);
+                sources::drain_pull(t, token, relay, &mut via)?;
+            }
+            Event::Readable(token) if self.backbone.as_ref().is_some_and(|b| b.owns(token)) => {
+                if let Some(b) = &mut self.backbone {
+                    b.on_readable(t, relay);
+                }
             }
             Event::Readable(token) if self.links.owns(token) => {
                 self.links.on_readable(t, token, relay, Instant::now());
@@ -380,6 +427,19 @@ impl Server {
 }
 
 /// `GET /stream`: checks the request and opens an SSE session, or answers the refusal.
+/// How a source publishes: into RabbitMQ when there is a backbone (waiting for its
+/// confirm when the publisher expects an answer), else into the relay.
+fn via_backbone<'a>(
+    backbone: &'a mut Option<Loopside>,
+    transceiver: &'a Transceiver,
+    wait: bool,
+) -> impl FnMut(&mut Relay<ConnId>, Source, &[u8]) -> super::protocol::Ack + 'a {
+    move |relay, source, body| match backbone {
+        Some(b) => b.publish(transceiver, relay, source, body, wait),
+        None => sources::direct(relay, source, body),
+    }
+}
+
 fn open_stream(t: &mut Transceiver, relay: &mut Relay<ConnId>, request: &Request<'_>) {
     let conn = ConnId::of(request);
     let credits = request

@@ -44,6 +44,8 @@
 //! above the relay's own limit, so oversized client messages get `InvalidPayload` from the
 //! relay instead of a 1009 close (and only messages beyond that bound are closed).
 
+mod amqp;
+mod backbone;
 mod flags;
 mod http_api;
 mod io;

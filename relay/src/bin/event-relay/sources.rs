@@ -112,10 +112,24 @@ fn retry_interrupted<T>(mut call: impl FnMut() -> Result<T, zmq::Error>) -> Resu
     }
 }
 
+/// Publishes one event body from a source: into the relay itself, or (`--amqp`) into
+/// RabbitMQ.
+pub type Publisher<'a> = dyn FnMut(&mut Relay<ConnId>, Source, &[u8]) -> Ack + 'a;
+
+/// Publishes straight into the relay.
+pub fn direct(relay: &mut Relay<ConnId>, source: Source, body: &[u8]) -> Ack {
+    relay.publish_json(source, body)
+}
+
 /// What a message amounts to for the relay.
-pub fn publish(relay: &mut Relay<ConnId>, kind: Kind, incoming: &Incoming) -> Ack {
+pub fn publish(
+    relay: &mut Relay<ConnId>,
+    kind: Kind,
+    incoming: &Incoming,
+    via: &mut Publisher<'_>,
+) -> Ack {
     match incoming {
-        Incoming::Single(message) => relay.publish_json(kind.source(), message),
+        Incoming::Single(message) => via(relay, kind.source(), message),
         Incoming::Multipart(parts) => {
             log::debug!("{parts}-part message on the {kind:?} socket refused");
             relay.reject(kind.source(), ErrorName::InvalidPayload)
@@ -129,6 +143,7 @@ pub fn serve_inject(
     transceiver: &Transceiver,
     token: Token,
     relay: &mut Relay<ConnId>,
+    via: &mut Publisher<'_>,
 ) -> Result<usize, Error> {
     let socket = transceiver.socket(token)?;
     for handled in 0..INJECT_BATCH {
@@ -140,7 +155,7 @@ pub fn serve_inject(
                 return Ok(handled);
             }
         };
-        let ack = publish(relay, Kind::Inject, &incoming);
+        let ack = publish(relay, Kind::Inject, &incoming, via);
         log_ack(Kind::Inject, &ack);
         // A REP routes the reply to the requester and drops it if that peer is gone or
         // full, so this neither blocks nor leaves the socket waiting for a reply.
@@ -157,6 +172,7 @@ pub fn drain_pull(
     transceiver: &Transceiver,
     token: Token,
     relay: &mut Relay<ConnId>,
+    via: &mut Publisher<'_>,
 ) -> Result<usize, Error> {
     let socket = transceiver.socket(token)?;
     for handled in 0..PULL_BATCH {
@@ -168,7 +184,7 @@ pub fn drain_pull(
                 return Ok(handled);
             }
         };
-        let ack = publish(relay, Kind::Pull, &incoming);
+        let ack = publish(relay, Kind::Pull, &incoming, via);
         log_ack(Kind::Pull, &ack);
     }
     Ok(PULL_BATCH)
@@ -179,7 +195,7 @@ fn log_ack(kind: Kind, ack: &Ack) {
     match ack {
         Ack::Rejected(e) => log::debug!("{} event refused: {e}", kind.source().as_str()),
         Ack::Duplicate => log::debug!("{} event was a duplicate", kind.source().as_str()),
-        Ack::Published { .. } => {}
+        Ack::Published { .. } | Ack::Confirmed => {}
     }
 }
 

@@ -1,0 +1,152 @@
+//! RabbitMQ as the backbone (`--amqp`): two relays behind one Mongrel2 (`/a/events`,
+//! `/b/events`) on one private RabbitMQ node (see `rabbitmq`).
+
+use std::collections::BTreeMap;
+
+use mongrel2_test_fixture::support::HttpClient;
+
+use super::rabbitmq::{rabbitmq_installed, RabbitMq};
+use super::*;
+
+/// Events per publish path.
+const PER_PATH: u64 = 200;
+
+struct Pair {
+    relays: Vec<RelayProcess>,
+    m2: Mongrel2,
+}
+
+impl Pair {
+    fn start(broker: &RabbitMq) -> Pair {
+        let mut config = test_config();
+        // Enough history for the resume below (the tests' default keeps 10 per key).
+        config["limits"]["history_per_key"] = json!(1000);
+        let m2 = Mongrel2::builder()
+            .handler(HandlerConf::new("/a/events"))
+            .handler(HandlerConf::new("/b/events"))
+            .start();
+        let mut relays: Vec<RelayProcess> = (0..2)
+            .map(|handler| {
+                let mut setup = Setup::new(&config);
+                setup.handler = handler;
+                setup.amqp = Some(broker.url());
+                RelayProcess::start(&m2, setup)
+            })
+            .collect();
+        for relay in &mut relays {
+            relay.wait_ready(&m2);
+            relay.status_eventually(&m2, |s| s["amqp"]["connected"] == true);
+        }
+        Pair { relays, m2 }
+    }
+
+    fn post(&self, i: usize, http: &mut HttpClient, body: &str) -> HttpResponse {
+        let route = &self.relays[i].route;
+        http.request(&format!(
+            "POST {route}/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {PUBLISH_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .expect("answered")
+    }
+}
+
+/// Reads `n` events, checking each source's `n` counts up from 1, exactly once, and that
+/// positions only grow. Returns the positions in arrival order.
+fn read_in_order(client: &mut Client, n: usize) -> Vec<u64> {
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    let mut positions = Vec::with_capacity(n);
+    while positions.len() < n {
+        let got = client.recv();
+        let Some(seq) = got["mq"]["seq"].as_u64() else {
+            continue;
+        };
+        let via = got["payload"]["via"].as_str().expect("via").to_owned();
+        let count = got["payload"]["n"].as_u64().expect("n");
+        let want = next.entry(via.clone()).or_insert(1);
+        assert_eq!(count, *want, "{via}: in order, once: {got}");
+        *want += 1;
+        if let Some(last) = positions.last() {
+            assert!(seq > *last, "positions grow: {got}");
+        }
+        positions.push(seq);
+    }
+    positions
+}
+
+#[test]
+fn two_relays_on_one_rabbitmq_share_events_and_positions() {
+    if !rabbitmq_installed() {
+        return;
+    }
+    let broker = RabbitMq::start();
+    let pair = Pair::start(&broker);
+    let mut b = pair.relays[1].ws(&pair.m2);
+    assert_eq!(b.epoch, "amqp:event-relay");
+    b.subscribe("calls", "q.*");
+
+    // Every publish path of relay A: answered once RabbitMQ confirmed.
+    let a = &pair.relays[0];
+    let injector = a.injector();
+    let event = |via: &str, n: u64| {
+        json!({"exchange":"calls","routing_key":format!("q.{via}"),"event":"E",
+               "payload":{"via":via,"n":n}})
+        .to_string()
+    };
+    for n in 1..=PER_PATH {
+        let ack = injector.request(event("inject", n).as_bytes());
+        assert_eq!(ack, json!({"ok":true,"confirmed":true}));
+    }
+    let context = zmq::Context::new();
+    let push = context.socket(zmq::PUSH).expect("PUSH");
+    push.set_linger(1000).expect("linger");
+    push.connect(&a.pull_events).expect("connect");
+    for n in 1..=PER_PATH {
+        push.send(event("pull", n).as_bytes(), 0).expect("push");
+    }
+    let mut http = HttpClient::connect(pair.m2.http_addr());
+    for n in 1..=PER_PATH {
+        let response = pair.post(0, &mut http, &event("http", n));
+        assert_eq!(response.status, 202);
+        assert_eq!(response.json(), json!({"ok":true,"confirmed":true}));
+    }
+    // Relay B delivers every one of them, once, in each publisher's order.
+    let total = (3 * PER_PATH) as usize;
+    let positions = read_in_order(&mut b, total);
+    b.assert_nothing_pending();
+
+    // Positions are the streams' offsets: a client of B resumes on A from one of them.
+    let mut late = pair.relays[0].ws(&pair.m2);
+    let mut since = positions[99];
+    let mut replayed = Vec::new();
+    loop {
+        late.send(&json!({"action":"Resume","tag":"r",
+                          "payload":{"exchange":"calls","routing_key":"q.*","since":since,
+                                     "epoch":"amqp:event-relay"}}));
+        let resumed = loop {
+            let got = late.recv();
+            match got["mq"]["seq"].as_u64() {
+                Some(seq) => replayed.push(seq),
+                None => break got,
+            }
+        };
+        assert_eq!(resumed["event"], "Resumed", "{resumed}");
+        assert_eq!(resumed["payload"]["recovered"], true, "{resumed}");
+        since = resumed["payload"]["last_seq"].as_u64().expect("last_seq");
+        if resumed["payload"]["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(
+        replayed,
+        positions[100..],
+        "the same positions on both relays"
+    );
+
+    let status = pair.relays[0].status(&pair.m2);
+    let published = 3 * PER_PATH;
+    assert_eq!(status["amqp"]["published"], published, "{status}");
+    assert_eq!(status["amqp"]["confirmed"], published, "{status}");
+    assert_eq!(status["amqp"]["failed"], 0, "{status}");
+    assert_eq!(status["backbone_in"], published, "{status}");
+}
