@@ -575,11 +575,13 @@ impl Ack {
     }
 
     /// HTTP status for `POST /events/publish`: 202 Accepted (the event is queued for its
-    /// subscribers, not yet delivered), 401 without the publish token, 400 otherwise.
+    /// subscribers, not yet delivered), 401 without the publish token, 503 when the
+    /// backbone (RabbitMQ) could not take it (try again), 400 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
             Ack::Published { .. } | Ack::Duplicate | Ack::Confirmed => 202,
             Ack::Rejected(ErrorName::AuthRequired) => 401,
+            Ack::Rejected(ErrorName::BackendUnavailable | ErrorName::BackendTimeout) => 503,
             Ack::Rejected(_) => 400,
         }
     }

@@ -409,6 +409,15 @@ fn ack_shapes_and_statuses() {
     assert_eq!(r.http_status(), 400);
     assert_eq!(Ack::Rejected(ErrorName::AuthRequired).http_status(), 401);
     assert_eq!(
+        Ack::Rejected(ErrorName::BackendUnavailable).http_status(),
+        503
+    );
+    assert_eq!(
+        v(&Ack::Confirmed.to_json()),
+        json!({"ok":true,"confirmed":true})
+    );
+    assert_eq!(Ack::Confirmed.http_status(), 202);
+    assert_eq!(
         v(&Ack::Duplicate.to_json()),
         json!({"ok":true,"duplicate":true})
     );

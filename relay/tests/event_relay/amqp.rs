@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use mongrel2_test_fixture::support::HttpClient;
 
 use super::rabbitmq::{rabbitmq_installed, RabbitMq};
+use super::sse::{Sse, Stream};
 use super::*;
 
 /// Events per publish path.
@@ -51,9 +52,9 @@ impl Pair {
     }
 }
 
-/// Reads `n` events, checking each source's `n` counts up from 1, exactly once, and that
-/// positions only grow. Returns the positions in arrival order.
-fn read_in_order(client: &mut Client, n: usize) -> Vec<u64> {
+/// Reads `n` events, checking each source's `n` counts up from `first`, exactly once, and
+/// that positions only grow. Returns the positions in arrival order.
+fn read_in_order(client: &mut Client, n: usize, first: u64) -> Vec<u64> {
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     let mut positions = Vec::with_capacity(n);
     while positions.len() < n {
@@ -63,7 +64,7 @@ fn read_in_order(client: &mut Client, n: usize) -> Vec<u64> {
         };
         let via = got["payload"]["via"].as_str().expect("via").to_owned();
         let count = got["payload"]["n"].as_u64().expect("n");
-        let want = next.entry(via.clone()).or_insert(1);
+        let want = next.entry(via.clone()).or_insert(first);
         assert_eq!(count, *want, "{via}: in order, once: {got}");
         *want += 1;
         if let Some(last) = positions.last() {
@@ -112,12 +113,58 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
     }
     // Relay B delivers every one of them, once, in each publisher's order.
     let total = (3 * PER_PATH) as usize;
-    let positions = read_in_order(&mut b, total);
+    let positions = read_in_order(&mut b, total, 1);
     b.assert_nothing_pending();
 
     // Positions are the streams' offsets: a client of B resumes on A from one of them.
-    let mut late = pair.relays[0].ws(&pair.m2);
-    let mut since = positions[99];
+    assert_eq!(
+        resume_all(&pair, 0, positions[99]),
+        positions[100..],
+        "the same positions on both relays"
+    );
+    // An SSE stream on the wildcard, resuming on A from an id B sent.
+    let last = format!("amqp:event-relay/{}", positions[299]);
+    let mut sse = Stream::open(
+        &pair.m2,
+        "/a/events/stream?exchange=calls&routing_key=q.*",
+        &[("Last-Event-ID", &last)],
+    )
+    .expect("stream");
+    assert!(matches!(sse.next(), Sse::Event { name, .. } if name == "Welcome"));
+    for want in &positions[300..] {
+        let Sse::Event { id, .. } = sse.next() else {
+            unreachable!()
+        };
+        assert_eq!(id, Some(format!("amqp:event-relay/{want}")));
+    }
+    let Sse::Event { name, data, .. } = sse.next() else {
+        unreachable!()
+    };
+    assert_eq!(name, "Resumed");
+    assert_eq!(data["payload"]["recovered"], true, "{data}");
+    drop(sse);
+
+    let status = pair.relays[0].status(&pair.m2);
+    let published = 3 * PER_PATH;
+    assert_eq!(status["amqp"]["published"], published, "{status}");
+    assert_eq!(status["amqp"]["confirmed"], published, "{status}");
+    assert_eq!(status["amqp"]["failed"], 0, "{status}");
+    assert_eq!(status["backbone_in"], published, "{status}");
+
+    // Both relays restart: they read the streams again, so resume still recovers.
+    let mut pair = pair;
+    for relay in &mut pair.relays {
+        relay.restart();
+        relay.wait_ready(&pair.m2);
+        relay.status_eventually(&pair.m2, |s| s["backbone_in"] == published);
+    }
+    assert_eq!(resume_all(&pair, 1, positions[99]), positions[100..]);
+}
+
+/// Resumes `calls/q.*` on relay `i` from `since` (again while `more`); the positions
+/// replayed.
+fn resume_all(pair: &Pair, i: usize, mut since: u64) -> Vec<u64> {
+    let mut late = pair.relays[i].ws(&pair.m2);
     let mut replayed = Vec::new();
     loop {
         late.send(&json!({"action":"Resume","tag":"r",
@@ -134,19 +181,68 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
         assert_eq!(resumed["payload"]["recovered"], true, "{resumed}");
         since = resumed["payload"]["last_seq"].as_u64().expect("last_seq");
         if resumed["payload"]["more"] == false {
-            break;
+            return replayed;
         }
     }
-    assert_eq!(
-        replayed,
-        positions[100..],
-        "the same positions on both relays"
-    );
+}
 
-    let status = pair.relays[0].status(&pair.m2);
-    let published = 3 * PER_PATH;
-    assert_eq!(status["amqp"]["published"], published, "{status}");
-    assert_eq!(status["amqp"]["confirmed"], published, "{status}");
-    assert_eq!(status["amqp"]["failed"], 0, "{status}");
-    assert_eq!(status["backbone_in"], published, "{status}");
+#[test]
+fn a_rabbitmq_outage_is_refused_not_lost_and_shown() {
+    if !rabbitmq_installed() {
+        return;
+    }
+    let mut broker = RabbitMq::start();
+    let pair = Pair::start(&broker);
+    let mut b = pair.relays[1].ws(&pair.m2);
+    b.subscribe("calls", "q.*");
+    let a = &pair.relays[0];
+    let injector = a.injector();
+    let event = |n: u64| {
+        json!({"exchange":"calls","routing_key":"q.inject","event":"E",
+               "payload":{"via":"inject","n":n}})
+        .to_string()
+    };
+    for n in 1..=50 {
+        let ack = injector.request(event(n).as_bytes());
+        assert_eq!(ack, json!({"ok":true,"confirmed":true}));
+    }
+    read_in_order(&mut b, 50, 1);
+
+    // RabbitMQ goes away for 5 s: publishers are told, nothing is acknowledged.
+    broker.stop();
+    a.status_eventually(&pair.m2, |s| s["amqp"]["connected"] == false);
+    let outage = Instant::now();
+    let mut refused = 0;
+    while outage.elapsed() < Duration::from_secs(5) {
+        let ack = injector.request(event(51).as_bytes());
+        assert_eq!(ack["ok"], false, "{ack}");
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut http = HttpClient::connect(pair.m2.http_addr());
+    let response = pair.post(0, &mut http, &event(51));
+    assert_eq!(response.status, 503, "{:?}", response.json());
+
+    // Back: both relays reconnect and delivery carries on, in order, once.
+    broker.launch();
+    for relay in &pair.relays {
+        relay.status_eventually(&pair.m2, |s| s["amqp"]["connected"] == true);
+    }
+    for n in 51..=100 {
+        let ack = injector.request(event(n).as_bytes());
+        assert_eq!(ack, json!({"ok":true,"confirmed":true}));
+    }
+    let positions = read_in_order(&mut b, 50, 51);
+    assert_eq!(positions.len(), 50);
+    b.assert_nothing_pending();
+
+    let status = a.status(&pair.m2);
+    assert!(status["amqp"]["outages"].as_u64() >= Some(1), "{status}");
+    assert!(
+        status["amqp"]["failed"].as_u64() > Some(refused),
+        "{status}"
+    );
+    let metrics = String::from_utf8(get(&pair.m2, "/a/events/metrics").body).expect("text");
+    assert!(metrics.contains("relay_amqp_outages_total "), "{metrics}");
+    assert!(metrics.contains("relay_amqp_connected 1\n"), "{metrics}");
 }

@@ -68,24 +68,44 @@ impl RabbitMq {
             ),
             ("RABBITMQ_PID_FILE".to_owned(), path("pid")),
         ];
-        let out = fs::File::create(base.join("server.log")).expect("server log");
+        let mut node = RabbitMq {
+            port,
+            child: None,
+            env,
+            dir,
+        };
+        node.launch();
+        node
+    }
+
+    /// Starts the node (again, on the same data: streams survive) and waits for it.
+    pub fn launch(&mut self) {
+        let base = self.dir.path();
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(base.join("server.log"))
+            .expect("server log");
         let mut server = support::child::program(Path::new(BIN).join("rabbitmq-server"));
         server
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(base)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out);
-        let node = RabbitMq {
-            port,
-            child: Some(server.spawn().expect("start rabbitmq-server")),
-            env,
-            dir,
-        };
-        let pid = node.pid_file();
-        let ok = node.ctl(&["wait", &pid, "--timeout", &START_WAIT_SECS.to_string()]);
-        assert!(ok, "RabbitMQ did not start:\n{}", node.log_tail());
-        node
+        self.child = Some(server.spawn().expect("start rabbitmq-server"));
+        let pid = self.pid_file();
+        let ok = self.ctl(&["wait", &pid, "--timeout", &START_WAIT_SECS.to_string()]);
+        assert!(ok, "RabbitMQ did not start:\n{}", self.log_tail());
+    }
+
+    /// Stops the node (clients see their connections close) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let pid = self.pid_file();
+        assert!(self.ctl(&["stop", &pid]), "rabbitmqctl stop");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`.
@@ -124,9 +144,9 @@ impl RabbitMq {
 
 impl Drop for RabbitMq {
     fn drop(&mut self) {
-        let pid = self.pid_file();
-        self.ctl(&["stop", &pid]);
         if let Some(mut child) = self.child.take() {
+            let pid = self.pid_file();
+            self.ctl(&["stop", &pid]);
             if !matches!(child.try_wait(), Ok(Some(_))) {
                 let _ = child.kill();
             }

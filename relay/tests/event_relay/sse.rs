@@ -7,7 +7,7 @@ use super::*;
 
 /// One SSE event (or a comment line).
 #[derive(Debug, Clone, PartialEq)]
-enum Sse {
+pub enum Sse {
     Event {
         id: Option<String>,
         name: String,
@@ -17,7 +17,7 @@ enum Sse {
 }
 
 /// An open event stream.
-struct Stream {
+pub struct Stream {
     tcp: TcpStream,
     /// Raw bytes read, not yet de-chunked.
     raw: Vec<u8>,
@@ -28,7 +28,11 @@ struct Stream {
 
 impl Stream {
     /// `GET target` with extra header lines; the stream, or the refusal.
-    fn open(m2: &Mongrel2, target: &str, headers: &[(&str, &str)]) -> Result<Stream, HttpResponse> {
+    pub fn open(
+        m2: &Mongrel2,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Stream, HttpResponse> {
         let mut tcp = TcpStream::connect(m2.http_addr()).expect("connect");
         tcp.set_read_timeout(Some(WAIT)).expect("timeout");
         let mut request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n");
@@ -132,7 +136,7 @@ impl Stream {
     }
 
     /// The next event, skipping comments.
-    fn next(&mut self) -> Sse {
+    pub fn next(&mut self) -> Sse {
         loop {
             match self.next_any() {
                 Some(Sse::Comment(_)) => continue,
