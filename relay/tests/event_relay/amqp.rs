@@ -10,7 +10,7 @@ use super::sse::{Sse, Stream};
 use super::*;
 
 /// Events per publish path.
-const PER_PATH: u64 = 200;
+const PER_PATH: u64 = 1000;
 
 struct Pair {
     relays: Vec<RelayProcess>,
@@ -116,14 +116,16 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
     let positions = read_in_order(&mut b, total, 1);
     b.assert_nothing_pending();
 
-    // Positions are the streams' offsets: a client of B resumes on A from one of them.
+    // Positions are the streams' offsets: a client of B that missed the last 500 events
+    // resumes on A from one of them.
+    let gap = total - 500;
     assert_eq!(
-        resume_all(&pair, 0, positions[99]),
-        positions[100..],
+        resume_all(&pair, 0, positions[gap - 1]),
+        positions[gap..],
         "the same positions on both relays"
     );
     // An SSE stream on the wildcard, resuming on A from an id B sent.
-    let last = format!("amqp:event-relay/{}", positions[299]);
+    let last = format!("amqp:event-relay/{}", positions[gap - 1]);
     let mut sse = Stream::open(
         &pair.m2,
         "/a/events/stream?exchange=calls&routing_key=q.*",
@@ -131,7 +133,7 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
     )
     .expect("stream");
     assert!(matches!(sse.next(), Sse::Event { name, .. } if name == "Welcome"));
-    for want in &positions[300..] {
+    for want in &positions[gap..] {
         let Sse::Event { id, .. } = sse.next() else {
             unreachable!()
         };
@@ -158,7 +160,7 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
         relay.wait_ready(&pair.m2);
         relay.status_eventually(&pair.m2, |s| s["backbone_in"] == published);
     }
-    assert_eq!(resume_all(&pair, 1, positions[99]), positions[100..]);
+    assert_eq!(resume_all(&pair, 1, positions[gap - 1]), positions[gap..]);
 }
 
 /// Resumes `calls/q.*` on relay `i` from `since` (again while `more`); the positions

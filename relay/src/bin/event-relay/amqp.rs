@@ -34,6 +34,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
 /// Publishes waiting for the `amqp` thread before more are refused.
 const COMMAND_QUEUE: usize = 4096;
+/// Reports waiting for the loop; when full, consumers stop acknowledging, so RabbitMQ stops
+/// sending (at most [`PREFETCH`] more per stream).
+const REPORT_QUEUE: usize = 4096;
 /// Deliveries RabbitMQ may send per stream before they are acknowledged (streams need a
 /// prefetch).
 const PREFETCH: u16 = 1000;
@@ -53,6 +56,9 @@ pub struct Settings {
     pub max_age: String,
     /// `x-max-length-bytes` of the streams.
     pub max_bytes: u64,
+    /// Biggest message read from a stream; bigger ones (anyone may publish into the
+    /// exchanges) are skipped, not copied around.
+    pub max_message: usize,
 }
 
 /// The stream queue holding `exchange`'s events.
@@ -147,7 +153,7 @@ impl Backbone {
     /// loop watches).
     pub fn start(settings: Settings, push: zmq::Socket) -> std::io::Result<Backbone> {
         let (commands, queue) = flume::bounded(COMMAND_QUEUE);
-        let (report, reports) = flume::unbounded::<Report>();
+        let (report, reports) = flume::bounded::<Report>(REPORT_QUEUE);
         std::thread::Builder::new()
             .name("amqp-report".into())
             .spawn(move || {
@@ -196,7 +202,7 @@ async fn run(settings: Settings, queue: flume::Receiver<Publish>, report: flume:
             Ok(()) => return,
             Err(why) => {
                 log::warn!("amqp: {why}; retrying in {backoff:?}");
-                let _ = report.send(Report::Down(why));
+                let _ = report.send_async(Report::Down(why)).await;
             }
         }
         // Publishes that come while there is no connection are refused at once.
@@ -214,10 +220,11 @@ async fn run(settings: Settings, queue: flume::Receiver<Publish>, report: flume:
                 None => return,
                 Some(None) => break,
                 Some(Some(p)) => {
-                    let _ = report.send(Report::Confirmed {
+                    let refused = Report::Confirmed {
                         id: p.id,
                         ok: false,
-                    });
+                    };
+                    let _ = report.send_async(refused).await;
                 }
             }
         }
@@ -272,6 +279,7 @@ async fn serve(
             .await
             .map_err(text)?;
         let (exchange, offset, report) = (exchange.clone(), offset.clone(), report.clone());
+        let max_message = settings.max_message;
         async_global_executor::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
                 let Some(at) = stream_offset(&delivery.properties) else {
@@ -279,11 +287,21 @@ async fn serve(
                     continue;
                 };
                 offset.store(at + 1, Ordering::SeqCst);
-                let _ = report.send(Report::Event {
-                    exchange: exchange.clone(),
-                    position: at + 1,
-                    body: delivery.data.clone(),
-                });
+                if delivery.data.len() > max_message {
+                    log::warn!(
+                        "amqp: {} bytes at {exchange}/{at} skipped (over {max_message})",
+                        delivery.data.len()
+                    );
+                } else {
+                    let event = Report::Event {
+                        exchange: exchange.clone(),
+                        position: at + 1,
+                        body: delivery.data.clone(),
+                    };
+                    if report.send_async(event).await.is_err() {
+                        break;
+                    }
+                }
                 // Streams count acknowledgements as credit for more deliveries.
                 if delivery.ack(BasicAckOptions::default()).await.is_err() {
                     break;
@@ -293,7 +311,7 @@ async fn serve(
         .detach();
     }
     log::info!("amqp: connected; {} streams", settings.exchanges.len());
-    let _ = report.send(Report::Up);
+    let _ = report.send_async(Report::Up).await;
     *backoff = BACKOFF_MIN;
     loop {
         let next = futures_lite::future::or(
@@ -319,14 +337,15 @@ async fn serve(
         match sent {
             Ok(confirm) => async_global_executor::spawn(async move {
                 let ok = confirm.await.is_ok_and(|c| c.is_ack());
-                let _ = report.send(Report::Confirmed { id: p.id, ok });
+                let _ = report.send_async(Report::Confirmed { id: p.id, ok }).await;
             })
             .detach(),
             Err(e) => {
-                let _ = report.send(Report::Confirmed {
+                let failed = Report::Confirmed {
                     id: p.id,
                     ok: false,
-                });
+                };
+                let _ = report.send_async(failed).await;
                 return Err(e.to_string());
             }
         }

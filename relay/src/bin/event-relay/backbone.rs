@@ -16,7 +16,7 @@ use mongrel2_transceiver::{ConnId, Token, Transceiver};
 use super::amqp::{self, Backbone, Report, Settings};
 use super::metrics::AmqpStats;
 use super::protocol::{Ack, ErrorName, Source};
-use super::relay::Relay;
+use super::relay::{Relay, LINK_ENVELOPE};
 
 /// Longest an injector or HTTP publisher waits for RabbitMQ's confirm.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
@@ -58,6 +58,8 @@ impl Loopside {
                 .collect(),
             max_age: max_age.to_owned(),
             max_bytes,
+            // What the relay itself publishes stays under message_size plus the time stamp.
+            max_message: relay.config().limits.message_size + LINK_ENVELOPE,
         };
         let backbone = Backbone::start(settings, push).map_err(|e| e.to_string())?;
         relay.set_epoch(amqp::EPOCH);
