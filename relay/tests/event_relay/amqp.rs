@@ -248,3 +248,58 @@ fn a_rabbitmq_outage_is_refused_not_lost_and_shown() {
     assert!(metrics.contains("relay_amqp_outages_total "), "{metrics}");
     assert!(metrics.contains("relay_amqp_connected 1\n"), "{metrics}");
 }
+
+/// Not a timed test: fan-out throughput through RabbitMQ and in memory, in one run.
+/// `cargo test -p mongrel2-event-relay --release --test event_relay -- --ignored --nocapture
+/// benchmark`
+#[test]
+#[ignore = "a benchmark, run by hand"]
+fn benchmark_fan_out_through_rabbitmq_and_in_memory() {
+    if !rabbitmq_installed() {
+        return;
+    }
+    const SUBSCRIBERS: usize = 1000;
+    const EVENTS: u64 = 200;
+    let broker = RabbitMq::start();
+    let pair = Pair::start(&broker);
+    let memory = Fixture::start();
+    for (mode, m2, relay) in [
+        ("rabbitmq", &pair.m2, &pair.relays[0]),
+        ("memory", &memory.m2, &memory.relay),
+    ] {
+        let mut clients: Vec<Client> = (0..SUBSCRIBERS).map(|_| relay.ws(m2)).collect();
+        let subscribe = json!({"action":"Subscribe","tag":"s",
+                               "payload":{"exchange":"calls","routing_key":"bench"}});
+        for c in &mut clients {
+            c.send(&subscribe);
+        }
+        for c in &mut clients {
+            assert_eq!(c.recv()["event"], "Subscribed");
+        }
+        let context = zmq::Context::new();
+        let push = context.socket(zmq::PUSH).expect("PUSH");
+        push.connect(&relay.pull_events).expect("connect");
+        let started = Instant::now();
+        for n in 0..EVENTS {
+            let event = json!({"exchange":"calls","routing_key":"bench","event":"B",
+                               "payload":{"via":"pull","n":n + 1}});
+            push.send(event.to_string().as_bytes(), 0).expect("push");
+        }
+        // When the relay has queued every event to every session (through RabbitMQ: read
+        // back from the stream), then when the last subscriber has read them all.
+        relay.status_eventually(m2, |s| {
+            s["events_queued"].as_u64() >= Some(EVENTS * SUBSCRIBERS as u64)
+        });
+        let queued = started.elapsed().as_secs_f64();
+        for c in &mut clients {
+            read_in_order(c, EVENTS as usize, 1);
+        }
+        let took = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{mode}: {EVENTS} events to {SUBSCRIBERS} subscribers: queued to all in {queued:.2} s \
+             ({:.0} events/s), read by all in {took:.2} s ({:.0} deliveries/s)",
+            EVENTS as f64 / queued,
+            (EVENTS * SUBSCRIBERS as u64) as f64 / took
+        );
+    }
+}
