@@ -97,13 +97,30 @@ impl<K: SessionKey> Relay<K> {
         result
     }
 
-    /// An event read back from the shared backbone at `position` on its exchange (the same
-    /// on every relay reading it): delivered and kept in history under that position.
-    /// A position already recorded is a repeat (`Duplicate`); positions skipped are lost.
-    pub fn publish_at(&mut self, body: &[u8], position: u64) -> Result<Published, ErrorName> {
-        let result = parse_event_input(body, self.config.limits.message_size + LINK_ENVELOPE)
-            .and_then(|input| links_only_origin(Source::Inject, input))
-            .and_then(|input| self.publish_inner_at(input, Some(position)));
+    /// An event read back from the shared backbone: from `exchange`'s log, at `position`
+    /// (the same on every relay reading it), published there with `routing_key`.
+    /// Delivered and kept in history under that position. A position already recorded is
+    /// a repeat (`Duplicate`); positions skipped are lost.
+    ///
+    /// `body` is event-input JSON; Myxi-style publishers that write straight into the
+    /// backbone may leave out `exchange` and `routing_key` (the log's and the message's are
+    /// used). An `exchange` naming another exchange is refused: its position belongs to
+    /// this log.
+    pub fn publish_at(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        position: u64,
+    ) -> Result<Published, ErrorName> {
+        let result = parse_backbone_input(
+            exchange,
+            routing_key,
+            body,
+            self.config.limits.message_size + LINK_ENVELOPE,
+        )
+        .and_then(|input| links_only_origin(Source::Inject, input))
+        .and_then(|input| self.publish_inner_at(input, Some(position)));
         match &result {
             Ok(Published::Delivered { .. }) => self.counters.backbone_in += 1,
             Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
@@ -250,6 +267,34 @@ impl<K: SessionKey> Relay<K> {
     pub fn take_forwards(&mut self) -> Vec<Vec<u8>> {
         self.forward.drain(..).collect()
     }
+}
+
+/// Event input read from a backbone log of `exchange`, filling in what a direct publisher
+/// left out (see [`Relay::publish_at`]).
+fn parse_backbone_input(
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    max_size: usize,
+) -> Result<EventInput, ErrorName> {
+    if body.len() > max_size {
+        return Err(ErrorName::InvalidPayload);
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        return Err(ErrorName::InvalidJson);
+    };
+    match obj.get("exchange") {
+        None => {
+            obj.insert("exchange".into(), json!(exchange));
+        }
+        Some(Value::String(e)) if e == exchange => {}
+        Some(_) => return Err(ErrorName::InvalidExchange),
+    }
+    obj.entry("routing_key")
+        .or_insert_with(|| json!(routing_key));
+    // Room for what was filled in.
+    let filled = serde_json::to_vec(&Value::Object(obj)).map_err(|_| ErrorName::InvalidJson)?;
+    parse_event_input(&filled, max_size + 2 * MAX_ROUTING_KEY)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is set before it).

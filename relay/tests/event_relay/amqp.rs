@@ -161,6 +161,60 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
         relay.status_eventually(&pair.m2, |s| s["backbone_in"] == published);
     }
     assert_eq!(resume_all(&pair, 1, positions[gap - 1]), positions[gap..]);
+
+    // An application publishing straight into RabbitMQ, Myxi-style: {event, payload} to
+    // the exchange with a routing key. Every relay delivers it.
+    let mut subscribers: Vec<Client> = pair
+        .relays
+        .iter()
+        .map(|r| {
+            let mut c = r.ws(&pair.m2);
+            c.subscribe("calls", "widgets.*");
+            c
+        })
+        .collect();
+    publish_directly(
+        &broker,
+        "calls",
+        "widgets.1234",
+        br#"{"event":"WidgetQtyChanged","payload":{"quantity":3}}"#,
+    );
+    for c in &mut subscribers {
+        assert_eq!(
+            c.recv(),
+            json!({"event":"WidgetQtyChanged","payload":{"quantity":3},
+                   "mq":{"e":"calls","rk":"widgets.1234","seq":total as u64 + 1}})
+        );
+    }
+}
+
+/// Publishes `body` to `exchange` with `routing_key` through RabbitMQ itself, confirmed.
+fn publish_directly(broker: &RabbitMq, exchange: &str, routing_key: &str, body: &[u8]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    async_global_executor::block_on(async {
+        let conn = lapin::Connection::connect(&broker.url(), Default::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let confirm = channel
+            .basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                Default::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack());
+        conn.close(200, "done").await.expect("close");
+    });
 }
 
 /// Resumes `calls/q.*` on relay `i` from `since` (again while `more`); the positions

@@ -80,6 +80,8 @@ pub enum Report {
     Event {
         /// Relay exchange.
         exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
         /// Offset + 1.
         position: u64,
         /// The event-input JSON.
@@ -104,11 +106,13 @@ impl Report {
         match self {
             Report::Event {
                 exchange,
+                routing_key,
                 position,
                 body,
             } => vec![
                 b"E".to_vec(),
                 exchange.as_bytes().to_vec(),
+                routing_key.as_bytes().to_vec(),
                 position.to_be_bytes().to_vec(),
                 body.clone(),
             ],
@@ -126,8 +130,9 @@ impl Report {
     pub fn decode(parts: &[Vec<u8>]) -> Option<Report> {
         let number = |b: &[u8]| Some(u64::from_be_bytes(b.try_into().ok()?));
         match parts {
-            [k, e, p, body] if k == b"E" => Some(Report::Event {
+            [k, e, rk, p, body] if k == b"E" => Some(Report::Event {
                 exchange: String::from_utf8(e.clone()).ok()?,
+                routing_key: String::from_utf8(rk.clone()).ok()?,
                 position: number(p)?,
                 body: body.clone(),
             }),
@@ -295,6 +300,7 @@ async fn serve(
                 } else {
                     let event = Report::Event {
                         exchange: exchange.clone(),
+                        routing_key: delivery.routing_key.to_string(),
                         position: at + 1,
                         body: delivery.data.clone(),
                     };
@@ -420,6 +426,7 @@ mod tests {
         for r in [
             Report::Event {
                 exchange: "calls".into(),
+                routing_key: "q.1".into(),
                 position: 42,
                 body: b"{}".to_vec(),
             },

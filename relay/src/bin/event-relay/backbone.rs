@@ -154,9 +154,14 @@ impl Loopside {
 
     fn handle(&mut self, relay: &mut Relay<ConnId>, report: Report) {
         match report {
-            Report::Event { position, body, .. } => {
-                if let Err(e) = relay.publish_at(&body, position) {
-                    log::warn!("amqp: message at {position} is not an event: {e}");
+            Report::Event {
+                exchange,
+                routing_key,
+                position,
+                body,
+            } => {
+                if let Err(e) = relay.publish_at(&exchange, &routing_key, &body, position) {
+                    log::warn!("amqp: message at {exchange}/{position} is not an event: {e}");
                 }
             }
             Report::Confirmed { id, ok } => {

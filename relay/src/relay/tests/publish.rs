@@ -503,17 +503,43 @@ fn backbone_events_are_checked_then_numbered_by_their_position() {
     );
     // Read back at its position: delivered under it; repeats and older ones are dropped.
     assert!(matches!(
-        r.publish_at(&body, 7),
+        r.publish_at("calls", "q.a", &body, 7),
         Ok(Published::Delivered { seq: 7, .. })
     ));
-    assert_eq!(r.publish_at(&body, 7), Ok(Published::Duplicate));
-    assert_eq!(r.publish_at(&body, 3), Ok(Published::Duplicate));
+    assert_eq!(
+        r.publish_at("calls", "q.a", &body, 7),
+        Ok(Published::Duplicate)
+    );
+    assert_eq!(
+        r.publish_at("calls", "q.a", &body, 3),
+        Ok(Published::Duplicate)
+    );
     assert_eq!(seqs_of(&flush(&mut r)[&1]), [7]);
-    assert_eq!(r.publish_at(b"{", 8), Err(ErrorName::InvalidJson));
+    assert_eq!(
+        r.publish_at("calls", "q.a", b"{", 8),
+        Err(ErrorName::InvalidJson)
+    );
+    // A body naming another exchange does not belong in this log.
+    assert_eq!(
+        r.publish_at("agents", "q.a", &body, 8),
+        Err(ErrorName::InvalidExchange)
+    );
+    // Myxi-style: the application published {event, payload} straight into the exchange.
+    let myxi = br#"{"event":"WidgetQtyChanged","payload":{"quantity":3}}"#;
+    assert!(matches!(
+        r.publish_at("calls", "q.1234", myxi, 9),
+        Ok(Published::Delivered { seq: 9, .. })
+    ));
+    let got = flush(&mut r).remove(&1).unwrap();
+    assert_eq!(
+        got,
+        [json!({"event":"WidgetQtyChanged","payload":{"quantity":3},
+                "mq":{"e":"calls","rk":"q.1234","seq":9}})]
+    );
     let c = r.stats().counters;
     assert_eq!(
         (c.backbone_in, c.backbone_rejected, c.events_duplicate),
-        (1, 1, 2)
+        (2, 2, 2)
     );
     assert_eq!((c.events_in.http, c.events_rejected.pull), (1, 1));
 }
