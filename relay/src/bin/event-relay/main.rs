@@ -4,8 +4,9 @@
 //!
 //! The I/O-free core is the `mongrel2_event_relay` library; this binary holds `flags`
 //! (command line), `http_api` (HTTP endpoints), `sse` (event streams), `sources` (ZeroMQ
-//! event sockets), `links` (linked relays), `rpc` (actions forwarded to backends) and `io`
-//! (the loop).
+//! event sockets), `links` (linked relays), `rpc` (actions forwarded to backends), `amqp`
+//! and `backbone` (RabbitMQ with `--amqp`: its thread, and the loop's side) and `io` (the
+//! loop).
 //!
 //! ```text
 //! cargo run --release -p mongrel2-event-relay --bin event-relay -- [--config relay.json] [--inject tcp://127.0.0.1:9996] ...
@@ -28,6 +29,8 @@
 //! Event::Credits { conn, credits }  -> relay.credits(&conn, credits)
 //! injector REP message              -> rep.send(relay.publish_json(Source::Inject, msg).to_json())
 //! events PULL message               -> relay.publish_json(Source::Pull, msg)
+//!   (with --amqp both go to RabbitMQ: backbone.publish -> relay.prepare_backbone + confirm;
+//!    what the streams bring back -> relay.publish_at(exchange, key, body, offset + 1))
 //! HTTP GET /stream                  -> relay.open_stream(..) + t.stream_start(..) (see `sse`)
 //! other HTTP under the route        -> http_api::respond (publish, status, metrics, 404)
 //! link SUB message                  -> relay.publish_json(Source::Link, msg) (see `links`)
