@@ -3,32 +3,56 @@
 //!
 //! Acks: an injector or HTTP publisher is answered only once RabbitMQ has confirmed the
 //! event (`{"ok":true,"confirmed":true}`), or refused (`BackendUnavailable`) when it could
-//! not be, so an acknowledged event is never lost. This first version waits for the confirm
-//! inside the loop (at most [`CONFIRM_WAIT`], reading other reports meanwhile); a local
-//! broker confirms within milliseconds. PULL publishers get no answer: their failed
+//! not be, or `BackendTimeout` after [`CONFIRM_WAIT`], so an acknowledged event is never
+//! lost. The loop does not wait: the injector socket is a ROUTER in this mode (REQ clients
+//! cannot tell), so each request's answer goes back to its sender when its confirm comes,
+//! and an HTTP publish is answered then too. PULL publishers get no answer: their failed
 //! publishes are counted (`relay_amqp_publishes{outcome="failed"}`) and logged.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use mongrel2_transceiver::request::OwnedRequest;
 use mongrel2_transceiver::{ConnId, Token, Transceiver};
 
 use super::amqp::{self, Backbone, Report, Settings};
+use super::http_api;
 use super::metrics::AmqpStats;
 use super::protocol::{Ack, ErrorName, Source};
 use super::relay::{Relay, LINK_ENVELOPE};
+use super::sources;
 
 /// Longest an injector or HTTP publisher waits for RabbitMQ's confirm.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 /// Reports handled per readable turn before the loop moves on.
 const REPORT_BATCH: usize = 1024;
 
+/// Injector requests and HTTP publishes waiting for their confirm, at most; more are
+/// refused at once (`BackendUnavailable`).
+const WAITING_MAX: usize = 10_000;
+/// Longest injector identity kept (ZeroMQ makes 5-byte ones).
+const MAX_IDENTITY: usize = 256;
+
+/// Who hears about a publish once RabbitMQ has confirmed it.
+enum Waiter {
+    /// Nobody (PULL): only counted.
+    Nobody,
+    /// The injector ROUTER peer with this identity.
+    Inject(Vec<u8>),
+    /// The HTTP publisher.
+    Http(Box<OwnedRequest>),
+}
+
 /// The backbone as the loop sees it.
 pub struct Loopside {
     backbone: Backbone,
     token: Token,
-    /// Publishes whose confirm nobody waits for (PULL).
-    unanswered: HashSet<u64>,
+    /// The injector ROUTER, for the answers.
+    inject: Option<Token>,
+    /// Publish id -> who waits for it and until when.
+    waiting: HashMap<u64, (Waiter, Instant)>,
+    /// Deadline -> publish ids, for expiry.
+    deadlines: BTreeMap<Instant, Vec<u64>>,
     stats: AmqpStats,
 }
 
@@ -66,9 +90,16 @@ impl Loopside {
         Ok(Loopside {
             backbone,
             token: transceiver.watch(pull),
-            unanswered: HashSet::new(),
+            inject: None,
+            waiting: HashMap::new(),
+            deadlines: BTreeMap::new(),
             stats: AmqpStats::default(),
         })
+    }
+
+    /// Answers injector requests on this ROUTER socket from now on.
+    pub fn set_injector(&mut self, token: Option<Token>) {
+        self.inject = token;
     }
 
     /// Whether `token` is the report socket.
@@ -79,69 +110,143 @@ impl Loopside {
     /// For `/events/status` and metrics.
     pub fn stats(&self) -> AmqpStats {
         let mut stats = self.stats.clone();
-        stats.in_flight = self.unanswered.len();
+        stats.in_flight = self.waiting.len();
         stats
     }
 
     /// Handles the reports that are ready (a bounded batch).
-    pub fn on_readable(&mut self, transceiver: &Transceiver, relay: &mut Relay<ConnId>) {
+    pub fn on_readable(&mut self, transceiver: &mut Transceiver, relay: &mut Relay<ConnId>) {
         for _ in 0..REPORT_BATCH {
-            match self.next_report(transceiver, 0) {
-                Some(report) => self.handle(relay, report),
+            match self.next_report(transceiver) {
+                Some(report) => self.handle(transceiver, relay, report),
                 None => return,
             }
         }
     }
 
-    /// Publishes an event from `source` into RabbitMQ. With `wait` (a publisher expecting
-    /// an answer) returns only once it is confirmed or refused; without, at once.
-    pub fn publish(
+    /// Publishes an event from `source` into RabbitMQ for `waiter`. The answer is `None`
+    /// when it will come with the confirm (see [`Loopside::on_readable`]), else the refusal
+    /// to give now.
+    fn submit(
         &mut self,
-        transceiver: &Transceiver,
         relay: &mut Relay<ConnId>,
         source: Source,
         body: &[u8],
-        wait: bool,
-    ) -> Ack {
+        waiter: Waiter,
+    ) -> Option<Ack> {
         let (exchange, routing_key, json) = match relay.prepare_backbone(source, body) {
             Ok(prepared) => prepared,
-            Err(e) => return Ack::Rejected(e),
+            Err(e) => return Some(Ack::Rejected(e)),
         };
-        if !self.stats.connected {
+        if !self.stats.connected || self.waiting.len() >= WAITING_MAX {
             self.stats.failed += 1;
-            return Ack::Rejected(ErrorName::BackendUnavailable);
+            return Some(Ack::Rejected(ErrorName::BackendUnavailable));
         }
         let Some(id) = self.backbone.publish(&exchange, &routing_key, json) else {
             self.stats.failed += 1;
-            return Ack::Rejected(ErrorName::BackendUnavailable);
+            return Some(Ack::Rejected(ErrorName::BackendUnavailable));
         };
         self.stats.published += 1;
-        if !wait {
-            self.unanswered.insert(id);
-            return Ack::Confirmed;
-        }
         let deadline = Instant::now() + CONFIRM_WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX).max(1);
-            let Some(report) = self.next_report(transceiver, ms) else {
-                continue;
+        self.waiting.insert(id, (waiter, deadline));
+        self.deadlines.entry(deadline).or_default().push(id);
+        None
+    }
+
+    /// A PULL message: published, its outcome only counted.
+    pub fn publish_pull(&mut self, relay: &mut Relay<ConnId>, body: &[u8]) -> Ack {
+        self.submit(relay, Source::Pull, body, Waiter::Nobody)
+            .unwrap_or(Ack::Confirmed)
+    }
+
+    /// `POST /events/publish` with the publish token: answered now if refused, else when
+    /// RabbitMQ confirms.
+    pub fn publish_http(
+        &mut self,
+        transceiver: &mut Transceiver,
+        relay: &mut Relay<ConnId>,
+        request: OwnedRequest,
+    ) {
+        let body = request.body().to_vec();
+        if let Some(ack) = self.submit(
+            relay,
+            Source::Http,
+            &body,
+            Waiter::Http(Box::new(request.clone())),
+        ) {
+            answer_http(transceiver, &request, &ack);
+        }
+    }
+
+    /// Reads up to [`sources::INJECT_BATCH`] injector requests from the ROUTER: each is
+    /// answered now if refused, else when RabbitMQ confirms.
+    pub fn serve_inject(&mut self, transceiver: &Transceiver, relay: &mut Relay<ConnId>) {
+        let Some(socket) = self.inject.and_then(|t| transceiver.socket(t).ok()) else {
+            return;
+        };
+        for _ in 0..sources::INJECT_BATCH {
+            let parts = match socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(parts) => parts,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    log::warn!("injector socket: {e}");
+                    return;
+                }
             };
-            if let Report::Confirmed { id: got, ok } = report {
-                if got == id {
-                    self.count_confirm(ok);
-                    return if ok {
-                        Ack::Confirmed
-                    } else {
-                        Ack::Rejected(ErrorName::BackendUnavailable)
-                    };
+            // A REQ peer's request: [identity, empty delimiter, body].
+            let (identity, ack) = match parts.as_slice() {
+                [identity, empty, body] if empty.is_empty() && identity.len() <= MAX_IDENTITY => {
+                    let waiter = Waiter::Inject(identity.clone());
+                    (identity, self.submit(relay, Source::Inject, body, waiter))
+                }
+                [identity, ..] => {
+                    let refused = relay.reject(Source::Inject, ErrorName::InvalidPayload);
+                    (identity, Some(refused))
+                }
+                [] => continue,
+            };
+            if let Some(ack) = ack {
+                answer_inject(socket, identity, &ack);
+            }
+        }
+    }
+
+    /// When the next unanswered publish times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().copied()
+    }
+
+    /// Answers `BackendTimeout` to publishers whose confirm has not come by now (it may
+    /// still come: then it is only counted).
+    pub fn expire(&mut self, transceiver: &mut Transceiver, now: Instant) {
+        while let Some(entry) = self.deadlines.first_entry() {
+            if *entry.key() > now {
+                return;
+            }
+            for id in entry.remove() {
+                if let Some((waiter, _)) = self.waiting.remove(&id) {
+                    log::warn!("amqp: no confirm within {CONFIRM_WAIT:?}; publisher told");
+                    self.stats.failed += 1;
+                    self.answer(
+                        transceiver,
+                        waiter,
+                        &Ack::Rejected(ErrorName::BackendTimeout),
+                    );
                 }
             }
-            self.handle(relay, report);
         }
-        // Its confirm may still come; it is then counted, nobody answered.
-        self.unanswered.insert(id);
-        log::warn!("amqp: no confirm within {CONFIRM_WAIT:?}; publisher told it failed");
-        Ack::Rejected(ErrorName::BackendTimeout)
+    }
+
+    fn answer(&self, transceiver: &mut Transceiver, waiter: Waiter, ack: &Ack) {
+        match waiter {
+            Waiter::Nobody => {}
+            Waiter::Inject(identity) => {
+                if let Some(socket) = self.inject.and_then(|t| transceiver.socket(t).ok()) {
+                    answer_inject(socket, &identity, ack);
+                }
+            }
+            Waiter::Http(request) => answer_http(transceiver, &request, ack),
+        }
     }
 
     fn count_confirm(&mut self, ok: bool) {
@@ -152,7 +257,7 @@ impl Loopside {
         }
     }
 
-    fn handle(&mut self, relay: &mut Relay<ConnId>, report: Report) {
+    fn handle(&mut self, transceiver: &mut Transceiver, relay: &mut Relay<ConnId>, report: Report) {
         match report {
             Report::Event {
                 exchange,
@@ -165,11 +270,24 @@ impl Loopside {
                 }
             }
             Report::Confirmed { id, ok } => {
-                if self.unanswered.remove(&id) {
+                // Not waiting any more (timed out): the publisher was told already.
+                if let Some((waiter, deadline)) = self.waiting.remove(&id) {
+                    if let Some(ids) = self.deadlines.get_mut(&deadline) {
+                        ids.retain(|&i| i != id);
+                        if ids.is_empty() {
+                            self.deadlines.remove(&deadline);
+                        }
+                    }
                     self.count_confirm(ok);
-                    if !ok {
+                    if !ok && matches!(waiter, Waiter::Nobody) {
                         log::warn!("amqp: a PULL event was not stored by RabbitMQ");
                     }
+                    let ack = if ok {
+                        Ack::Confirmed
+                    } else {
+                        Ack::Rejected(ErrorName::BackendUnavailable)
+                    };
+                    self.answer(transceiver, waiter, &ack);
                 }
             }
             Report::Up => {
@@ -183,20 +301,30 @@ impl Loopside {
         }
     }
 
-    /// The next report, waiting up to `timeout_ms` (0: only one already there).
-    fn next_report(&self, transceiver: &Transceiver, timeout_ms: i64) -> Option<Report> {
+    /// The next report already there.
+    fn next_report(&self, transceiver: &Transceiver) -> Option<Report> {
         let socket = transceiver.socket(self.token).ok()?;
-        if timeout_ms > 0 {
-            let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            if zmq::poll(&mut items, timeout_ms).ok()? == 0 {
-                return None;
-            }
-        }
         let parts = socket.recv_multipart(zmq::DONTWAIT).ok()?;
         let report = Report::decode(&parts);
         if report.is_none() {
             log::warn!("amqp: unreadable report ({} parts)", parts.len());
         }
         report
+    }
+}
+
+/// Sends `ack` to the REQ peer `identity` through the injector ROUTER (dropped by ZeroMQ if
+/// that peer is gone).
+fn answer_inject(socket: &zmq::Socket, identity: &[u8], ack: &Ack) {
+    let reply = [identity, b"", &ack.to_json()];
+    if let Err(e) = socket.send_multipart(reply, zmq::DONTWAIT) {
+        log::warn!("injector reply: {e}");
+    }
+}
+
+fn answer_http(transceiver: &mut Transceiver, request: &OwnedRequest, ack: &Ack) {
+    let response = http_api::publish_response(ack);
+    if let Err(e) = transceiver.reply_http(request, &response) {
+        log::warn!("HTTP publish reply: {e}");
     }
 }

@@ -96,17 +96,21 @@ pub fn run(
         .ping_interval(options.ping_interval.unwrap_or(NO_PINGS))
         .max_message_size(limit)
         .build()?;
+    // With RabbitMQ the injector answers when a confirm comes, in any order: a ROUTER.
+    let router = options.amqp.is_some();
     let inject = watch_source(
         &mut transceiver,
         Kind::Inject,
         options.inject.as_deref(),
         limit,
+        router,
     )?;
     let pull = watch_source(
         &mut transceiver,
         Kind::Pull,
         options.pull_events.as_deref(),
         limit,
+        false,
     )?;
     let socket_error = |what: &'static str| {
         move |(endpoint, source): (String, zmq::Error)| RunError::Source {
@@ -143,6 +147,10 @@ pub fn run(
         ),
         None => None,
     };
+    let mut backbone = backbone;
+    if let Some(b) = &mut backbone {
+        b.set_injector(inject);
+    }
     let stop = on_start(&transceiver);
     if !transceiver.wait_ready(READY_WAIT)? {
         log::info!(
@@ -219,19 +227,19 @@ fn watch_source(
     kind: Kind,
     endpoint: Option<&str>,
     limit: usize,
+    router: bool,
 ) -> Result<Option<Token>, RunError> {
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
-    let socket = sources::bind(transceiver.context(), kind, endpoint, limit).map_err(|source| {
-        RunError::Source {
-            what: match kind {
-                Kind::Inject => "injector",
-                Kind::Pull => "event PULL",
-            },
-            endpoint: endpoint.to_owned(),
-            source,
-        }
+    let bound = sources::bind(transceiver.context(), kind, endpoint, limit, router);
+    let socket = bound.map_err(|source| RunError::Source {
+        what: match kind {
+            Kind::Inject => "injector",
+            Kind::Pull => "event PULL",
+        },
+        endpoint: endpoint.to_owned(),
+        source,
     })?;
     Ok(Some(transceiver.watch(socket)))
 }
@@ -261,6 +269,7 @@ impl Server {
                 self.rpc.next_deadline(),
                 self.links.next_tick(),
                 Some(self.next_heartbeat),
+                self.backbone.as_ref().and_then(Loopside::next_deadline),
             ];
             for at in timers.into_iter().flatten() {
                 wait = wait.min(at.saturating_duration_since(now));
@@ -292,6 +301,9 @@ impl Server {
     fn timers(&mut self, now: Instant) {
         self.rpc.expire(now, &mut self.relay);
         self.links.tick(&self.transceiver, now);
+        if let Some(b) = &mut self.backbone {
+            b.expire(&mut self.transceiver, now);
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.sse_heartbeat;
             self.relay.sse_heartbeat();
@@ -344,16 +356,17 @@ impl Server {
                     && request.method() == Some("POST")
                     && self.backbone.is_some() =>
             {
-                let ack = if relay
+                let authorized = relay
                     .config()
-                    .publish_authorized(request.header("authorization"))
-                {
-                    via_backbone(&mut self.backbone, t, true)(relay, Source::Http, request.body())
-                } else {
-                    relay.reject(Source::Http, ErrorName::AuthRequired)
-                };
-                let response = http_api::publish_response(&ack);
-                reply_logged(t.reply_http(&request, &response));
+                    .publish_authorized(request.header("authorization"));
+                match &mut self.backbone {
+                    Some(b) if authorized => b.publish_http(t, relay, request),
+                    _ => {
+                        let ack = relay.reject(Source::Http, ErrorName::AuthRequired);
+                        let response = http_api::publish_response(&ack);
+                        reply_logged(t.reply_http(&request, &response));
+                    }
+                }
             }
             Event::Http(request) => {
                 let (rpc, links, backbone) = (&self.rpc, &self.links, &self.backbone);
@@ -375,14 +388,23 @@ impl Server {
                 reply_logged(t.reply_http(&request, &response));
                 reply_logged(t.close(&ConnId::of(&request)));
             }
-            Event::Readable(token) if Some(token) == self.inject => {
-                let mut via = via_backbone(&mut self.backbone, t, true);
-                sources::serve_inject(t, token, relay, &mut via)?;
-            }
-            Event::Readable(token) if Some(token) == self.pull => {
-                let mut via = via_backbone(&mut self.backbone, t, false);
-                sources::drain_pull(t, token, relay, &mut via)?;
-            }
+            Event::Readable(token) if Some(token) == self.inject => match &mut self.backbone {
+                Some(b) => b.serve_inject(t, relay),
+                None => {
+                    sources::serve_inject(t, token, relay, &mut sources::direct)?;
+                }
+            },
+            Event::Readable(token) if Some(token) == self.pull => match &mut self.backbone {
+                Some(b) => {
+                    let mut via = |relay: &mut Relay<ConnId>, _: Source, body: &[u8]| {
+                        b.publish_pull(relay, body)
+                    };
+                    sources::drain_pull(t, token, relay, &mut via)?;
+                }
+                None => {
+                    sources::drain_pull(t, token, relay, &mut sources::direct)?;
+                }
+            },
             Event::Readable(token) if self.backbone.as_ref().is_some_and(|b| b.owns(token)) => {
                 if let Some(b) = &mut self.backbone {
                     b.on_readable(t, relay);
@@ -427,19 +449,6 @@ impl Server {
 }
 
 /// `GET /stream`: checks the request and opens an SSE session, or answers the refusal.
-/// How a source publishes: into RabbitMQ when there is a backbone (waiting for its
-/// confirm when the publisher expects an answer), else into the relay.
-fn via_backbone<'a>(
-    backbone: &'a mut Option<Loopside>,
-    transceiver: &'a Transceiver,
-    wait: bool,
-) -> impl FnMut(&mut Relay<ConnId>, Source, &[u8]) -> super::protocol::Ack + 'a {
-    move |relay, source, body| match backbone {
-        Some(b) => b.publish(transceiver, relay, source, body, wait),
-        None => sources::direct(relay, source, body),
-    }
-}
-
 fn open_stream(t: &mut Transceiver, relay: &mut Relay<ConnId>, request: &Request<'_>) {
     let conn = ConnId::of(request);
     let credits = request

@@ -61,8 +61,15 @@ pub fn bind(
     kind: Kind,
     endpoint: &str,
     max_message: usize,
+    router: bool,
 ) -> Result<zmq::Socket, zmq::Error> {
-    let socket = context.socket(kind.socket_type())?;
+    // A ROUTER instead of the REP answers requests in any order (REQ peers cannot tell).
+    let socket_type = if router {
+        zmq::ROUTER
+    } else {
+        kind.socket_type()
+    };
+    let socket = context.socket(socket_type)?;
     socket.set_linger(0)?;
     socket.set_maxmsgsize(i64::try_from(max_message).unwrap_or(i64::MAX))?;
     socket.bind(endpoint)?;
@@ -213,7 +220,7 @@ mod tests {
     #[test]
     fn rep_answers_single_and_multipart_requests_once_each() {
         let ctx = zmq::Context::new();
-        let rep = bind(&ctx, Kind::Inject, "inproc://rep", 1 << 20).unwrap();
+        let rep = bind(&ctx, Kind::Inject, "inproc://rep", 1 << 20, false).unwrap();
         let req = ctx.socket(zmq::REQ).unwrap();
         req.connect("inproc://rep").unwrap();
         req.send_multipart([&b"a"[..], b"b", b"c"], 0).unwrap();
