@@ -193,6 +193,47 @@ const MAX_HOPS_LIMIT: u32 = 255;
 /// Longest interval accepted in `timing` (one day).
 const MAX_TIMING_MS: u64 = 86_400_000;
 
+/// How much of each exchange's stream RabbitMQ keeps (with `--amqp`): its history, shared by
+/// every relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stream {
+    /// `x-max-age`: a number and one of `Y`, `M`, `D`, `h`, `m`, `s` (e.g. `7D`).
+    pub max_age: String,
+    /// `x-max-length-bytes`.
+    pub max_bytes: u64,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            max_age: "1D".into(),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Stream {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let (digits, unit) = self.max_age.split_at(self.max_age.len().saturating_sub(1));
+        let age_ok = !digits.is_empty()
+            && digits.len() <= 9
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && matches!(unit, "Y" | "M" | "D" | "h" | "m" | "s");
+        if !age_ok {
+            return Err(ConfigError::Invalid(
+                "stream.max_age must be a number and Y, M, D, h, m or s (e.g. 7D)".into(),
+            ));
+        }
+        if self.max_bytes == 0 || i64::try_from(self.max_bytes).is_err() {
+            return Err(ConfigError::Invalid(
+                "stream.max_bytes must be 1..=2^63-1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Timers, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -262,6 +303,8 @@ struct ConfigFile {
     actions: BTreeMap<String, String>,
     #[serde(default)]
     timing: Timing,
+    #[serde(default)]
+    stream: Stream,
 }
 
 /// The effective configuration.
@@ -280,6 +323,8 @@ pub struct Config {
     pub actions: BTreeMap<String, String>,
     /// Timers.
     pub timing: Timing,
+    /// RabbitMQ stream retention (`--amqp`).
+    pub stream: Stream,
 }
 
 impl Default for Config {
@@ -308,6 +353,7 @@ impl Default for Config {
             limits: Limits::default(),
             actions: BTreeMap::new(),
             timing: Timing::default(),
+            stream: Stream::default(),
         }
     }
 }
@@ -351,6 +397,7 @@ impl Config {
                     limits: file.limits,
                     actions: file.actions,
                     timing: file.timing,
+                    stream: file.stream,
                 }
             }
         };
@@ -369,6 +416,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         self.timing.validate()?;
+        self.stream.validate()?;
         if self.exchanges.keys().any(|e| e.is_empty()) {
             return Err(ConfigError::Invalid(
                 "exchange names must not be empty".into(),

@@ -262,3 +262,44 @@ fn public_routing_keys_are_announced_per_exchange() {
                            {"exchange":"calls","routing_keys":["*"]}])
     );
 }
+
+#[test]
+fn stream_retention_defaults_parses_and_is_checked() {
+    let c = Config::from_parts(None, &no_env).unwrap();
+    assert_eq!(
+        c.stream,
+        Stream {
+            max_age: "1D".into(),
+            max_bytes: 1 << 30
+        }
+    );
+    let c = Config::from_parts(
+        Some(r#"{"stream":{"max_age":"7D","max_bytes":1000}}"#),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.stream.max_age.as_str(), c.stream.max_bytes),
+        ("7D", 1000)
+    );
+    for bad in [
+        r#"{"stream":{"max_age":"7d"}}"#,
+        r#"{"stream":{"max_age":"D"}}"#,
+        r#"{"stream":{"max_age":""}}"#,
+        r#"{"stream":{"max_age":"1234567890D"}}"#,
+        r#"{"stream":{"max_bytes":0}}"#,
+        r#"{"stream":{"max_bytes":18446744073709551615}}"#,
+    ] {
+        assert!(
+            matches!(
+                Config::from_parts(Some(bad), &no_env),
+                Err(ConfigError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        Config::from_parts(Some(r#"{"stream":{"ttl":1}}"#), &no_env),
+        Err(ConfigError::Json(_))
+    ));
+}

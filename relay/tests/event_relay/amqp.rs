@@ -22,6 +22,7 @@ impl Pair {
         let mut config = test_config();
         // Enough history for the resume below (the tests' default keeps 10 per key).
         config["limits"]["history_per_key"] = json!(1000);
+        config["stream"] = json!({"max_age": "2h", "max_bytes": 100_000_000});
         let m2 = Mongrel2::builder()
             .handler(HandlerConf::new("/a/events"))
             .handler(HandlerConf::new("/b/events"))
@@ -84,6 +85,17 @@ fn two_relays_on_one_rabbitmq_share_events_and_positions() {
     let pair = Pair::start(&broker);
     let mut b = pair.relays[1].ws(&pair.m2);
     assert_eq!(b.epoch, "amqp:event-relay");
+    // A stream per exchange, bounded as the config says.
+    let queues = broker.queues();
+    for exchange in ["admin", "agents", "calls", "queues"] {
+        let line = queues
+            .lines()
+            .find(|l| l.starts_with(&format!("event-relay.{exchange}\t")))
+            .unwrap_or_else(|| panic!("no stream for {exchange}: {queues}"));
+        assert!(line.contains("\tstream\t"), "{line}");
+        assert!(line.contains("x-max-age") && line.contains("2h"), "{line}");
+        assert!(line.contains("100000000"), "{line}");
+    }
     b.subscribe("calls", "q.*");
 
     // Every publish path of relay A: answered once RabbitMQ confirmed.

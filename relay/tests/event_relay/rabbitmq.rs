@@ -134,6 +134,24 @@ impl RabbitMq {
             .is_ok_and(|s| s.success())
     }
 
+    /// `rabbitmqctl list_queues name type arguments`, as text: what the relays declared.
+    pub fn queues(&self) -> String {
+        let output = Command::new(PathBuf::from(BIN).join("rabbitmqctl"))
+            .args([
+                "list_queues",
+                "--no-table-headers",
+                "name",
+                "type",
+                "arguments",
+            ])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("rabbitmqctl list_queues");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The end of the node's startup output, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();

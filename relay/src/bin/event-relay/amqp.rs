@@ -1,6 +1,6 @@
 //! RabbitMQ as the relay's event backbone (`--amqp URL`), after Myxi: one durable topic
 //! exchange per relay exchange (same name), and bound to it with `#` one durable **stream**
-//! queue, `event-relay.EXCHANGE`, bounded by `--amqp-max-age` / `--amqp-max-bytes`.
+//! queue, `event-relay.EXCHANGE`, bounded by the config's `stream.max_age` / `max_bytes`.
 //!
 //! Every publish path (injector, PULL, HTTP) publishes the checked event into RabbitMQ with
 //! publisher confirms instead of delivering it; every relay (the publishing one too)

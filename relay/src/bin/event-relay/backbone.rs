@@ -63,8 +63,6 @@ impl Loopside {
         transceiver: &mut Transceiver,
         relay: &mut Relay<ConnId>,
         url: &str,
-        max_age: &str,
-        max_bytes: u64,
     ) -> Result<Loopside, String> {
         let endpoint = format!("inproc://event-relay-amqp-{}", relay.origin_id());
         let context = transceiver.context().clone();
@@ -80,8 +78,8 @@ impl Loopside {
                 .keys()
                 .map(ToString::to_string)
                 .collect(),
-            max_age: max_age.to_owned(),
-            max_bytes,
+            max_age: relay.config().stream.max_age.clone(),
+            max_bytes: relay.config().stream.max_bytes,
             // What the relay itself publishes stays under message_size plus the time stamp.
             max_message: relay.config().limits.message_size + LINK_ENVELOPE,
         };

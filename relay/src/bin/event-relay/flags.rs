@@ -64,17 +64,11 @@ pub struct Flags {
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
-    /// RabbitMQ (AMQP 0-9-1) as the event backbone, e.g. amqp://user:pass@host:5672/%2f;
-    /// without it events stay in this relay (and its links).
+    /// RabbitMQ (AMQP 0-9-1) as the event backbone, e.g. amqp://user:pass@host:5672/%2f
+    /// (stream retention: the config's `stream`); without it events stay in this relay
+    /// (and its links).
     #[arg(long, env = "RELAY_AMQP", value_name = "URL", value_parser = amqp_url)]
     amqp: Option<String>,
-    /// How long RabbitMQ keeps each exchange's stream (x-max-age: a number and Y, M, D, h,
-    /// m or s).
-    #[arg(long, env = "RELAY_AMQP_MAX_AGE", value_name = "AGE", default_value = "1D", value_parser = max_age)]
-    amqp_max_age: String,
-    /// How many bytes RabbitMQ keeps of each exchange's stream (x-max-length-bytes).
-    #[arg(long, env = "RELAY_AMQP_MAX_BYTES", value_name = "BYTES", default_value_t = 1 << 30)]
-    amqp_max_bytes: u64,
 }
 
 /// Effective options.
@@ -106,10 +100,6 @@ pub struct Options {
     /// RabbitMQ URL (left out of the serialised options: it may hold a password).
     #[serde(skip)]
     pub amqp: Option<String>,
-    /// Stream retention by age (`x-max-age`).
-    pub amqp_max_age: String,
-    /// Stream retention by size (`x-max-length-bytes`).
-    pub amqp_max_bytes: u64,
 }
 
 impl From<Flags> for Options {
@@ -130,8 +120,6 @@ impl From<Flags> for Options {
             // A trailing comma in RELAY_LINK leaves an empty item.
             links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
             amqp: flags.amqp,
-            amqp_max_age: flags.amqp_max_age,
-            amqp_max_bytes: flags.amqp_max_bytes,
         }
     }
 }
@@ -141,20 +129,6 @@ fn amqp_url(value: &str) -> Result<String, String> {
     match value.strip_prefix("amqp://") {
         Some(rest) if !rest.is_empty() && value.len() <= 1024 => Ok(value.to_owned()),
         _ => Err("expected amqp://[user:pass@]host[:port][/vhost]".to_owned()),
-    }
-}
-
-/// RabbitMQ's `x-max-age`: digits and one unit letter.
-fn max_age(value: &str) -> Result<String, String> {
-    let (digits, unit) = value.split_at(value.len().saturating_sub(1));
-    if !digits.is_empty()
-        && digits.len() <= 9
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && matches!(unit, "Y" | "M" | "D" | "h" | "m" | "s")
-    {
-        Ok(value.to_owned())
-    } else {
-        Err("expected a number and Y, M, D, h, m or s, e.g. 7D".to_owned())
     }
 }
 
@@ -248,8 +222,6 @@ mod tests {
                 links: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
                 amqp: None,
-                amqp_max_age: "1D".into(),
-                amqp_max_bytes: 1 << 30,
             }
         );
     }

@@ -135,16 +135,9 @@ pub fn run(
         relay.enable_forwarding();
     }
     let backbone = match &options.amqp {
-        Some(url) => Some(
-            Loopside::start(
-                &mut transceiver,
-                &mut relay,
-                url,
-                &options.amqp_max_age,
-                options.amqp_max_bytes,
-            )
-            .map_err(RunError::Amqp)?,
-        ),
+        Some(url) => {
+            Some(Loopside::start(&mut transceiver, &mut relay, url).map_err(RunError::Amqp)?)
+        }
         None => None,
     };
     let mut backbone = backbone;
