@@ -122,39 +122,42 @@ impl Loopside {
         }
     }
 
-    /// Publishes an event from `source` into RabbitMQ for `waiter`. The answer is `None`
-    /// when it will come with the confirm (see [`Loopside::on_readable`]), else the refusal
-    /// to give now.
+    /// Publishes an event from `source` into RabbitMQ for `waiter`, who hears the outcome
+    /// when the confirm comes (see [`Loopside::on_readable`]). `Err` is the refusal to give
+    /// now instead (the waiter is handed back).
     fn submit(
         &mut self,
         relay: &mut Relay<ConnId>,
         source: Source,
         body: &[u8],
         waiter: Waiter,
-    ) -> Option<Ack> {
+    ) -> Result<(), (Waiter, Ack)> {
         let (exchange, routing_key, json) = match relay.prepare_backbone(source, body) {
             Ok(prepared) => prepared,
-            Err(e) => return Some(Ack::Rejected(e)),
+            Err(e) => return Err((waiter, Ack::Rejected(e))),
         };
+        let unavailable = Ack::Rejected(ErrorName::BackendUnavailable);
         if !self.stats.connected || self.waiting.len() >= WAITING_MAX {
             self.stats.failed += 1;
-            return Some(Ack::Rejected(ErrorName::BackendUnavailable));
+            return Err((waiter, unavailable));
         }
         let Some(id) = self.backbone.publish(&exchange, &routing_key, json) else {
             self.stats.failed += 1;
-            return Some(Ack::Rejected(ErrorName::BackendUnavailable));
+            return Err((waiter, unavailable));
         };
         self.stats.published += 1;
         let deadline = Instant::now() + CONFIRM_WAIT;
         self.waiting.insert(id, (waiter, deadline));
         self.deadlines.entry(deadline).or_default().push(id);
-        None
+        Ok(())
     }
 
     /// A PULL message: published, its outcome only counted.
     pub fn publish_pull(&mut self, relay: &mut Relay<ConnId>, body: &[u8]) -> Ack {
-        self.submit(relay, Source::Pull, body, Waiter::Nobody)
-            .unwrap_or(Ack::Confirmed)
+        match self.submit(relay, Source::Pull, body, Waiter::Nobody) {
+            Ok(()) => Ack::Confirmed,
+            Err((_, ack)) => ack,
+        }
     }
 
     /// `POST /events/publish` with the publish token: answered now if refused, else when
@@ -166,13 +169,10 @@ impl Loopside {
         request: OwnedRequest,
     ) {
         let body = request.body().to_vec();
-        if let Some(ack) = self.submit(
-            relay,
-            Source::Http,
-            &body,
-            Waiter::Http(Box::new(request.clone())),
-        ) {
-            answer_http(transceiver, &request, &ack);
+        if let Err((waiter, ack)) =
+            self.submit(relay, Source::Http, &body, Waiter::Http(Box::new(request)))
+        {
+            self.answer(transceiver, waiter, &ack);
         }
     }
 
@@ -195,7 +195,8 @@ impl Loopside {
             let (identity, ack) = match parts.as_slice() {
                 [identity, empty, body] if empty.is_empty() && identity.len() <= MAX_IDENTITY => {
                     let waiter = Waiter::Inject(identity.clone());
-                    (identity, self.submit(relay, Source::Inject, body, waiter))
+                    let refused = self.submit(relay, Source::Inject, body, waiter).err();
+                    (identity, refused.map(|(_, ack)| ack))
                 }
                 [identity, ..] => {
                     let refused = relay.reject(Source::Inject, ErrorName::InvalidPayload);
