@@ -363,4 +363,19 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
         }
     }
+
+    #[test]
+    fn amqp_url_is_checked_and_kept_out_of_the_serialised_options() {
+        let _env = env_lock();
+        let o = parse(&["--amqp", "amqp://user:secret@rabbit:5672/%2f"]).unwrap();
+        assert_eq!(
+            o.amqp.as_deref(),
+            Some("amqp://user:secret@rabbit:5672/%2f")
+        );
+        let shown = serde_json::to_string(&o).unwrap();
+        assert!(!shown.contains("secret"), "{shown}");
+        for bad in ["http://rabbit", "amqp://", "rabbit:5672"] {
+            assert_eq!(parse(&["--amqp", bad]).unwrap_err().exit_code(), 2, "{bad}");
+        }
+    }
 }
