@@ -105,12 +105,16 @@ pub struct RpcStats {
 pub struct LinkStats {
     /// This relay's id on the link network (relay id plus run suffix).
     pub relay: String,
+    /// Links prove a shared secret (both ways), see the binary's `links` module.
+    pub authenticated: bool,
     /// Where this relay publishes to linked relays (`None`: it does not).
     pub bind: Option<String>,
     /// Relays whose subscription to our publisher is in place (as the publisher sees it).
     pub subscribers: Vec<String>,
     /// Events published to linked relays.
     pub published: u64,
+    /// Subscribers refused: a wrong proof of the link secret, or none where one is needed.
+    pub refused: u64,
     /// One entry per `--link`.
     pub peers: Vec<PeerStats>,
 }
@@ -134,6 +138,8 @@ pub struct PeerStats {
     pub missed: u64,
     /// Times the peer restarted (its relay id changed).
     pub restarts: u64,
+    /// Messages dropped because they did not prove the link secret.
+    pub refused: u64,
 }
 
 /// A snapshot of the relay's state.
@@ -383,6 +389,20 @@ impl Stats {
                 "Events linked relays published that never arrived here",
                 links.peers.iter().map(|p| p.missed).sum(),
             );
+            labelled_counter(
+                r,
+                "relay_link_refused",
+                "Link subscribers and messages refused for not proving the link secret",
+                "side",
+                &mut [
+                    ("subscriber".to_owned(), links.refused),
+                    (
+                        "publisher".to_owned(),
+                        links.peers.iter().map(|p| p.refused).sum(),
+                    ),
+                ]
+                .into_iter(),
+            );
         }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail, and every name above is a valid metric name.
@@ -430,7 +450,9 @@ mod tests {
                     events: 0,
                     missed: 2,
                     restarts: 0,
+                    refused: 3,
                 }],
+                refused: 1,
                 ..LinkStats::default()
             }),
         }
@@ -450,6 +472,8 @@ mod tests {
         assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
         assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
         assert!(text.contains("relay_link_missed_total 2\n"));
+        assert!(text.contains("relay_link_refused_total{side=\"subscriber\"} 1\n"));
+        assert!(text.contains("relay_link_refused_total{side=\"publisher\"} 3\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Every sample line belongs to a family declared just before it.
         let mut declared = None;

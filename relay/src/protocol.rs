@@ -380,7 +380,8 @@ pub struct WelcomeInfo {
 
 /// `{"event":"Welcome","payload":{"id":ID,"run":RUN,"relay":NAME,"public":[..]
 /// [,"member":M]}}`: `run` names this run of the relay, so a reconnecting client can tell a
-/// restarted relay (whose seqs began again at 1).
+/// restarted relay (whose seqs began again at 1). It is an opaque random value, not the
+/// relay's origin id on its links: clients need only to compare it.
 pub fn welcome_json(id: &str, run: &str, info: &WelcomeInfo) -> Vec<u8> {
     let mut payload = json!({ "id": id, "run": run, "relay": info.relay, "public": info.public });
     if let Some(member) = &info.member {

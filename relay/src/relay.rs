@@ -217,6 +217,10 @@ pub struct Relay<K> {
     /// This run's identity as an event origin: the relay id plus a random run suffix, so
     /// peers do not mistake a restarted relay's fresh seqs for duplicates.
     origin_id: Arc<str>,
+    /// `Welcome.run`: names this run to clients (so a page can tell a restart, after which
+    /// seqs begin again at 1) without handing out `origin_id`, which names the relay to
+    /// its links; random and unrelated to it.
+    welcome_run: String,
     /// What every `Welcome` says besides the session id and run.
     welcome: WelcomeInfo,
     forwarding: bool,
@@ -248,6 +252,7 @@ impl<K: SessionKey> Relay<K> {
             history: History::new(l.history_per_key, l.history_keys, l.history_bytes),
             config,
             origin_id: Arc::from(format!("{relay_id}.{run:08x}")),
+            welcome_run: format!("{:016x}", RandomState::new().hash_one(0x0072_756e_u64)),
             forwarding: false,
             forward: VecDeque::new(),
             sessions: HashMap::new(),

@@ -173,6 +173,11 @@ impl<K: SessionKey> Relay<K> {
         &self.origin_id
     }
 
+    /// What `Welcome.run` says this run is called: random, not the origin id.
+    pub fn welcome_run(&self) -> &str {
+        &self.welcome_run
+    }
+
     /// Starts queueing every accepted event for linked relays (see [`Relay::take_forwards`]).
     pub fn enable_forwarding(&mut self) {
         self.forwarding = true;

@@ -73,7 +73,8 @@ fn flush(r: &mut Relay<Key>) -> BTreeMap<Key, Vec<Value>> {
 fn open(r: &mut Relay<Key>, k: Key) -> String {
     let id = r.open(k);
     let got = flush(r).remove(&k).unwrap();
-    let run = r.origin_id().to_owned();
+    let run = r.welcome_run().to_owned();
+    assert!(!run.contains(r.origin_id()) && run.len() == 16, "{run}");
     assert_eq!(
         got,
         vec![

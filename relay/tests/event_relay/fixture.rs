@@ -11,6 +11,8 @@ pub struct Setup<'a> {
     pub link_bind: Option<String>,
     /// `--link`s.
     pub links: Vec<String>,
+    /// More command-line arguments.
+    pub args: Vec<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -20,6 +22,7 @@ impl<'a> Setup<'a> {
             config,
             link_bind: None,
             links: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -34,6 +37,8 @@ pub struct RelayProcess {
     pub inject: String,
     pub pull_events: String,
     pub log: PathBuf,
+    /// The config's `status_token`, sent with every status request.
+    pub status_token: Option<String>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -75,6 +80,7 @@ impl RelayProcess {
         for link in &setup.links {
             args.extend(["--link".to_owned(), link.clone()]);
         }
+        args.extend(setup.args.iter().cloned());
         let mut relay = RelayProcess {
             child: None,
             args: args.join("\n"),
@@ -82,6 +88,7 @@ impl RelayProcess {
             inject,
             pull_events,
             log,
+            status_token: setup.config["status_token"].as_str().map(str::to_owned),
             _dir: dir,
         };
         relay.launch();
@@ -156,6 +163,11 @@ impl RelayProcess {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
+    /// The whole log.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -168,7 +180,7 @@ impl RelayProcess {
         let deadline = Instant::now() + WAIT;
         let path = format!("{}/status", self.route);
         loop {
-            if let Some(response) = try_get(m2, &path) {
+            if let Some(response) = try_get(m2, &path, self.status_token.as_deref()) {
                 assert_eq!(response.status, 200);
                 return;
             }
@@ -187,7 +199,11 @@ impl RelayProcess {
     }
 
     pub fn status(&self, m2: &Mongrel2) -> Value {
-        let response = get(m2, &format!("{}/status", self.route));
+        let response = get_as(
+            m2,
+            &format!("{}/status", self.route),
+            self.status_token.as_deref(),
+        );
         assert_eq!(response.status, 200);
         response.json()
     }
@@ -278,18 +294,26 @@ impl Fixture {
 }
 
 pub fn get(m2: &Mongrel2, path: &str) -> HttpResponse {
+    get_as(m2, path, None)
+}
+
+/// A GET with `Authorization: Bearer TOKEN` when `token` is given.
+pub fn get_as(m2: &Mongrel2, path: &str, token: Option<&str>) -> HttpResponse {
     HttpClient::connect(m2.http_addr())
-        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        .request(&get_request(path, token))
         .expect("answered")
 }
 
+fn get_request(path: &str, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")
+}
+
 /// One GET on a fresh connection with a short timeout (the relay may not be there yet).
-pub fn try_get(m2: &Mongrel2, path: &str) -> Option<HttpResponse> {
+pub fn try_get(m2: &Mongrel2, path: &str, token: Option<&str>) -> Option<HttpResponse> {
     let mut client = HttpClient::connect(m2.http_addr());
     client.set_timeout(Duration::from_millis(300));
-    client
-        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
-        .ok()
+    client.request(&get_request(path, token)).ok()
 }
 
 /// A WebSocket subscriber.

@@ -28,6 +28,8 @@ const WAIT: Duration = Duration::from_secs(20);
 const ADMIN_TOKEN: &str = "admin-secret";
 const OPS_TOKEN: &str = "ops-secret";
 const PUBLISH_TOKEN: &str = "publish-secret";
+/// A link secret of the minimum length (32 bytes).
+const LINK_SECRET: &str = "link-secret-0123456789abcdefghij";
 
 /// The configuration most tests use.
 fn test_config() -> Value {
@@ -45,6 +47,7 @@ fn test_config() -> Value {
 }
 
 mod fixture;
+mod link_security;
 mod load;
 mod network;
 mod protocol;
@@ -53,6 +56,7 @@ mod sources;
 mod sse;
 
 use fixture::*;
+use network::Net;
 
 // ----- shutdown ----------------------------------------------------------------------------
 

@@ -4,16 +4,23 @@
 use super::*;
 
 /// Relays `a`, `b`, `c`, ... behind one Mongrel2; relays stop before it.
-struct Net {
-    relays: Vec<RelayProcess>,
-    m2: Mongrel2,
+pub struct Net {
+    pub relays: Vec<RelayProcess>,
+    /// Each relay's `--link-bind`.
+    pub binds: Vec<String>,
+    pub m2: Mongrel2,
 }
 
 impl Net {
     /// Relay `i` subscribes to the link publishers of the relays listed in `links[i]`.
-    fn start(links: &[&[usize]]) -> Net {
+    pub fn start(links: &[&[usize]]) -> Net {
         let mut config = test_config();
         config["timing"] = json!({"link_heartbeat_ms": 200});
+        Net::with(&config, links)
+    }
+
+    /// Like [`Net::start`], every relay with `config`.
+    pub fn with(config: &Value, links: &[&[usize]]) -> Net {
         let names = ["a", "b", "c", "d"];
         let mut builder = Mongrel2::builder();
         for name in &names[..links.len()] {
@@ -27,9 +34,9 @@ impl Net {
             .map(|(i, peers)| {
                 let setup = Setup {
                     handler: i,
-                    config: &config,
                     link_bind: Some(binds[i].clone()),
                     links: peers.iter().map(|&j| binds[j].clone()).collect(),
+                    ..Setup::new(config)
                 };
                 RelayProcess::start(&m2, setup)
             })
@@ -37,16 +44,16 @@ impl Net {
         for relay in &mut relays {
             relay.wait_ready(&m2);
         }
-        Net { relays, m2 }
+        Net { relays, binds, m2 }
     }
 
-    fn status(&self, i: usize) -> Value {
+    pub fn status(&self, i: usize) -> Value {
         self.relays[i].status(&self.m2)
     }
 
     /// Waits until relay `i` has heard a hello through every one of its links, and
     /// returns that status.
-    fn links_verified(&self, i: usize) -> Value {
+    pub fn links_verified(&self, i: usize) -> Value {
         self.relays[i].status_eventually(&self.m2, |s| {
             s["links"]["peers"]
                 .as_array()
@@ -54,7 +61,7 @@ impl Net {
         })
     }
 
-    fn subscriber(&self, i: usize, routing_key: &str) -> Client {
+    pub fn subscriber(&self, i: usize, routing_key: &str) -> Client {
         let mut client = self.relays[i].ws(&self.m2);
         client.subscribe("calls", routing_key);
         client
@@ -150,6 +157,57 @@ fn three_linked_relays_deliver_every_event_once_everywhere_in_order() {
     b_heard_by.sort();
     assert_eq!(subscribers(1), b_heard_by);
     assert_eq!(subscribers(2), [id(0)]);
+}
+
+#[test]
+fn relays_with_a_link_secret_link_and_deliver_both_ways() {
+    let mut config = test_config();
+    config["timing"] = json!({"link_heartbeat_ms": 200});
+    config["link_secret"] = json!(LINK_SECRET);
+    let mut net = Net::with(&config, &[&[1], &[0]]);
+    for i in 0..2 {
+        let status = net.links_verified(i);
+        assert_eq!(status["links"]["authenticated"], true, "{status}");
+    }
+    let mut clients: Vec<Client> = (0..2).map(|i| net.subscriber(i, "s")).collect();
+    for (from, relay) in net.relays.iter().enumerate() {
+        let ack = relay
+            .injector()
+            .publish("calls", "s", "Signed", json!({"from": from}));
+        assert_eq!(ack["ok"], true, "{ack}");
+        for client in &mut clients {
+            assert_eq!(client.recv()["payload"]["from"], from);
+        }
+    }
+    // Each publisher lists the other as its one authenticated subscriber.
+    let ids: Vec<Value> = (0..2)
+        .map(|i| net.status(i)["links"]["relay"].clone())
+        .collect();
+    for i in 0..2 {
+        let status = net.status(i);
+        assert_eq!(
+            status["links"]["subscribers"],
+            json!([ids[1 - i]]),
+            "{status}"
+        );
+        assert_eq!(status["links"]["refused"], 0, "{status}");
+        assert_eq!(status["links"]["peers"][0]["refused"], 0, "{status}");
+    }
+    // A restart goes through the handshake again.
+    net.relays[1].restart();
+    net.relays[1].wait_ready(&net.m2);
+    net.links_verified(1);
+    let mut on_b = net.subscriber(1, "s");
+    net.relays[0].status_eventually(&net.m2, |s| {
+        s["links"]["subscribers"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0] != ids[1])
+    });
+    let ack = net.relays[0]
+        .injector()
+        .publish("calls", "s", "Again", json!({}));
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(on_b.recv()["event"], "Again");
 }
 
 #[test]

@@ -18,7 +18,9 @@ Endpoints marked (off-able) accept `off` to disable them.
 
 Secrets come from the config file or the environment only:
   RELAY_TOKENS=name:token[,name:token...]   tokens for the Authenticate action
-  RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish";
+  RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish
+  RELAY_STATUS_TOKEN=token                  bearer token for GET /events/status and /metrics
+  RELAY_LINK_SECRET=secret                  shared secret of linked relays (>= 32 bytes)";
 
 /// The command line as given.
 #[derive(Debug, Parser)]
@@ -61,6 +63,10 @@ pub struct Flags {
     /// The relay's name, shown by the live page (Welcome's `relay`); the sender id when absent.
     #[arg(long, env = "RELAY_NAME", value_name = "NAME", value_parser = name)]
     name: Option<String>,
+    /// File holding the linked relays' shared secret (at least 32 bytes; a trailing line
+    /// break is ignored). Wins over RELAY_LINK_SECRET and the config's link_secret.
+    #[arg(long, env = "RELAY_LINK_SECRET_FILE", value_name = "FILE")]
+    link_secret_file: Option<PathBuf>,
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
@@ -90,6 +96,8 @@ pub struct Options {
     pub link_bind: Option<String>,
     /// Linked relays to connect to.
     pub links: Vec<String>,
+    /// File with the link secret.
+    pub link_secret_file: Option<PathBuf>,
     /// The relay's name in `Welcome`.
     pub name: String,
 }
@@ -111,6 +119,7 @@ impl From<Flags> for Options {
             link_bind: off(flags.link_bind),
             // A trailing comma in RELAY_LINK leaves an empty item.
             links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
+            link_secret_file: flags.link_secret_file,
         }
     }
 }
@@ -203,6 +212,7 @@ mod tests {
                 ping_interval: Some(Duration::from_secs(30)),
                 link_bind: Some("tcp://127.0.0.1:9994".into()),
                 links: vec![],
+                link_secret_file: None,
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
             }
         );
@@ -231,6 +241,8 @@ mod tests {
             "--link=tcp://b:2",
             "--name",
             "relay one",
+            "--link-secret-file",
+            "/etc/link.key",
         ])
         .unwrap();
         assert_eq!(o.name, "relay one");
@@ -244,6 +256,7 @@ mod tests {
         assert_eq!(o.ping_interval, None);
         assert_eq!(o.link_bind, None);
         assert_eq!(o.links, ["tcp://a:1", "tcp://b:2"]);
+        assert_eq!(o.link_secret_file, Some(PathBuf::from("/etc/link.key")));
     }
 
     #[test]
@@ -315,6 +328,9 @@ mod tests {
             "--link-bind",
             "RELAY_PULL_EVENTS",
             "RELAY_TOKENS",
+            "RELAY_LINK_SECRET",
+            "RELAY_STATUS_TOKEN",
+            "--link-secret-file",
             "[default: 30]",
         ] {
             assert!(help.contains(documented), "{documented}: {help}");

@@ -28,7 +28,7 @@ use mongrel2_transceiver::{CloseReason, ConnId, Event, Handle, Token, Transceive
 use super::flags::Options;
 use super::frame::SessionKind;
 use super::http_api::{self, Endpoint};
-use super::links::Links;
+use super::links::{LinkError, LinkOptions, Links};
 use super::relay::{Flush, OpenOptions, Relay};
 use super::rpc::Rpc;
 use super::sources::{self, Kind};
@@ -73,6 +73,9 @@ pub enum RunError {
         /// The cause.
         source: zmq::Error,
     },
+    /// The link sockets could not be set up.
+    #[error("link {0}")]
+    Link(#[from] LinkError),
 }
 
 /// Runs the relay until `stop` is set (and the loop woken through the Transceiver's
@@ -115,13 +118,16 @@ pub fn run(
     let timing = relay.config().timing.clone();
     let links = Links::start(
         &mut transceiver,
-        relay.origin_id(),
-        options.link_bind.as_deref(),
-        &options.links,
-        timing.link_heartbeat(),
-        limit,
-    )
-    .map_err(socket_error("link"))?;
+        LinkOptions {
+            relay_id: relay.origin_id(),
+            bind: options.link_bind.as_deref(),
+            peers: &options.links,
+            heartbeat: timing.link_heartbeat(),
+            max_frame: limit,
+            queue: relay.config().limits.link_queue_messages(),
+            secret: relay.config().link_secret.clone(),
+        },
+    )?;
     if links.publishes() {
         relay.enable_forwarding();
     }

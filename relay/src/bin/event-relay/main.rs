@@ -79,13 +79,27 @@ fn main() -> ExitCode {
 /// Runs the relay with `options` and `env` for the config's `RELAY_…` secrets; returns the
 /// exit status. Stops on SIGINT/SIGTERM.
 fn run(options: Options, env: &dyn Fn(&str) -> Option<String>) -> u8 {
-    let config = match Config::load(options.config.as_deref(), env) {
+    let loaded = Config::load(options.config.as_deref(), env).and_then(|mut config| {
+        if let Some(path) = &options.link_secret_file {
+            config.read_link_secret(path)?;
+        }
+        Ok(config)
+    });
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("event-relay: {e}");
             return 2;
         }
     };
+    if let Err(e) = links::check_exposure(
+        options.link_bind.as_deref(),
+        &options.links,
+        config.link_secret.is_some(),
+    ) {
+        eprintln!("event-relay: {e}");
+        return 2;
+    }
     let mut relay = relay::Relay::new(config, &options.sender_id);
     relay.set_identity(&options.name, None);
     log::info!(

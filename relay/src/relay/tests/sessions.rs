@@ -38,7 +38,7 @@ fn welcome_names_the_relay_and_its_public_subscriptions() {
     assert_eq!(
         welcome,
         vec![
-            json!({"event":"Welcome","payload":{"id":id,"run":r.origin_id(),"relay":"east",
+            json!({"event":"Welcome","payload":{"id":id,"run":r.welcome_run(),"relay":"east",
             "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
         ]
     );
@@ -250,5 +250,11 @@ fn sse_sessions_get_sse_framing_and_share_event_encoding() {
         text.contains("event: Welcome\ndata: {\"event\":\"Welcome\""),
         "{text}"
     );
-    assert!(text.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1}}\n\n\r\n"), "{text}");
+    // The event carries its publish time (`mq.ts`, the wall clock) last.
+    let (head, ts) = text.rsplit_once(",\"ts\":").expect("mq.ts");
+    assert!(head.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1"), "{text}");
+    let ts = ts
+        .strip_suffix("}}\n\n\r\n")
+        .expect("the event ends the chunk");
+    assert!(ts.parse::<u64>().is_ok(), "{text}");
 }
