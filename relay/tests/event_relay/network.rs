@@ -208,6 +208,18 @@ fn relays_with_a_link_secret_link_and_deliver_both_ways() {
         .publish("calls", "s", "Again", json!({}));
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(on_b.recv()["event"], "Again");
+    assert_eq!(clients[0].recv()["event"], "Again");
+    // a's own link answered the new run's challenge too.
+    net.relays[0].status_eventually(&net.m2, |s| {
+        let peer = &s["links"]["peers"][0];
+        peer["restarts"] == 1 && peer["verified"] == true
+    });
+    let ack = net.relays[1]
+        .injector()
+        .publish("calls", "s", "FromNewB", json!({}));
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(clients[0].recv()["event"], "FromNewB");
+    assert_eq!(on_b.recv()["event"], "FromNewB");
 }
 
 #[test]

@@ -406,18 +406,16 @@ fn admit(
                     return false;
                 }
                 Err(e) => {
-                    publisher.refused += 1;
-                    log::warn!("link subscriber refused: authentication failed: {e}");
+                    refuse_subscriber(publisher, &format!("authentication failed: {e}"));
                     return false;
                 }
             }
         }
         (Some(_), t) if t.starts_with(TOPIC_ID) => {
-            publisher.refused += 1;
-            log::warn!(
-                "link subscriber {} refused: it does not authenticate, and this relay \
-                 requires the link secret",
-                String::from_utf8_lossy(&t[TOPIC_ID.len()..])
+            let name = String::from_utf8_lossy(&t[TOPIC_ID.len()..]);
+            refuse_subscriber(
+                publisher,
+                &format!("{name} does not authenticate, and this relay requires the link secret"),
             );
             return false;
         }
@@ -425,8 +423,9 @@ fn admit(
             String::from_utf8_lossy(&t[TOPIC_ID.len()..]).into_owned()
         }
         (None, t) if t.starts_with(TOPIC_CHALLENGE) => {
-            log::warn!(
-                "a link subscriber wants to authenticate, but this relay has no link secret"
+            refuse_subscriber(
+                publisher,
+                "it wants to authenticate, but this relay has no link secret",
             );
             return false;
         }
@@ -444,6 +443,18 @@ fn admit(
         publisher.admitted.insert(topic.to_vec(), name);
     }
     true
+}
+
+/// Counts a refused subscriber; the first of a run of refusals is worth a warning (when the
+/// count is a power of two), the rest are only counted, so a peer cannot flood the log.
+fn refuse_subscriber(publisher: &mut Publisher, why: &str) {
+    publisher.refused += 1;
+    if publisher.refused.is_power_of_two() {
+        log::warn!(
+            "link subscriber refused: {why} ({} refused so far)",
+            publisher.refused
+        );
+    }
 }
 
 /// Sends `[topic, body]`, signed when there is a secret.
@@ -538,7 +549,7 @@ fn on_challenge(
 
 fn refuse(peer: &mut Peer, why: &str) {
     peer.refused += 1;
-    // The first refusal of a run of them is worth a warning; the rest are counted.
+    // As for subscribers (see `refuse_subscriber`).
     if peer.refused.is_power_of_two() {
         log::warn!(
             "linked relay {}: message refused, {why} ({} refused so far)",
