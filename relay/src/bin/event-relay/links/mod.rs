@@ -23,7 +23,9 @@
 //! the subscriptions ourselves, the hello we send right after admitting reaches the new
 //! subscriber for certain (no slow-joiner guess). From the first hello on, the link is
 //! **verified**: every event the peer publishes afterwards reaches us, in order (one TCP
-//! connection, ZeroMQ's FIFO). A hello goes out every `timing.link_heartbeat_ms` too.
+//! connection, ZeroMQ's FIFO). A hello goes out every `timing.link_heartbeat_ms` too. With
+//! a secret, a link still unverified after [`RECHALLENGE`] asks for a new challenge, so a
+//! lost or late answer does not leave it stuck until the next reconnect.
 //!
 //! Hellos carry the peer's run id and how many events it has published (`sent`); between
 //! two hellos the SUB counts the events it got, so events lost anyway (the peer's send
@@ -65,6 +67,9 @@ pub const TOPIC_HELLO: &[u8] = b"hello";
 pub const TOPIC_ID: &[u8] = b"id/";
 /// Messages read per readable socket before the loop moves on.
 const BATCH: usize = 1024;
+/// How long a link with a secret may stay unverified before it asks for a new challenge
+/// (a lost or late answer must not leave it stuck until the next reconnect).
+const RECHALLENGE: Duration = Duration::from_secs(5);
 /// Subscribers remembered by name (a bound against hostile peers; the XPUB itself serves
 /// any number).
 const MAX_SUBSCRIBERS: usize = 4096;
@@ -83,8 +88,9 @@ struct Peer {
     endpoint: String,
     token: Token,
     link: LinkState,
-    /// Our challenge nonce on this link (with a secret).
+    /// Our challenge nonce on this link (with a secret), and when we asked with it.
     nonce: String,
+    asked: Instant,
     /// The answer subscription in place (with a secret).
     answer: Option<Vec<u8>>,
     /// Messages dropped because they were not signed with the secret.
@@ -184,6 +190,7 @@ impl Links {
                 token: transceiver.watch(socket),
                 link: LinkState::new(options.heartbeat),
                 nonce,
+                asked: Instant::now(),
                 answer: None,
                 refused: 0,
             });
@@ -315,6 +322,13 @@ impl Links {
             }
         }
         for peer in &mut self.peers {
+            if let Some(auth) = self.auth.as_mut() {
+                if peer.link.state(now) == "verified" {
+                    peer.asked = now;
+                } else if now >= peer.asked + RECHALLENGE {
+                    ask_again(peer, auth, transceiver, now);
+                }
+            }
             let link = &mut peer.link;
             if link.state(now) == "stale" && !link.reported_stale {
                 link.reported_stale = true;
@@ -329,7 +343,12 @@ impl Links {
 
     /// When [`Links::tick`] next has work.
     pub fn next_tick(&self) -> Option<Instant> {
-        self.publisher.as_ref().map(|_| self.next_hello)
+        let hello = self.publisher.as_ref().map(|_| self.next_hello);
+        let ask = self
+            .auth
+            .as_ref()
+            .and_then(|_| self.peers.iter().map(|p| p.asked + RECHALLENGE).min());
+        hello.into_iter().chain(ask).min()
     }
 
     /// Link state for status.
@@ -545,6 +564,24 @@ fn on_challenge(
         }
         Err(e) => refuse(peer, &format!("its challenge failed: {e}")),
     }
+}
+
+/// Replaces the challenge subscription with a new one, which the publisher answers with a
+/// new challenge on the connection as it is.
+fn ask_again(peer: &mut Peer, auth: &mut Auth, transceiver: &Transceiver, now: Instant) {
+    peer.asked = now;
+    let Ok(socket) = transceiver.socket(peer.token) else {
+        return;
+    };
+    let nonce = auth.nonce();
+    if let Err(e) = socket.set_subscribe(&Auth::challenge_topic(&nonce)) {
+        log::warn!("linked relay {}: {e}", peer.endpoint);
+        return;
+    }
+    log::debug!("linked relay {}: asking for a new challenge", peer.endpoint);
+    let old = std::mem::replace(&mut peer.nonce, nonce);
+    // Not fatal: a challenge for the old nonce is ignored anyway.
+    let _ = socket.set_unsubscribe(&Auth::challenge_topic(&old));
 }
 
 fn refuse(peer: &mut Peer, why: &str) {
