@@ -16,7 +16,8 @@ const MAX_PING_INTERVAL_SECS: u64 = 86_400;
 const SECRETS: &str = "\
 Endpoints marked (off-able) accept `off` to disable them.
 
-Secrets come from the config file or the environment only:
+Secrets come from the config file or the environment (the link secret also from
+--link-secret-file), never from a flag's value:
   RELAY_TOKENS=name:token[,name:token...]   tokens for the Authenticate action
   RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish
   RELAY_STATUS_TOKEN=token                  bearer token for GET /events/status and /metrics
