@@ -11,6 +11,8 @@ pub struct Setup<'a> {
     pub link_bind: Option<String>,
     /// `--link`s.
     pub links: Vec<String>,
+    /// Further flags, as they are given on the command line.
+    pub extra: Vec<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -20,6 +22,7 @@ impl<'a> Setup<'a> {
             config,
             link_bind: None,
             links: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -75,6 +78,7 @@ impl RelayProcess {
         for link in &setup.links {
             args.extend(["--link".to_owned(), link.clone()]);
         }
+        args.extend(setup.extra.iter().cloned());
         let mut relay = RelayProcess {
             child: None,
             args: args.join("\n"),

@@ -64,6 +64,10 @@ pub struct Flags {
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
+    /// A Mongrel2 control port whose open connections `/events/status` shows; repeatable
+    /// (env: comma-separated).
+    #[arg(long = "mongrel2-control", env = "RELAY_MONGREL2_CONTROL", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    mongrel2_control: Vec<String>,
 }
 
 /// Effective options.
@@ -90,6 +94,8 @@ pub struct Options {
     pub link_bind: Option<String>,
     /// Linked relays to connect to.
     pub links: Vec<String>,
+    /// Mongrel2 control ports asked for their open connections.
+    pub mongrel2_control: Vec<String>,
     /// The relay's name in `Welcome`.
     pub name: String,
 }
@@ -111,6 +117,11 @@ impl From<Flags> for Options {
             link_bind: off(flags.link_bind),
             // A trailing comma in RELAY_LINK leaves an empty item.
             links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
+            mongrel2_control: flags
+                .mongrel2_control
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect(),
         }
     }
 }
@@ -203,6 +214,7 @@ mod tests {
                 ping_interval: Some(Duration::from_secs(30)),
                 link_bind: Some("tcp://127.0.0.1:9994".into()),
                 links: vec![],
+                mongrel2_control: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
             }
         );
