@@ -142,6 +142,36 @@ pub struct PeerStats {
     pub refused: u64,
 }
 
+/// What one Mongrel2 control port last said of its clients (`--mongrel2-control`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mongrel2Status {
+    /// The control port asked.
+    pub endpoint: String,
+    /// How many client connections Mongrel2 has open (`None` until it answered).
+    pub open_connections: Option<usize>,
+    /// The first of them (the list is bounded; `open_connections` counts all).
+    pub connections: Vec<Mongrel2Connection>,
+    /// Milliseconds since the last answer (`None`: never answered).
+    pub answered_ms_ago: Option<u64>,
+    /// Why the last ask failed (`None` when it was answered).
+    pub error: Option<String>,
+}
+
+/// One client connection as Mongrel2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mongrel2Connection {
+    /// The connection id handlers see (`None` until a request of it reached a handler).
+    pub id: Option<u64>,
+    /// Seconds since Mongrel2 last read from it.
+    pub last_read_secs: i64,
+    /// Seconds since Mongrel2 last wrote to it.
+    pub last_write_secs: i64,
+    /// Bytes read from the client.
+    pub bytes_read: i64,
+    /// Bytes written to the client.
+    pub bytes_written: i64,
+}
+
 /// A snapshot of the relay's state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -164,6 +194,9 @@ pub struct Stats {
     /// Linked relays (filled in by the I/O layer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links: Option<LinkStats>,
+    /// Mongrel2's open connections, per control port (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongrel2: Option<Vec<Mongrel2Status>>,
 }
 
 impl Stats {
@@ -404,6 +437,18 @@ impl Stats {
                 .into_iter(),
             );
         }
+        if let Some(mongrel2) = &self.mongrel2 {
+            labelled_gauge(
+                r,
+                "relay_mongrel2_connections",
+                "Client connections Mongrel2 has open, by control port (last answer)",
+                "endpoint",
+                &mut mongrel2.iter().filter_map(|m| {
+                    let open = m.open_connections?;
+                    Some((m.endpoint.clone(), open as u64))
+                }),
+            );
+        }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail, and every name above is a valid metric name.
         let _ = encode(&mut out, &registry);
@@ -455,6 +500,7 @@ mod tests {
                 refused: 1,
                 ..LinkStats::default()
             }),
+            mongrel2: None,
         }
     }
 

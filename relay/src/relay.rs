@@ -301,6 +301,7 @@ impl<K: SessionKey> Relay<K> {
             history: self.history.size(),
             rpc: None,
             links: None,
+            mongrel2: None,
         }
     }
 }

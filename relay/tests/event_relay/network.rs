@@ -292,3 +292,59 @@ fn a_restarted_relay_rejoins_and_loses_nothing_after_verification() {
     on_a.assert_nothing_pending();
     on_b.assert_nothing_pending();
 }
+
+/// `--mongrel2-control`: `/status` lists Mongrel2's own count of open client connections,
+/// per control port, and names a control port that does not answer.
+#[test]
+fn status_shows_mongrel2s_open_connections() {
+    let m2 = Mongrel2::builder()
+        .handler(HandlerConf::new("/events"))
+        .start();
+    let config = test_config();
+    let silent = free_endpoint();
+    let mut setup = Setup::new(&config);
+    setup.args = vec![
+        "--mongrel2-control".to_owned(),
+        m2.control_endpoint(),
+        "--mongrel2-control".to_owned(),
+        silent.clone(),
+    ];
+    let mut relay = RelayProcess::start(&m2, setup);
+    relay.wait_ready(&m2);
+    let clients: Vec<Client> = (0..3).map(|_| relay.ws(&m2)).collect();
+    let with_ids = |m: &Value| {
+        m["connections"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter(|c| c["id"].is_u64()).count())
+    };
+    let status = relay.status_eventually(&m2, |s| {
+        s["mongrel2"][0]["open_connections"]
+            .as_u64()
+            .is_some_and(|n| n >= 3)
+            && with_ids(&s["mongrel2"][0]) >= 3
+            && s["mongrel2"][1]["error"].is_string()
+    });
+    let real = &status["mongrel2"][0];
+    assert_eq!(real["endpoint"], json!(m2.control_endpoint()), "{status}");
+    assert_eq!(real["error"], Value::Null, "{status}");
+    assert!(real["answered_ms_ago"].is_u64(), "{status}");
+    let dead = &status["mongrel2"][1];
+    assert_eq!(dead["endpoint"], json!(silent), "{status}");
+    assert_eq!(dead["open_connections"], Value::Null, "{status}");
+    let error = dead["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&silent), "the error names the port: {error}");
+    let metrics = String::from_utf8_lossy(&get(&m2, "/events/metrics").body).into_owned();
+    assert!(
+        metrics.contains("relay_mongrel2_connections{endpoint="),
+        "{metrics}"
+    );
+
+    // The clients leave: Mongrel2's count (which the status reports as it is, the asking
+    // GET included) falls back to at most the status request's own connection.
+    drop(clients);
+    relay.status_eventually(&m2, |s| {
+        s["mongrel2"][0]["open_connections"]
+            .as_u64()
+            .is_some_and(|n| n <= 1)
+    });
+}

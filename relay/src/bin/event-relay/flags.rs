@@ -71,6 +71,10 @@ pub struct Flags {
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
+    /// A Mongrel2 control port whose open connections `/events/status` shows; repeatable
+    /// (env: comma-separated).
+    #[arg(long = "mongrel2-control", env = "RELAY_MONGREL2_CONTROL", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    mongrel2_control: Vec<String>,
 }
 
 /// Effective options.
@@ -99,6 +103,8 @@ pub struct Options {
     pub links: Vec<String>,
     /// File with the link secret.
     pub link_secret_file: Option<PathBuf>,
+    /// Mongrel2 control ports asked for their open connections.
+    pub mongrel2_control: Vec<String>,
     /// The relay's name in `Welcome`.
     pub name: String,
 }
@@ -121,6 +127,11 @@ impl From<Flags> for Options {
             // A trailing comma in RELAY_LINK leaves an empty item.
             links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
             link_secret_file: flags.link_secret_file,
+            mongrel2_control: flags
+                .mongrel2_control
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect(),
         }
     }
 }
@@ -214,6 +225,7 @@ mod tests {
                 link_bind: Some("tcp://127.0.0.1:9994".into()),
                 links: vec![],
                 link_secret_file: None,
+                mongrel2_control: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
             }
         );

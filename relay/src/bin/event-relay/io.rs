@@ -29,6 +29,7 @@ use super::flags::Options;
 use super::frame::SessionKind;
 use super::http_api::{self, Endpoint};
 use super::links::{LinkError, LinkOptions, Links};
+use super::mongrel2_status::Mongrel2Watch;
 use super::relay::{Flush, OpenOptions, Relay};
 use super::rpc::Rpc;
 use super::sources::{self, Kind};
@@ -155,6 +156,7 @@ pub fn run(
         pull,
         rpc,
         links,
+        mongrel2: Mongrel2Watch::start(&options.mongrel2_control),
         sse_heartbeat: timing.sse_heartbeat(),
         next_heartbeat: Instant::now() + timing.sse_heartbeat(),
     };
@@ -228,6 +230,7 @@ struct Server {
     pull: Option<Token>,
     rpc: Rpc,
     links: Links,
+    mongrel2: Mongrel2Watch,
     sse_heartbeat: Duration,
     next_heartbeat: Instant,
 }
@@ -323,10 +326,12 @@ impl Server {
                 open_stream(t, relay, &request);
             }
             Event::Http(request) => {
-                let (rpc, links) = (&self.rpc, &self.links);
+                let (rpc, links, mongrel2) = (&self.rpc, &self.links, &self.mongrel2);
                 let response = http_api::respond(relay, &request, &|stats| {
+                    let now = Instant::now();
                     stats.rpc = Some(rpc.stats());
-                    stats.links = Some(links.stats(Instant::now()));
+                    stats.links = Some(links.stats(now));
+                    stats.mongrel2 = mongrel2.stats(now);
                 });
                 log::debug!(
                     "{} {} -> {}",

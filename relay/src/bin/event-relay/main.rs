@@ -48,6 +48,7 @@ mod flags;
 mod http_api;
 mod io;
 mod links;
+mod mongrel2_status;
 mod rpc;
 mod sources;
 mod sse;
