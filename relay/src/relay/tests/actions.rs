@@ -480,7 +480,7 @@ fn resume_with_gap_sends_what_is_left_and_says_not_recovered() {
     );
     assert_eq!(
         got["payload"],
-        json!({"exchange":"calls","routing_key":"new","recovered":true,"more":false,"last_seq":0})
+        json!({"exchange":"calls","routing_key":"new","recovered":true,"more":false,"last_seq":0,"from":"history"})
     );
     let got = act1(
         &mut r,

@@ -250,5 +250,9 @@ fn sse_sessions_get_sse_framing_and_share_event_encoding() {
         text.contains("event: Welcome\ndata: {\"event\":\"Welcome\""),
         "{text}"
     );
-    assert!(text.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1}}\n\n\r\n"), "{text}");
+    let (before_ts, after_ts) = text.rsplit_once(",\"ts\":").expect("the event's mq.ts");
+    assert!(before_ts.ends_with("id: calls/q/1\nevent: E\ndata: {\"event\":\"E\",\"payload\":{\"n\":\"E\"},\"mq\":{\"e\":\"calls\",\"rk\":\"q\",\"seq\":1"), "{text}");
+    let (stamp, end) = after_ts.split_once('}').expect("mq closes");
+    assert!(stamp.parse::<u64>().is_ok(), "{text}");
+    assert_eq!(end, "}\n\n\r\n", "{text}");
 }
