@@ -143,7 +143,7 @@ mod tests {
     use serde_json::Value;
 
     fn relay() -> Relay<u32> {
-        let env = |name: &str| (name == "RELAY_PUBLISH_TOKEN").then(|| "tok".to_owned());
+        let env = |name: &str| (name == "RELAY_PUBLISH_TOKEN").then(|| "publish-tok".to_owned());
         Relay::new(Config::from_parts(None, &env).unwrap(), "r")
     }
 
@@ -202,13 +202,13 @@ mod tests {
         assert_eq!((status, json["ok"].as_bool()), (401, Some(false)));
         let (status, _, json) = answer(
             &mut r,
-            &request("POST", "/events/publish", Some("Bearer tok"), body),
+            &request("POST", "/events/publish", Some("Bearer publish-tok"), body),
         );
         assert_eq!(status, 202);
         assert_eq!(json, json!({"ok":true,"seq":1,"delivered_to":0}));
         let (status, _, json) = answer(
             &mut r,
-            &request("POST", "/events/publish", Some("Bearer tok"), b"{"),
+            &request("POST", "/events/publish", Some("Bearer publish-tok"), b"{"),
         );
         assert_eq!((status, json["error"].as_str()), (400, Some("InvalidJSON")));
         let (status, headers, _) = answer(&mut r, &request("GET", "/events/publish", None, b""));
