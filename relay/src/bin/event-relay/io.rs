@@ -279,7 +279,7 @@ impl Server {
         let t = &mut self.transceiver;
         let relay = &mut self.relay;
         match event {
-            Event::Opened { conn, request } => {
+            Event::Opened { conn, request, .. } => {
                 let credits = request
                     .download_credits()
                     .map(|c| c.saturating_sub(CREDIT_MARGIN));
