@@ -11,6 +11,10 @@ pub struct Setup<'a> {
     pub link_bind: Option<String>,
     /// `--link`s.
     pub links: Vec<String>,
+    /// `--ping-interval` in seconds.
+    pub ping_interval: u64,
+    /// Further flags, e.g. `--group-bind`.
+    pub extra: Vec<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -20,6 +24,8 @@ impl<'a> Setup<'a> {
             config,
             link_bind: None,
             links: Vec::new(),
+            ping_interval: 30,
+            extra: Vec::new(),
         }
     }
 }
@@ -65,7 +71,7 @@ impl RelayProcess {
             "--config",
             &config_path.to_string_lossy(),
             "--ping-interval",
-            "30",
+            &setup.ping_interval.to_string(),
             "--link-bind",
             setup.link_bind.as_deref().unwrap_or("off"),
         ]
@@ -75,6 +81,7 @@ impl RelayProcess {
         for link in &setup.links {
             args.extend(["--link".to_owned(), link.clone()]);
         }
+        args.extend(setup.extra.iter().cloned());
         let mut relay = RelayProcess {
             child: None,
             args: args.join("\n"),

@@ -45,6 +45,7 @@ fn test_config() -> Value {
 }
 
 mod fixture;
+mod group;
 mod load;
 mod network;
 mod protocol;

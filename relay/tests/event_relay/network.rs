@@ -30,6 +30,7 @@ impl Net {
                     config: &config,
                     link_bind: Some(binds[i].clone()),
                     links: peers.iter().map(|&j| binds[j].clone()).collect(),
+                    ..Setup::new(&config)
                 };
                 RelayProcess::start(&m2, setup)
             })
