@@ -40,10 +40,10 @@ impl Pending {
     }
 }
 
-/// What the peer said in its last complete tips.
+/// What the peer said in its last complete tips: its members, and (exchange, key) -> seq.
 struct PeerTips {
     members: Vec<String>,
-    tips: Vec<(String, String, u64)>,
+    tips: HashMap<(String, String), u64>,
 }
 
 pub(crate) struct GroupState {
@@ -129,7 +129,7 @@ impl<K: SessionKey> Relay<K> {
                 t.members == g.members
                     && t.tips
                         .iter()
-                        .all(|(e, k, seq)| self.history.last_seq(e, k) >= *seq)
+                        .all(|((e, k), seq)| self.history.last_seq(e, k) >= *seq)
             })
         });
         if !agreed && now < until {
@@ -219,11 +219,13 @@ impl<K: SessionKey> Relay<K> {
             } => {
                 let partial = g.partial.entry(from.to_owned()).or_insert(PeerTips {
                     members: Vec::new(),
-                    tips: Vec::new(),
+                    tips: HashMap::new(),
                 });
                 partial.members = members;
                 if partial.tips.len() + tips.len() <= MAX_PEER_TIPS {
-                    partial.tips.extend(tips);
+                    partial
+                        .tips
+                        .extend(tips.into_iter().map(|(e, k, seq)| ((e, k), seq)));
                 }
                 if last {
                     if let Some(complete) = g.partial.remove(from) {
@@ -302,7 +304,22 @@ impl<K: SessionKey> Relay<K> {
                 }
             };
             let origin = origin?;
-            let numbered = self.sequence(&pending.exchange, &pending.input, &origin);
+            // After a sync that timed out this member may lack seqs a peer has: number past
+            // them (a gap resumes as `recovered: false`) rather than give a seq twice.
+            let key = (e.to_owned(), k.to_owned());
+            let floor = self
+                .group
+                .as_ref()
+                .and_then(|g| g.tips.values().filter_map(|t| t.tips.get(&key)).max());
+            let at = floor
+                .filter(|floor| **floor > self.history.last_seq(e, k))
+                .map(|floor| floor + 1);
+            if let Some(at) = at {
+                log::warn!(
+                    "relay group: numbering {e}/{k} from {at}: the seqs before are missing here"
+                );
+            }
+            let numbered = self.sequence(&pending.exchange, &pending.input, &origin, at);
             let body = Message::Event {
                 seq: numbered.0,
                 event: pending.input,
@@ -370,14 +387,13 @@ impl<K: SessionKey> Relay<K> {
 
     /// A peer's complete tips: send it what it lacks, and ask for what we lack.
     fn peer_tips(&mut self, from: &str, peer: PeerTips, reply: bool) {
-        let theirs: HashMap<(&str, &str), u64> = peer
-            .tips
-            .iter()
-            .map(|(e, k, seq)| ((e.as_str(), k.as_str()), *seq))
-            .collect();
         let mut repairs = Vec::new();
         for (e, k, mine) in self.history.tips() {
-            let have = theirs.get(&(&*e, &*k)).copied().unwrap_or(0);
+            let have = peer
+                .tips
+                .get(&(e.to_string(), k.to_string()))
+                .copied()
+                .unwrap_or(0);
             if mine > have {
                 for (seq, encoded) in self.history.since(&e, &k, have).events {
                     if let Some(event) = repaired(&e, &k, &encoded) {
@@ -389,7 +405,7 @@ impl<K: SessionKey> Relay<K> {
         let behind = peer
             .tips
             .iter()
-            .any(|(e, k, seq)| self.history.last_seq(e, k) < *seq);
+            .any(|((e, k), seq)| self.history.last_seq(e, k) < *seq);
         let Some(g) = self.group.as_mut() else {
             return;
         };

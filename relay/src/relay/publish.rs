@@ -77,7 +77,7 @@ impl<K: SessionKey> Relay<K> {
         if self.group.is_some() {
             return Ok(self.group_publish(exchange, input, origin));
         }
-        let (seq, delivered_to) = self.sequence(&exchange, &input, &origin);
+        let (seq, delivered_to) = self.sequence(&exchange, &input, &origin, None);
         Ok(Published::Delivered {
             seq,
             delivered_to,
@@ -123,13 +123,15 @@ impl<K: SessionKey> Relay<K> {
         Ok(Some((exchange, origin)))
     }
 
-    /// Numbers an admitted event on its key, forwards it to linked relays, keeps it in
-    /// history and queues it to the subscribed sessions: its seq and how many.
+    /// Numbers an admitted event on its key (the next seq, or `at` when that is past the
+    /// key's seq), forwards it to linked relays, keeps it in history and queues it to the
+    /// subscribed sessions: its seq and how many.
     pub(super) fn sequence(
         &mut self,
         exchange: &Arc<str>,
         input: &EventInput,
         origin: &Origin,
+        at: Option<u64>,
     ) -> (u64, usize) {
         let max_hops = self.config.limits.max_hops;
         // Stamped where the event enters the relay network, so pages can show the delay
@@ -155,7 +157,7 @@ impl<K: SessionKey> Relay<K> {
             ts: Some(ts),
             ..input.clone()
         };
-        match self.record(exchange, &stamped, origin, None) {
+        match self.record(exchange, &stamped, origin, at) {
             Some(recorded) => recorded,
             None => unreachable!("a fresh seq is always recorded"),
         }

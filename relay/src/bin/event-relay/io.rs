@@ -108,7 +108,8 @@ pub fn run(
     }
     let mut transceiver = builder.build()?;
     if let Some(member) = transceiver.group_name() {
-        // Members wait for each other for as long as the group takes to call one dead.
+        // Members wait for each other at startup for as long as the group takes to call one
+        // dead; tips come within a heartbeat or two, so a sync that takes four is stuck.
         let timing = GroupTiming::for_ping_interval(options.ping_interval);
         let mut peers: Vec<&String> = options
             .group_peers
@@ -122,7 +123,7 @@ pub fn run(
             &member,
             peers.len() + 1,
             timing.dead_after,
-            timing.dead_after,
+            timing.heartbeat * 4,
             Instant::now(),
         );
     }
