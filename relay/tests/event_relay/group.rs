@@ -94,6 +94,23 @@ impl Group {
     }
 }
 
+impl Drop for Group {
+    /// With `RELAY_GROUP_KEEP_LOGS=DIR`, a failed run leaves the members' logs there.
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("RELAY_GROUP_KEEP_LOGS") else {
+            return;
+        };
+        if thread::panicking() {
+            for (i, relay) in self.relays.iter().enumerate() {
+                let _ = fs::copy(
+                    &relay.log,
+                    PathBuf::from(&dir).join(format!("relay-{i}.log")),
+                );
+            }
+        }
+    }
+}
+
 /// What one subscriber saw.
 #[derive(Debug, Default)]
 struct Seen {
