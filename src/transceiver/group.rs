@@ -13,7 +13,9 @@
 //!   sticky: a member that joins later does not take sessions over, it is told the table.
 //! - Routing: a WebSocket handshake or frame that lands on a non-owner is forwarded, in
 //!   order, to the owner, whose `Core` handles it (so pongs count wherever they land, and
-//!   only the owner pings). HTTP and other requests are served where they land. A
+//!   only the owner pings). HTTP and other requests are served where they land. A session
+//!   expires after two silent ping rounds instead of one: a pong Mongrel2 handed to a
+//!   member just before it was killed is gone with it. A
 //!   disconnect notice is handled where it lands and copied to every member, so every
 //!   member's table forgets the session.
 //! - Death: when an owner dies, each of its sessions gets the rendezvous owner among the
