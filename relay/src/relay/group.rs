@@ -313,7 +313,7 @@ impl<K: SessionKey> Relay<K> {
                 .and_then(|g| g.tips.values().filter_map(|t| t.tips.get(&key)).max());
             let at = floor
                 .filter(|floor| **floor > self.history.last_seq(e, k))
-                .map(|floor| floor + 1);
+                .map(|floor| floor.saturating_add(1));
             if let Some(at) = at {
                 log::warn!(
                     "relay group: numbering {e}/{k} from {at}: the seqs before are missing here"
@@ -402,10 +402,6 @@ impl<K: SessionKey> Relay<K> {
                 }
             }
         }
-        let behind = peer
-            .tips
-            .iter()
-            .any(|((e, k), seq)| self.history.last_seq(e, k) < *seq);
         let Some(g) = self.group.as_mut() else {
             return;
         };
@@ -414,7 +410,9 @@ impl<K: SessionKey> Relay<K> {
             g.sends.push_back((from.to_owned(), body));
         }
         g.tips.insert(from.to_owned(), peer);
-        if behind && !reply {
+        // Answered whatever they say: our own tips may have reached the peer before it knew
+        // this member (and were dropped), and without them it cannot finish its sync.
+        if !reply {
             self.send_tips(Some(from), true);
         }
     }

@@ -124,6 +124,8 @@ struct Seen {
     restarts: u64,
     /// Any other close code.
     other_closes: Vec<u16>,
+    /// Reconnects whose handshake went unanswered and were tried again.
+    retried: u64,
 }
 
 impl Seen {
@@ -142,6 +144,26 @@ impl Seen {
         }
         last
     }
+}
+
+/// A reconnect as a client does it: a handshake that is not answered in time is tried
+/// again on a new connection (at most three times).
+fn reconnect(m2: SocketAddr, seen: &mut Seen) -> tungstenite::WebSocket<TcpStream> {
+    for attempt in 1..=3 {
+        let stream = TcpStream::connect(m2).expect("connect to Mongrel2");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        match tungstenite::client::client(format!("ws://{m2}/events"), stream) {
+            Ok((ws, _)) => return ws,
+            Err(e) if attempt < 3 => {
+                eprintln!("reconnect handshake unanswered ({e}); trying again");
+                seen.retried += 1;
+            }
+            Err(e) => panic!("reconnect handshake failed 3 times: {e}"),
+        }
+    }
+    unreachable!("returned or panicked on the last attempt")
 }
 
 fn welcome(ws: &mut tungstenite::WebSocket<TcpStream>) -> String {
@@ -187,7 +209,7 @@ fn subscriber(m2: SocketAddr, total: u64, ready: mpsc::Sender<()>) -> Seen {
                     seen.other_closes.push(code);
                 }
                 seen.restarts += 1;
-                ws = ws_connect(m2, "/events");
+                ws = reconnect(m2, &mut seen);
                 welcome(&mut ws);
                 for key in 0..KEYS {
                     resume(&mut ws, key, seen.contiguous(key));
@@ -298,6 +320,7 @@ fn three_relays_as_a_group_deliver_every_event_once_in_order_through_a_kill() {
 
     let mut repeats = 0;
     let mut restarted = 0;
+    let mut retried = 0;
     for (i, s) in seen.iter().enumerate() {
         assert!(s.other_closes.is_empty(), "client {i}: {s:?}");
         // Every n exactly once, and on each key in the order published.
@@ -319,6 +342,7 @@ fn three_relays_as_a_group_deliver_every_event_once_in_order_through_a_kill() {
             assert_eq!(s.restarts, 0, "client {i} of a survivor: {s:?}");
         }
         repeats += s.repeats;
+        retried += s.retried;
     }
     // Mongrel2 chooses which member answers; one that does shows the group of two.
     let survivors = group.members_eventually(1, |s| {
@@ -327,7 +351,8 @@ fn three_relays_as_a_group_deliver_every_event_once_in_order_through_a_kill() {
     eprintln!(
         "{clients} clients x {events} events through 3 relays, one killed (kill -9) mid-run: \
          published in {published:?}, all received after {received:?}; {restarted} clients \
-         closed with 1012 and resumed; {repeats} repeats dropped by seq; survivors: {}",
+         closed with 1012 and resumed ({retried} reconnect handshakes unanswered and retried); \
+         {repeats} repeats dropped by seq; survivors: {}",
         survivors
             .values()
             .map(|s| s["group"].to_string())
