@@ -16,8 +16,10 @@
 //!   The member that took the publish keeps it until the numbered event comes back, and
 //!   sends it again to a new sequencer if the group changes first; sequencers drop repeats
 //!   by the event's origin (relay run id, seq), as linked relays do.
+//!   Only the sequencer forwards an event to linked relays (`--link-bind`), so each member's
+//!   link publisher carries the keys it numbers.
 //! - When the live members change, every member sends its **tips** (the last seq of every
-//!   key it has) to the others; a member that has more of a key than a peer sends the peer
+//!   key it has) to the others, and answers tips with its own; a member that has more of a key than a peer sends the peer
 //!   the missing events from its history (as `ev`). A member numbers nothing until every
 //!   live peer has sent tips for the same member list and it has caught up with them (or a
 //!   timeout passed), so a new sequencer continues from the highest seq any survivor had.
