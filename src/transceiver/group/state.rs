@@ -477,6 +477,7 @@ impl Group {
                 if handshake && self.table.contains_key(&conn) {
                     continue;
                 }
+                log::debug!("re-delivering {conn}'s message that {name} had not acknowledged");
                 self.route(conn, handshake, message);
             }
         }
@@ -510,6 +511,9 @@ impl Group {
             log::warn!(
                 "group member {owner} is not acknowledging; dropping the oldest retained forward"
             );
+        }
+        if handshake {
+            log::debug!("handshake of {conn} goes to its owner {owner} (forward {seq})");
         }
         outbox
             .unacked
