@@ -21,6 +21,9 @@ pub struct Encoded {
     /// The SSE `id:` and `event:` lines, kept so the SSE frame can be built on first use.
     sse_head: Box<str>,
     sse: OnceLock<Arc<[u8]>>,
+    /// Where the event entered the relay network (origin relay, its seq), for relays in a
+    /// group: a repaired copy must dedupe like the original.
+    origin: Option<(Arc<str>, u64)>,
 }
 
 impl Encoded {
@@ -32,7 +35,19 @@ impl Encoded {
             ws,
             sse_head: sse_head(meta).into_boxed_str(),
             sse: OnceLock::new(),
+            origin: None,
         }
+    }
+
+    /// The same, remembering where the event entered the relay network.
+    pub fn with_origin(mut self, relay: Arc<str>, seq: u64) -> Encoded {
+        self.origin = Some((relay, seq));
+        self
+    }
+
+    /// Where the event entered the relay network, when known.
+    pub fn origin(&self) -> Option<(&Arc<str>, u64)> {
+        self.origin.as_ref().map(|(relay, seq)| (relay, *seq))
     }
 
     /// The client JSON.
@@ -133,6 +148,27 @@ impl History {
         routing_key: &str,
         encode: impl FnOnce(u64) -> Encoded,
     ) -> Recorded {
+        match self.record_at(exchange, routing_key, None, encode) {
+            Some(recorded) => recorded,
+            None => unreachable!("a fresh seq is always recorded"),
+        }
+    }
+
+    /// Stores an event another relay numbered `seq` (`None`: the next seq). `None` when the
+    /// key is already at or past `seq` (a repeat). Past a gap the older stored events go:
+    /// a replay must not skip the seqs this relay never had.
+    pub fn record_at(
+        &mut self,
+        exchange: &Arc<str>,
+        routing_key: &str,
+        at: Option<u64>,
+        encode: impl FnOnce(u64) -> Encoded,
+    ) -> Option<Recorded> {
+        if let Some(seq) = at {
+            if seq <= self.last_seq(exchange, routing_key) {
+                return None;
+            }
+        }
         self.tick += 1;
         let tick = self.tick;
         let keys = self.exchanges.entry(exchange.clone()).or_default();
@@ -157,11 +193,17 @@ impl History {
         let Some(h) = keys.get_mut(&rk) else {
             unreachable!("key present")
         };
+        let seq = at.unwrap_or(h.last_seq.saturating_add(1));
+        if seq > h.last_seq.saturating_add(1) {
+            self.size.events -= h.events.len();
+            self.size.bytes -= h.bytes;
+            h.events.clear();
+            h.bytes = 0;
+        }
         self.lru.remove(&h.touched);
         h.touched = tick;
         self.lru.insert(tick, (exchange.clone(), rk.clone()));
-        h.last_seq += 1;
-        let seq = h.last_seq;
+        h.last_seq = seq;
         let encoded = Arc::new(encode(seq));
         if self.per_key > 0 {
             let size = encoded.size();
@@ -178,11 +220,27 @@ impl History {
             }
         }
         self.evict(exchange, &rk);
-        Recorded {
+        Some(Recorded {
             routing_key: rk,
             seq,
             encoded,
-        }
+        })
+    }
+
+    /// The key's current seq (0 if never published or forgotten).
+    pub fn last_seq(&self, exchange: &str, routing_key: &str) -> u64 {
+        self.exchanges
+            .get(exchange)
+            .and_then(|m| m.get(routing_key))
+            .map_or(0, |h| h.last_seq)
+    }
+
+    /// Every key's current seq: (exchange, routing key, seq).
+    pub fn tips(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
+        self.exchanges
+            .iter()
+            .flat_map(|(e, keys)| keys.iter().map(|(k, h)| (e.clone(), k.clone(), h.last_seq)))
+            .collect()
     }
 
     fn evict(&mut self, current_exchange: &Arc<str>, current_key: &Arc<str>) {
@@ -371,6 +429,29 @@ mod tests {
         assert_eq!(rec(&mut h, &e, "a"), 2);
         assert_eq!(h.size().events, 0);
         assert!(!h.since("calls", "a", 1).recovered);
+    }
+
+    #[test]
+    fn numbered_elsewhere_repeats_are_refused_and_gaps_drop_older_events() {
+        let mut h = History::new(10, 10, 1 << 20);
+        let e = Arc::from("calls");
+        let at = |h: &mut History, seq| {
+            h.record_at(&e, "k", Some(seq), |seq| {
+                Encoded::new(format!("{{\"seq\":{seq}}}").as_bytes(), &Meta::named("E"))
+            })
+            .map(|r| r.seq)
+        };
+        assert_eq!(at(&mut h, 1), Some(1));
+        assert_eq!(at(&mut h, 2), Some(2));
+        assert_eq!(at(&mut h, 2), None, "a repeat");
+        assert_eq!(at(&mut h, 1), None, "an older one");
+        assert_eq!(at(&mut h, 5), Some(5));
+        assert_eq!(seqs(&h.since("calls", "k", 0)), vec![5]);
+        assert!(!h.since("calls", "k", 2).recovered, "3 and 4 never came");
+        assert_eq!(rec(&mut h, &e, "k"), 6, "numbering goes on from there");
+        assert_eq!(h.last_seq("calls", "k"), 6);
+        assert_eq!(h.size().events, 2);
+        assert_eq!(h.tips(), vec![(e.clone(), Arc::from("k"), 6)]);
     }
 
     #[test]

@@ -197,6 +197,42 @@ pub struct Stats {
     /// Mongrel2's open connections, per control port (filled in by the I/O layer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongrel2: Option<Vec<Mongrel2Status>>,
+    /// The group of relays this one is a member of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupStats>,
+}
+
+/// A member of a group of relays (see `group`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GroupStats {
+    /// This member's name.
+    pub member: String,
+    /// The live members, sorted.
+    pub members: Vec<String>,
+    /// Whether the members agree on the numbering (publishes are held until they do).
+    pub synced: bool,
+    /// Publishes held until then.
+    pub held: usize,
+    /// Publishes forwarded to a sequencer whose numbered event has not come back yet.
+    pub unconfirmed: usize,
+    /// Events this member numbered (as its keys' sequencer).
+    pub sequenced: u64,
+    /// Publishes sent on to another member's key.
+    pub forwarded: u64,
+    /// Publishes other members sent here.
+    pub received_publishes: u64,
+    /// Numbered events from other members kept here.
+    pub received_events: u64,
+    /// Stored events sent to members that lacked them.
+    pub repairs_sent: u64,
+    /// Forwards sent again after the members changed.
+    pub resent: u64,
+    /// Publishes dropped (too many held, or forwarded round too many members).
+    pub dropped: u64,
+    /// Times the live members changed.
+    pub membership_changes: u64,
+    /// Times the members did not agree within the sync timeout.
+    pub sync_timeouts: u64,
 }
 
 impl Stats {
@@ -501,6 +537,7 @@ mod tests {
                 ..LinkStats::default()
             }),
             mongrel2: None,
+            group: None,
         }
     }
 

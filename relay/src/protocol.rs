@@ -533,19 +533,23 @@ pub enum Ack {
     },
     /// A linked event already seen (by origin relay + seq); nothing was delivered.
     Duplicate,
+    /// In a group of relays: accepted and handed on to the member that numbers its key
+    /// (its seq is decided there).
+    Forwarded,
     /// Refused.
     Rejected(ErrorName),
 }
 
 impl Ack {
-    /// `{"ok":true,"seq":N,"delivered_to":M}`, `{"ok":true,"duplicate":true}` or
-    /// `{"ok":false,"error":NAME}`.
+    /// `{"ok":true,"seq":N,"delivered_to":M}`, `{"ok":true,"duplicate":true}`,
+    /// `{"ok":true,"forwarded":true}` or `{"ok":false,"error":NAME}`.
     pub fn to_json(&self) -> Vec<u8> {
         let v = match self {
             Ack::Published { seq, delivered_to } => {
                 json!({ "ok": true, "seq": seq, "delivered_to": delivered_to })
             }
             Ack::Duplicate => json!({ "ok": true, "duplicate": true }),
+            Ack::Forwarded => json!({ "ok": true, "forwarded": true }),
             Ack::Rejected(e) => json!({ "ok": false, "error": e.as_str() }),
         };
         v.to_string().into_bytes()
@@ -555,7 +559,7 @@ impl Ack {
     /// subscribers, not yet delivered), 401 without the publish token, 400 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
-            Ack::Published { .. } | Ack::Duplicate => 202,
+            Ack::Published { .. } | Ack::Duplicate | Ack::Forwarded => 202,
             Ack::Rejected(ErrorName::AuthRequired) => 401,
             Ack::Rejected(_) => 400,
         }

@@ -45,6 +45,7 @@ use super::subscriptions::{Index, Pattern};
 
 mod actions;
 mod flush;
+mod group;
 mod publish;
 mod sessions;
 #[cfg(test)]
@@ -120,6 +121,9 @@ pub enum Published {
     },
     /// A linked event already seen (or our own coming back): nothing done.
     Duplicate,
+    /// In a group of relays: handed on to the member that numbers its key (or held until
+    /// the group settles); delivered from there.
+    Forwarded,
 }
 
 /// What an SSE stream asks for (from its URL and headers).
@@ -234,6 +238,7 @@ pub struct Relay<K> {
     origin_seq: u64,
     counters: Counters,
     started: Instant,
+    group: Option<group::GroupState>,
 }
 
 impl<K: SessionKey> Relay<K> {
@@ -263,6 +268,7 @@ impl<K: SessionKey> Relay<K> {
             origin_seq: 0,
             counters: Counters::default(),
             started: Instant::now(),
+            group: None,
         }
     }
 
@@ -302,6 +308,7 @@ impl<K: SessionKey> Relay<K> {
             rpc: None,
             links: None,
             mongrel2: None,
+            group: self.group_stats(),
         }
     }
 }

@@ -31,6 +31,7 @@ impl<K: SessionKey> Relay<K> {
                 seq, delivered_to, ..
             }) => Ack::Published { seq, delivered_to },
             Ok(Published::Duplicate) => Ack::Duplicate,
+            Ok(Published::Forwarded) => Ack::Forwarded,
             Err(e) => Ack::Rejected(e),
         }
     }
@@ -61,13 +62,35 @@ impl<K: SessionKey> Relay<K> {
 
     pub(super) fn count(&mut self, source: Source, result: &Result<Published, ErrorName>) {
         match result {
-            Ok(Published::Delivered { .. }) => self.counters.events_in.bump(source),
+            Ok(Published::Delivered { .. } | Published::Forwarded) => {
+                self.counters.events_in.bump(source)
+            }
             Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
             Err(_) => self.counters.events_rejected.bump(source),
         }
     }
 
     pub(super) fn publish_inner(&mut self, input: EventInput) -> Result<Published, ErrorName> {
+        let Some((exchange, origin)) = self.admit(&input)? else {
+            return Ok(Published::Duplicate);
+        };
+        if self.group.is_some() {
+            return Ok(self.group_publish(exchange, input, origin));
+        }
+        let (seq, delivered_to) = self.sequence(&exchange, &input, &origin, None);
+        Ok(Published::Delivered {
+            seq,
+            delivered_to,
+            origin,
+        })
+    }
+
+    /// Checks an event and gives it its network-wide origin; `None` for a linked event
+    /// already seen (or our own coming back).
+    pub(super) fn admit(
+        &mut self,
+        input: &EventInput,
+    ) -> Result<Option<(Arc<str>, Origin)>, ErrorName> {
         let exchange = self
             .config
             .exchange(&input.exchange)
@@ -83,11 +106,11 @@ impl<K: SessionKey> Relay<K> {
             return Err(ErrorName::InvalidPayload);
         }
         let max_hops = self.config.limits.max_hops;
-        let origin = match input.origin {
+        let origin = match &input.origin {
             Some(o) if o.hops > max_hops => return Err(ErrorName::InvalidPayload),
-            Some(o) if *o.relay == *self.origin_id => return Ok(Published::Duplicate),
-            Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(Published::Duplicate),
-            Some(o) => o,
+            Some(o) if *o.relay == *self.origin_id => return Ok(None),
+            Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(None),
+            Some(o) => o.clone(),
             None => {
                 self.origin_seq += 1;
                 Origin {
@@ -97,17 +120,31 @@ impl<K: SessionKey> Relay<K> {
                 }
             }
         };
-        let (event, payload) = (&input.event, &input.payload);
+        Ok(Some((exchange, origin)))
+    }
+
+    /// Numbers an admitted event on its key (the next seq, or `at` when that is past the
+    /// key's seq), forwards it to linked relays, keeps it in history and queues it to the
+    /// subscribed sessions: its seq and how many.
+    pub(super) fn sequence(
+        &mut self,
+        exchange: &Arc<str>,
+        input: &EventInput,
+        origin: &Origin,
+        at: Option<u64>,
+    ) -> (u64, usize) {
+        let max_hops = self.config.limits.max_hops;
         // Stamped where the event enters the relay network, so pages can show the delay
         // from publish to display; linked relays pass the first relay's stamp on.
         let ts = input.ts.unwrap_or_else(now_ms);
+        let (event, payload, rk) = (&input.event, &input.payload, input.routing_key.as_str());
         if self.forwarding && origin.hops < max_hops {
             if self.forward.len() >= FORWARD_QUEUE {
                 self.forward.pop_front();
                 self.counters.forward_dropped += 1;
             }
             let linked = json!({
-                "exchange": &*exchange,
+                "exchange": &**exchange,
                 "routing_key": rk,
                 "event": event,
                 "payload": payload,
@@ -116,21 +153,43 @@ impl<K: SessionKey> Relay<K> {
             });
             self.forward.push_back(linked.to_string().into_bytes());
         }
-        let recorded = self.history.record(&exchange, rk, |seq| {
+        let stamped = EventInput {
+            ts: Some(ts),
+            ..input.clone()
+        };
+        match self.record(exchange, &stamped, origin, at) {
+            Some(recorded) => recorded,
+            None => unreachable!("a fresh seq is always recorded"),
+        }
+    }
+
+    /// Keeps an event (with its publish time) in history with `seq` (`None`: the next one)
+    /// and queues it to the subscribed sessions; `None` when the key is already past `seq`.
+    pub(super) fn record(
+        &mut self,
+        exchange: &Arc<str>,
+        input: &EventInput,
+        origin: &Origin,
+        at: Option<u64>,
+    ) -> Option<(u64, usize)> {
+        let (event, payload, rk) = (&input.event, &input.payload, input.routing_key.as_str());
+        let origin_relay: Arc<str> = Arc::from(origin.relay.as_str());
+        let recorded = self.history.record_at(exchange, rk, at, |seq| {
             let meta = Meta {
                 event,
                 id: Some(EventId {
-                    exchange: &exchange,
+                    exchange,
                     routing_key: rk,
                     seq,
                 }),
             };
             Encoded::new(
-                &event_json(event, payload, &exchange, rk, seq, Some(ts)),
+                &event_json(event, payload, exchange, rk, seq, input.ts),
                 &meta,
             )
-        });
-        let targets = self.index.matching(&exchange, rk);
+            .with_origin(origin_relay, origin.seq)
+        })?;
+        let targets = self.index.matching(exchange, rk);
         let bounds = bounds(&self.config);
         for key in &targets {
             let Some(session) = self.sessions.get_mut(key) else {
@@ -159,11 +218,7 @@ impl<K: SessionKey> Relay<K> {
             recorded.seq,
             targets.len()
         );
-        Ok(Published::Delivered {
-            seq: recorded.seq,
-            delivered_to: targets.len(),
-            origin,
-        })
+        Some((recorded.seq, targets.len()))
     }
 
     // ----- linked relays -----------------------------------------------------------------
@@ -193,7 +248,7 @@ impl<K: SessionKey> Relay<K> {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is set before it).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -11,6 +11,7 @@ use crate::protocol::DEFAULT_MAX_HOPS;
 
 mod actions;
 mod flush;
+mod group;
 mod publish;
 mod sessions;
 

@@ -13,6 +13,8 @@ pub struct Setup<'a> {
     pub links: Vec<String>,
     /// More command-line arguments.
     pub args: Vec<String>,
+    /// `--ping-interval` in seconds.
+    pub ping_interval: u64,
 }
 
 impl<'a> Setup<'a> {
@@ -23,6 +25,7 @@ impl<'a> Setup<'a> {
             link_bind: None,
             links: Vec::new(),
             args: Vec::new(),
+            ping_interval: 30,
         }
     }
 }
@@ -70,7 +73,7 @@ impl RelayProcess {
             "--config",
             &config_path.to_string_lossy(),
             "--ping-interval",
-            "30",
+            &setup.ping_interval.to_string(),
             "--link-bind",
             setup.link_bind.as_deref().unwrap_or("off"),
         ]

@@ -47,6 +47,7 @@ fn test_config() -> Value {
 }
 
 mod fixture;
+mod group;
 mod link_security;
 mod load;
 mod network;

@@ -75,6 +75,14 @@ pub struct Flags {
     /// (env: comma-separated).
     #[arg(long = "mongrel2-control", env = "RELAY_MONGREL2_CONTROL", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     mongrel2_control: Vec<String>,
+    /// Makes this relay a member of a group of relays on one Mongrel2 route, reached by the
+    /// others at this address (see --group-peer; off by default).
+    #[arg(long, env = "RELAY_GROUP_BIND", value_name = "ADDR", value_parser = endpoint_or_off)]
+    group_bind: Option<String>,
+    /// A member of the group (its --group-bind); repeatable (env: comma-separated). The
+    /// relay's own address may be listed, so every member can be given the same list.
+    #[arg(long = "group-peer", env = "RELAY_GROUP_PEER", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    group_peers: Vec<String>,
 }
 
 /// Effective options.
@@ -107,6 +115,10 @@ pub struct Options {
     pub mongrel2_control: Vec<String>,
     /// The relay's name in `Welcome`.
     pub name: String,
+    /// Group-of-relays listener (`None`: not in a group).
+    pub group_bind: Option<String>,
+    /// Group members (possibly this relay's own address among them).
+    pub group_peers: Vec<String>,
 }
 
 impl From<Flags> for Options {
@@ -131,6 +143,12 @@ impl From<Flags> for Options {
                 .mongrel2_control
                 .into_iter()
                 .filter(|c| !c.is_empty())
+                .collect(),
+            group_bind: flags.group_bind.and_then(off),
+            group_peers: flags
+                .group_peers
+                .into_iter()
+                .filter(|p| !p.is_empty())
                 .collect(),
         }
     }
@@ -227,6 +245,8 @@ mod tests {
                 link_secret_file: None,
                 mongrel2_control: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
+                group_bind: None,
+                group_peers: vec![],
             }
         );
     }
@@ -256,8 +276,18 @@ mod tests {
             "relay one",
             "--link-secret-file",
             "/etc/link.key",
+            "--group-bind",
+            "tcp://127.0.0.1:7000",
+            "--group-peer",
+            "tcp://127.0.0.1:7000",
+            "--group-peer=tcp://127.0.0.1:7001",
         ])
         .unwrap();
+        assert_eq!(o.group_bind.as_deref(), Some("tcp://127.0.0.1:7000"));
+        assert_eq!(
+            o.group_peers,
+            ["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]
+        );
         assert_eq!(o.name, "relay one");
         assert_eq!(o.sender_id, "abc-123");
         assert_eq!(o.pull, "ipc:///tmp/p");
@@ -286,6 +316,8 @@ mod tests {
             ("RELAY_PING_INTERVAL", "5"),
             ("RELAY_LINK_BIND", "tcp://env:6"),
             ("RELAY_LINK", "tcp://x:1, tcp://y:2,"),
+            ("RELAY_GROUP_BIND", "tcp://g:1"),
+            ("RELAY_GROUP_PEER", "tcp://g:1,tcp://g:2"),
         ];
         for (name, value) in vars {
             std::env::set_var(name, value);
@@ -316,6 +348,8 @@ mod tests {
         assert_eq!(o.ping_interval, Some(Duration::from_secs(5)));
         assert_eq!(o.link_bind.as_deref(), Some("tcp://env:6"));
         assert_eq!(o.links, ["tcp://x:1", "tcp://y:2"]);
+        assert_eq!(o.group_bind.as_deref(), Some("tcp://g:1"));
+        assert_eq!(o.group_peers, ["tcp://g:1", "tcp://g:2"]);
 
         let o = with_flags.unwrap();
         assert_eq!(o.pull, "tcp://flag:1");
@@ -367,6 +401,8 @@ mod tests {
             &["--ping-interval", "1.5"],
             &["--ping-interval", "86401"],
             &["--link", "x"],
+            &["--group-peer", "x"],
+            &["--group-bind", "nowhere"],
             &["--config="],
             &["--name="],
         ] {

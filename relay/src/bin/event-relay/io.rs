@@ -17,13 +17,21 @@
 //! link sockets (`links`) and the RPC backends' DEALERs (`rpc`), and keeps three timers:
 //! RPC deadlines, the link hello and the SSE heartbeat. Each bounds how long the loop waits
 //! for input, so nothing ever blocks it.
+//!
+//! With `--group-bind` the relay is a member of a group of relays on one route (see the
+//! core's `group` module): the Transceiver is built with `Builder::group`, the loop tells
+//! the core the live members every turn (at least every [`GROUP_LOOK`]) and passes the
+//! members' messages both ways over the group's application channel. A session adopted
+//! from a dead member is closed with 1012: its subscriptions died with that member, and the
+//! client resumes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongrel2_transceiver::request::Request;
-use mongrel2_transceiver::{CloseReason, ConnId, Event, Handle, Token, Transceiver};
+use mongrel2_transceiver::transceiver::GroupTiming;
+use mongrel2_transceiver::{CloseCode, CloseReason, ConnId, Event, Handle, Token, Transceiver};
 
 use super::flags::Options;
 use super::frame::SessionKind;
@@ -57,6 +65,11 @@ const NO_PINGS: Duration = Duration::from_secs(365 * 24 * 3600);
 const CREDIT_MARGIN: u64 = 4096;
 /// Close code for a session whose outbox overflowed (policy violation).
 const CLOSE_OVERFLOW: u16 = 1008;
+/// Close code for a session this member adopted from a group member that died: its
+/// subscriptions died with that member, so the client reconnects and resumes.
+const CLOSE_RESTART: CloseCode = CloseCode::SERVICE_RESTART;
+/// In a group, how long the loop waits at most before looking at the live members again.
+const GROUP_LOOK: Duration = Duration::from_millis(100);
 
 /// Why the loop could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -88,13 +101,36 @@ pub fn run(
     on_start: impl FnOnce(&Transceiver) -> Arc<AtomicBool>,
 ) -> Result<(), RunError> {
     let limit = sources::transport_limit(relay.config().limits.message_size);
-    let mut transceiver = Transceiver::builder(&options.sender_id)
+    let mut builder = Transceiver::builder(&options.sender_id)
         .pull(&options.pull)
         .publish(&options.publish)
         .control(options.control.as_deref())
         .ping_interval(options.ping_interval.unwrap_or(NO_PINGS))
-        .max_message_size(limit)
-        .build()?;
+        .max_message_size(limit);
+    if let Some(bind) = &options.group_bind {
+        builder = builder.group(bind, &options.group_peers);
+    }
+    let mut transceiver = builder.build()?;
+    if let Some(member) = transceiver.group_name() {
+        // Members wait for each other at startup for as long as the group takes to call one
+        // dead; tips come within a heartbeat or two, so a sync that takes four is stuck.
+        let timing = GroupTiming::for_ping_interval(options.ping_interval);
+        let mut peers: Vec<&String> = options
+            .group_peers
+            .iter()
+            .filter(|p| Some(*p) != options.group_bind.as_ref())
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let member = member.to_owned();
+        relay.enable_group(
+            &member,
+            peers.len() + 1,
+            timing.dead_after,
+            timing.heartbeat * 4,
+            Instant::now(),
+        );
+    }
     let inject = watch_source(
         &mut transceiver,
         Kind::Inject,
@@ -243,10 +279,13 @@ impl Server {
                 .relay
                 .flush_wait(now, FLUSH_INTERVAL)
                 .unwrap_or(IDLE_WAIT);
+            let group_look = self.relay.group_stats().map(|_| now + GROUP_LOOK);
             let timers = [
                 self.rpc.next_deadline(),
                 self.links.next_tick(),
                 Some(self.next_heartbeat),
+                self.relay.group_deadline(),
+                group_look,
             ];
             for at in timers.into_iter().flatten() {
                 wait = wait.min(at.saturating_duration_since(now));
@@ -263,6 +302,7 @@ impl Server {
                 }
             }
             self.timers(Instant::now());
+            self.group(Instant::now());
             let forwards = self.relay.take_forwards();
             if !forwards.is_empty() {
                 self.links.publish(&self.transceiver, forwards);
@@ -284,11 +324,37 @@ impl Server {
         }
     }
 
+    /// Tells the relay the group's live members, and sends what it has for them.
+    fn group(&mut self, now: Instant) {
+        if self.relay.group_stats().is_none() {
+            return;
+        }
+        self.relay
+            .group_members(self.transceiver.group_member_names(), now);
+        self.relay.group_tick(now);
+        for (to, body) in self.relay.take_group_sends() {
+            if !self.transceiver.group_send(&to, body) {
+                log::debug!("relay group: {to} is gone; message not sent");
+            }
+        }
+    }
+
     fn handle(&mut self, event: Event) -> Result<(), RunError> {
         let t = &mut self.transceiver;
         let relay = &mut self.relay;
         match event {
-            Event::Opened { conn, request } => {
+            Event::Opened {
+                conn,
+                adopted: true,
+                ..
+            } => {
+                // Its subscriptions and queued events were with the member (or the run of
+                // this relay) that opened it: the client reconnects and resumes.
+                log::info!("session {conn} adopted: closing it with {CLOSE_RESTART}");
+                reply_logged(t.close_session(&conn, CLOSE_RESTART, "service restart"));
+            }
+            Event::GroupMessage { from, body } => relay.group_message(&from, &body, Instant::now()),
+            Event::Opened { conn, request, .. } => {
                 let credits = request
                     .download_credits()
                     .map(|c| c.saturating_sub(CREDIT_MARGIN));
@@ -379,7 +445,7 @@ impl Server {
             log::info!("session {conn} is too far behind; closing it");
             reply_logged(self.transceiver.close_session(
                 &conn,
-                mongrel2_transceiver::CloseCode(CLOSE_OVERFLOW),
+                CloseCode(CLOSE_OVERFLOW),
                 "lagging",
             ));
         }

@@ -19,7 +19,10 @@
 //! The loop (`io`) only translates between sockets and `relay::Relay`:
 //!
 //! ```text
-//! Event::Opened { conn, request }   -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
+//! Event::Opened { conn, request, .. } -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
+//! Event::Opened { adopted: true, .. } -> t.close_session(&conn, 1012, "service restart")
+//!                                      (a group member died; the client resumes)
+//! Event::GroupMessage { from, body } -> relay.group_message(&from, &body, now)
 //! Event::Message { conn, message }  -> relay.on_message(&conn, bytes); a configured RPC action
 //!                                      -> rpc.call(..): DEALER to call.endpoint; its answer or
 //!                                      deadline -> relay.rpc_reply(..)
@@ -38,6 +41,9 @@
 //!                                      for c in f.end_streams { t.stream_end(&c, true) }
 //! timers                            -> rpc.expire (BackendTimeout), links.tick (hello),
 //!                                      relay.sse_heartbeat()
+//! in a group (--group-bind), each turn -> relay.group_members(t.group_member_names(), now);
+//!                                      relay.group_tick(now);
+//!                                      for (to, body) in relay.take_group_sends() { t.group_send(&to, body) }
 //! ```
 //!
 //! The Transceiver's `max_message_size` is `sources::transport_limit(limits.message_size)`,

@@ -179,7 +179,7 @@ fn log_ack(kind: Kind, ack: &Ack) {
     match ack {
         Ack::Rejected(e) => log::debug!("{} event refused: {e}", kind.source().as_str()),
         Ack::Duplicate => log::debug!("{} event was a duplicate", kind.source().as_str()),
-        Ack::Published { .. } => {}
+        Ack::Published { .. } | Ack::Forwarded => {}
     }
 }
 
