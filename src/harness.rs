@@ -136,7 +136,7 @@ pub use client::{
 };
 pub use connector::{Connector, DEFAULT_CONTROL_TIMEOUT, QUIET_WINDOW};
 pub use error::HarnessError;
-pub use handler_thread::{spawn_handler, HandlerThread};
+pub use handler_thread::{spawn_handler, unbound_endpoint, HandlerThread};
 pub use router::{RawReply, Rejected};
 pub use server::{
     Server, ServerBuilder, DEFAULT_BIND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RECV_TIMEOUT,

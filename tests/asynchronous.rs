@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{HandlerConf, Mongrel2};
 use futures_util::StreamExt;
 use mongrel2_transceiver::asynchronous::AsyncTransceiver;
-use mongrel2_transceiver::harness::{HttpRequest, Protocol, Server};
+use mongrel2_transceiver::harness::{unbound_endpoint, HttpRequest, Protocol, Server};
 use mongrel2_transceiver::{CloseReason, Event, Transceiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -185,8 +185,8 @@ fn chat_client(
 async fn the_harness_drives_an_async_handler_from_a_tokio_test() {
     let transceiver = Transceiver::builder("f0b7a3c2-1d2e-4f5a-8b9c-0d1e2f3a4b5c")
         // Nowhere at first: the harness's Server connects it through the control socket.
-        .pull("inproc://nowhere")
-        .publish("inproc://nowhere")
+        .pull(&unbound_endpoint())
+        .publish(&unbound_endpoint())
         .control(Some("tcp://127.0.0.1:*"))
         .build_async()
         .expect("async transceiver");
@@ -226,8 +226,8 @@ async fn the_harness_drives_an_async_handler_from_a_tokio_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_says_goodbye_to_every_session_then_ends_the_stream() {
     let mut transceiver = Transceiver::builder("0c6f1d9e-2b3a-4c5d-8e7f-9a0b1c2d3e4f")
-        .pull("inproc://nowhere")
-        .publish("inproc://nowhere")
+        .pull(&unbound_endpoint())
+        .publish(&unbound_endpoint())
         .control(Some("tcp://127.0.0.1:*"))
         .build_async()
         .expect("async transceiver");

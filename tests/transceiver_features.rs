@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mongrel2_transceiver::harness::{spawn_handler, HandlerThread, HttpRequest, Protocol, Server};
+use mongrel2_transceiver::harness::{
+    spawn_handler, unbound_endpoint, HandlerThread, HttpRequest, Protocol, Server,
+};
 use mongrel2_transceiver::http::Response;
 use mongrel2_transceiver::{
     Builder, ConnId, Error, Event, Handle, Handshake, Message, Transceiver,
@@ -169,10 +171,10 @@ fn deliver_text_frames_once_for_many_sessions() {
 
 #[test]
 fn an_interrupt_reads_the_same_from_recv_recv_timeout_and_events() {
-    let nowhere = "inproc://interrupt-test-nowhere";
+    let nowhere = unbound_endpoint();
     let mut t = Transceiver::builder("interrupted")
-        .pull(nowhere)
-        .publish(nowhere)
+        .pull(&nowhere)
+        .publish(&nowhere)
         .control(None)
         .ping_interval(None)
         .build()

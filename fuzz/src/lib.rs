@@ -256,7 +256,10 @@ pub fn harness_http_response(data: &[u8]) {
 /// The relay's client actions and event input, as a WebSocket message or a POST body.
 pub fn relay_protocol(data: &[u8]) {
     if let Ok(envelope) = protocol::parse_envelope(data, 64 * 1024) {
-        if let Ok(action) = protocol::Action::parse(&envelope.action, &envelope.payload) {
+        // The per-session key limit from the input's first byte, so both sides of it are
+        // explored.
+        let max_keys = usize::from(data.first().copied().unwrap_or(0));
+        if let Ok(action) = protocol::Action::parse(&envelope.action, &envelope.payload, max_keys) {
             let _ = format!("{action:?}");
         }
         let _ = protocol::error_json(protocol::ErrorName::InvalidPayload, envelope.tag.as_ref());

@@ -14,6 +14,9 @@ use serde_json::json;
 use super::protocol::{ErrorName, DEFAULT_MAX_HOPS, MAX_ROUTING_KEY};
 use super::subscriptions::Pattern;
 
+use secrets::{bearer_matches, constant_time_eq};
+pub use secrets::{LinkSecret, MIN_LINK_SECRET};
+
 /// Names of the actions the relay implements itself; config `actions` may not shadow them.
 pub const BUILT_IN_ACTIONS: [&str; 6] = [
     "Subscribe",
@@ -121,9 +124,14 @@ pub struct Limits {
     /// Wrong `Authenticate` tokens one session may present; after that it may not try
     /// again (`TooManyAttempts`).
     pub auth_failures_per_session: usize,
-    /// Shortest token (and publish token) accepted by config validation (bytes), so no
-    /// guessable secret is configured by mistake.
+    /// Shortest token (and publish and status token) accepted by config validation
+    /// (bytes), so no guessable secret is configured by mistake.
     pub min_token_length: usize,
+    /// Bytes one linked-relay subscriber (or our own subscription to a peer) may have queued
+    /// before ZeroMQ drops for it. ZeroMQ bounds queues in messages, so the link sockets get
+    /// `link_queue_bytes / (message_size + envelope)` messages (at least 16): a subscriber
+    /// that never reads costs at most about this much, whatever the events' size.
+    pub link_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -142,6 +150,7 @@ impl Default for Limits {
             rpc_calls_total: 65_536,
             auth_failures_per_session: 5,
             min_token_length: 8,
+            link_queue_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -158,6 +167,15 @@ impl Limits {
         self.rpc_calls_per_session.min(equal.max(1))
     }
 
+    /// Messages a link socket may queue: `link_queue_bytes` over the largest link message
+    /// (an event of `message_size` plus its origin envelope and signature), at least
+    /// [`MIN_LINK_QUEUE`] so small bursts still pass.
+    pub fn link_queue_messages(&self) -> i32 {
+        let largest = self.message_size.saturating_add(LINK_ENVELOPE);
+        let n = (self.link_queue_bytes / largest).max(MIN_LINK_QUEUE);
+        i32::try_from(n).unwrap_or(i32::MAX)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("subscriptions_per_session", self.subscriptions_per_session),
@@ -168,6 +186,7 @@ impl Limits {
             ("rpc_calls_per_session", self.rpc_calls_per_session),
             ("rpc_calls_total", self.rpc_calls_total),
             ("auth_failures_per_session", self.auth_failures_per_session),
+            ("link_queue_bytes", self.link_queue_bytes),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be > 0")));
@@ -188,51 +207,15 @@ impl Limits {
     }
 }
 
+/// Fewest messages a link socket queues, whatever `limits.link_queue_bytes` says.
+pub const MIN_LINK_QUEUE: usize = 16;
+/// What a link message adds to an event's size at most: the origin object, the topic and
+/// signature frames, ZeroMQ framing.
+const LINK_ENVELOPE: usize = 1024;
 /// Highest `limits.max_hops` accepted.
 const MAX_HOPS_LIMIT: u32 = 255;
 /// Longest interval accepted in `timing` (one day).
 const MAX_TIMING_MS: u64 = 86_400_000;
-
-/// How much of each exchange's stream RabbitMQ keeps (with `--amqp`): its history, shared by
-/// every relay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Stream {
-    /// `x-max-age`: a number and one of `Y`, `M`, `D`, `h`, `m`, `s` (e.g. `7D`).
-    pub max_age: String,
-    /// `x-max-length-bytes`.
-    pub max_bytes: u64,
-}
-
-impl Default for Stream {
-    fn default() -> Self {
-        Stream {
-            max_age: "1D".into(),
-            max_bytes: 1 << 30,
-        }
-    }
-}
-
-impl Stream {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let (digits, unit) = self.max_age.split_at(self.max_age.len().saturating_sub(1));
-        let age_ok = !digits.is_empty()
-            && digits.len() <= 9
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && matches!(unit, "Y" | "M" | "D" | "h" | "m" | "s");
-        if !age_ok {
-            return Err(ConfigError::Invalid(
-                "stream.max_age must be a number and Y, M, D, h, m or s (e.g. 7D)".into(),
-            ));
-        }
-        if self.max_bytes == 0 || i64::try_from(self.max_bytes).is_err() {
-            return Err(ConfigError::Invalid(
-                "stream.max_bytes must be 1..=2^63-1".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Timers, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +280,8 @@ struct ConfigFile {
     #[serde(default)]
     tokens: BTreeMap<String, String>,
     publish_token: Option<String>,
+    status_token: Option<String>,
+    link_secret: Option<String>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -316,6 +301,11 @@ pub struct Config {
     pub tokens: BTreeMap<String, String>,
     /// Bearer token for `POST /events/publish` (`None`: HTTP publish is refused).
     pub publish_token: Option<String>,
+    /// Bearer token for `GET /events/status` and `/events/metrics` (`None`: open).
+    pub status_token: Option<String>,
+    /// Secret that linked relays prove to each other (`None`: links are not authenticated,
+    /// which the binary allows on loopback only).
+    pub link_secret: Option<LinkSecret>,
     /// Limits.
     pub limits: Limits,
     /// RPC actions: action name -> backend endpoint (a ZeroMQ ROUTER the relay connects a
@@ -350,6 +340,8 @@ impl Default for Config {
             exchanges,
             tokens: BTreeMap::new(),
             publish_token: None,
+            status_token: None,
+            link_secret: None,
             limits: Limits::default(),
             actions: BTreeMap::new(),
             timing: Timing::default(),
@@ -359,8 +351,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads `path` (or the built-in default), then applies `RELAY_TOKENS` and
-    /// `RELAY_PUBLISH_TOKEN` from `env` (which override the file).
+    /// Loads `path` (or the built-in default), then applies `RELAY_TOKENS`,
+    /// `RELAY_PUBLISH_TOKEN`, `RELAY_STATUS_TOKEN` and `RELAY_LINK_SECRET` from `env` (which
+    /// override the file).
     pub fn load(
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -394,6 +387,11 @@ impl Config {
                     },
                     tokens: file.tokens,
                     publish_token: file.publish_token,
+                    status_token: file.status_token,
+                    link_secret: file
+                        .link_secret
+                        .map(|s| LinkSecret::new(s.into_bytes(), "config link_secret"))
+                        .transpose()?,
                     limits: file.limits,
                     actions: file.actions,
                     timing: file.timing,
@@ -409,8 +407,30 @@ impl Config {
         if let Some(t) = env("RELAY_PUBLISH_TOKEN") {
             config.publish_token = Some(t);
         }
+        if let Some(t) = env("RELAY_STATUS_TOKEN") {
+            config.status_token = Some(t);
+        }
+        if let Some(s) = env("RELAY_LINK_SECRET") {
+            config.link_secret = Some(LinkSecret::new(s.into_bytes(), "RELAY_LINK_SECRET")?);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Takes the link secret from `path` (`--link-secret-file`, which wins over the
+    /// environment and the config file); one trailing line break is not part of it.
+    pub fn read_link_secret(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        for end in [b'\n', b'\r'] {
+            if bytes.last() == Some(&end) {
+                bytes.pop();
+            }
+        }
+        self.link_secret = Some(LinkSecret::new(bytes, &path.display().to_string())?);
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -431,10 +451,13 @@ impl Config {
                 "token {name:?}: name and token must not be empty"
             )));
         }
-        if self.publish_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "publish_token must not be empty".into(),
-            ));
+        for (name, token) in [
+            ("publish_token", &self.publish_token),
+            ("status_token", &self.status_token),
+        ] {
+            if token.as_deref() == Some("") {
+                return Err(ConfigError::Invalid(format!("{name} must not be empty")));
+            }
         }
         let min = self.limits.min_token_length;
         // Never name the token itself: it is a secret.
@@ -443,10 +466,15 @@ impl Config {
                 "token {name:?} is shorter than limits.min_token_length ({min})"
             )));
         }
-        if self.publish_token.as_ref().is_some_and(|t| t.len() < min) {
-            return Err(ConfigError::Invalid(format!(
-                "publish_token is shorter than limits.min_token_length ({min})"
-            )));
+        for (name, token) in [
+            ("publish_token", &self.publish_token),
+            ("status_token", &self.status_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.len() < min) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is shorter than limits.min_token_length ({min})"
+                )));
+            }
         }
         for (action, endpoint) in &self.actions {
             if BUILT_IN_ACTIONS.contains(&action.as_str()) {
@@ -493,15 +521,13 @@ impl Config {
 
     /// Does an HTTP `Authorization` header value (`Bearer TOKEN`) carry the publish token?
     pub fn publish_authorized(&self, authorization: Option<&str>) -> bool {
-        let (Some(expected), Some(header)) = (self.publish_token.as_deref(), authorization) else {
-            return false;
-        };
-        let presented = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
-        constant_time_eq(expected.as_bytes(), presented.as_bytes())
+        bearer_matches(self.publish_token.as_deref(), authorization)
+    }
+
+    /// May a request with this `Authorization` header value read status and metrics? Yes
+    /// when no status token is configured, else only with `Bearer STATUS_TOKEN`.
+    pub fn status_authorized(&self, authorization: Option<&str>) -> bool {
+        self.status_token.is_none() || bearer_matches(self.status_token.as_deref(), authorization)
     }
 
     /// `Welcome.public`: `[{"exchange":E,"routing_keys":[..]}]` for every exchange with
@@ -525,6 +551,8 @@ impl Config {
             "exchanges": self.exchanges.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "token_names": self.tokens.keys().collect::<Vec<_>>(),
             "publish_token": if self.publish_token.is_some() { "set" } else { "unset (HTTP publish answers 401)" },
+            "status_token": if self.status_token.is_some() { "set" } else { "unset (status and metrics are open)" },
+            "link_secret": if self.link_secret.is_some() { "set" } else { "unset (links are not authenticated)" },
             "limits": self.limits,
             "actions": self.actions,
             "timing": self.timing,
@@ -549,12 +577,9 @@ pub fn parse_token_list(list: &str) -> Result<Vec<(String, String)>, ConfigError
         .collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+mod secrets;
+mod stream;
 
+pub use stream::Stream;
 #[cfg(test)]
 mod tests;

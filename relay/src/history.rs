@@ -29,6 +29,9 @@ pub struct Encoded {
     /// The SSE `id:` and `event:` lines, kept so the SSE frame can be built on first use.
     sse_head: Box<str>,
     sse: OnceLock<Arc<[u8]>>,
+    /// Where the event entered the relay network (origin relay, its seq), for relays in a
+    /// group: a repaired copy must dedupe like the original.
+    origin: Option<(Arc<str>, u64)>,
 }
 
 impl Encoded {
@@ -40,7 +43,19 @@ impl Encoded {
             ws,
             sse_head: sse_head(meta).into_boxed_str(),
             sse: OnceLock::new(),
+            origin: None,
         }
+    }
+
+    /// The same, remembering where the event entered the relay network.
+    pub fn with_origin(mut self, relay: Arc<str>, seq: u64) -> Encoded {
+        self.origin = Some((relay, seq));
+        self
+    }
+
+    /// Where the event entered the relay network, when known.
+    pub fn origin(&self) -> Option<(&Arc<str>, u64)> {
+        self.origin.as_ref().map(|(relay, seq)| (relay, *seq))
     }
 
     /// The client JSON.
@@ -235,6 +250,23 @@ impl History {
             seq: pos,
             encoded,
         })
+    }
+
+    /// Every exchange's newest position: (exchange, position), for a group's tips.
+    pub fn tips(&self) -> Vec<(Arc<str>, u64)> {
+        let mut tips: Vec<(Arc<str>, u64)> = self
+            .exchanges
+            .iter()
+            .filter(|(_, ex)| ex.last_pos > 0)
+            .map(|(e, ex)| (e.clone(), ex.last_pos))
+            .collect();
+        tips.sort_unstable();
+        tips
+    }
+
+    /// Whether any position was ever recorded here.
+    pub fn has_positions(&self) -> bool {
+        self.exchanges.values().any(|ex| ex.last_pos > 0)
     }
 
     fn evict(&mut self, current_exchange: &Arc<str>, current_key: &Arc<str>) {

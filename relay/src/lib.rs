@@ -4,12 +4,13 @@
 //! crate owns everything that can be decided without them, so it is tested without sockets.
 //!
 //! Modules: `config` (startup), `protocol` (wire JSON), `subscriptions`, `history`, `outbox`,
-//! `dedupe` (state), `relay` (the core tying them together), `metrics` (status and
+//! `dedupe` (state), `group` (relays as a group), `relay` (the core tying them together), `metrics` (status and
 //! Prometheus text) and `frame` (WebSocket/SSE framing).
 
 pub mod config;
 pub mod dedupe;
 pub mod frame;
+pub mod group;
 pub mod history;
 pub mod metrics;
 pub mod outbox;

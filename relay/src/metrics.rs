@@ -131,12 +131,16 @@ pub struct AmqpStats {
 pub struct LinkStats {
     /// This relay's id on the link network (relay id plus run suffix).
     pub relay: String,
+    /// Links prove a shared secret (both ways), see the binary's `links` module.
+    pub authenticated: bool,
     /// Where this relay publishes to linked relays (`None`: it does not).
     pub bind: Option<String>,
     /// Relays whose subscription to our publisher is in place (as the publisher sees it).
     pub subscribers: Vec<String>,
     /// Events published to linked relays.
     pub published: u64,
+    /// Subscribers refused: a wrong proof of the link secret, or none where one is needed.
+    pub refused: u64,
     /// One entry per `--link`.
     pub peers: Vec<PeerStats>,
 }
@@ -160,6 +164,38 @@ pub struct PeerStats {
     pub missed: u64,
     /// Times the peer restarted (its relay id changed).
     pub restarts: u64,
+    /// Messages dropped because they did not prove the link secret.
+    pub refused: u64,
+}
+
+/// What one Mongrel2 control port last said of its clients (`--mongrel2-control`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mongrel2Status {
+    /// The control port asked.
+    pub endpoint: String,
+    /// How many client connections Mongrel2 has open (`None` until it answered).
+    pub open_connections: Option<usize>,
+    /// The first of them (the list is bounded; `open_connections` counts all).
+    pub connections: Vec<Mongrel2Connection>,
+    /// Milliseconds since the last answer (`None`: never answered).
+    pub answered_ms_ago: Option<u64>,
+    /// Why the last ask failed (`None` when it was answered).
+    pub error: Option<String>,
+}
+
+/// One client connection as Mongrel2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mongrel2Connection {
+    /// The connection id handlers see (`None` until a request of it reached a handler).
+    pub id: Option<u64>,
+    /// Seconds since Mongrel2 last read from it.
+    pub last_read_secs: i64,
+    /// Seconds since Mongrel2 last wrote to it.
+    pub last_write_secs: i64,
+    /// Bytes read from the client.
+    pub bytes_read: i64,
+    /// Bytes written to the client.
+    pub bytes_written: i64,
 }
 
 /// A snapshot of the relay's state.
@@ -187,6 +223,45 @@ pub struct Stats {
     /// The RabbitMQ backbone (filled in by the I/O layer with `--amqp`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amqp: Option<AmqpStats>,
+    /// Mongrel2's open connections, per control port (filled in by the I/O layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongrel2: Option<Vec<Mongrel2Status>>,
+    /// The group of relays this one is a member of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupStats>,
+}
+
+/// A member of a group of relays (see `group`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GroupStats {
+    /// This member's name.
+    pub member: String,
+    /// The live members, sorted.
+    pub members: Vec<String>,
+    /// Whether the members agree on the numbering (publishes are held until they do).
+    pub synced: bool,
+    /// Publishes held until then.
+    pub held: usize,
+    /// Publishes forwarded to a sequencer whose numbered event has not come back yet.
+    pub unconfirmed: usize,
+    /// Events this member numbered (as its keys' sequencer).
+    pub sequenced: u64,
+    /// Publishes sent on to another member's key.
+    pub forwarded: u64,
+    /// Publishes other members sent here.
+    pub received_publishes: u64,
+    /// Numbered events from other members kept here.
+    pub received_events: u64,
+    /// Stored events sent to members that lacked them.
+    pub repairs_sent: u64,
+    /// Forwards sent again after the members changed.
+    pub resent: u64,
+    /// Publishes dropped (too many held, or forwarded round too many members).
+    pub dropped: u64,
+    /// Times the live members changed.
+    pub membership_changes: u64,
+    /// Times the members did not agree within the sync timeout.
+    pub sync_timeouts: u64,
 }
 
 impl Stats {
@@ -457,6 +532,32 @@ impl Stats {
                 "Events linked relays published that never arrived here",
                 links.peers.iter().map(|p| p.missed).sum(),
             );
+            labelled_counter(
+                r,
+                "relay_link_refused",
+                "Link subscribers and messages refused for not proving the link secret",
+                "side",
+                &mut [
+                    ("subscriber".to_owned(), links.refused),
+                    (
+                        "publisher".to_owned(),
+                        links.peers.iter().map(|p| p.refused).sum(),
+                    ),
+                ]
+                .into_iter(),
+            );
+        }
+        if let Some(mongrel2) = &self.mongrel2 {
+            labelled_gauge(
+                r,
+                "relay_mongrel2_connections",
+                "Client connections Mongrel2 has open, by control port (last answer)",
+                "endpoint",
+                &mut mongrel2.iter().filter_map(|m| {
+                    let open = m.open_connections?;
+                    Some((m.endpoint.clone(), open as u64))
+                }),
+            );
         }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail, and every name above is a valid metric name.
@@ -469,103 +570,4 @@ impl Stats {
 type Labels = Vec<(String, String)>;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Stats {
-        let mut counters = Counters::default();
-        counters.events_in.bump(Source::Inject);
-        counters.events_in.bump(Source::Http);
-        counters.events_in.bump(Source::Http);
-        counters.frames_out = 7;
-        Stats {
-            uptime_seconds: 12,
-            sessions: 3,
-            streams: 1,
-            subscriptions: [("calls".to_owned(), 2), ("we\"ird\\\n".to_owned(), 1)]
-                .into_iter()
-                .collect(),
-            counters,
-            history: HistorySize {
-                keys: 1,
-                events: 2,
-                bytes: 30,
-            },
-            rpc: Some(RpcStats {
-                calls: 4,
-                ..RpcStats::default()
-            }),
-            links: Some(LinkStats {
-                peers: vec![PeerStats {
-                    endpoint: "tcp://127.0.0.1:1".into(),
-                    relay: None,
-                    state: "connecting",
-                    verified: false,
-                    events: 0,
-                    missed: 2,
-                    restarts: 0,
-                }],
-                ..LinkStats::default()
-            }),
-            amqp: Some(AmqpStats {
-                outages: 1,
-                failed: 3,
-                ..AmqpStats::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn prometheus_exposition_has_help_type_and_samples() {
-        let text = sample().to_prometheus();
-        assert!(text.contains("# HELP relay_sessions Open subscriber sessions.\n# TYPE relay_sessions gauge\nrelay_sessions 3\n"));
-        assert!(text.contains("relay_events_in_total{source=\"http\"} 2\n"));
-        assert!(text.contains("relay_events_in_total{source=\"link\"} 0\n"));
-        assert!(text.contains("relay_subscriptions{exchange=\"calls\"} 2\n"));
-        assert!(text.contains("relay_subscriptions{exchange=\"we\\\"ird\\\\\\n\"} 1\n"));
-        assert!(text.contains("relay_history{kind=\"bytes\"} 30\n"));
-        assert!(text.contains("# TYPE relay_frames_out counter\nrelay_frames_out_total 7\n"));
-        assert!(text.contains("relay_streams 1\n"));
-        assert!(text.contains("relay_rpc_calls_total{outcome=\"sent\"} 4\n"));
-        assert!(text.contains("relay_link_peers{state=\"connecting\"} 1\n"));
-        assert!(text.contains("relay_link_missed_total 2\n"));
-        assert!(text.contains("relay_amqp_connected 0\n"));
-        assert!(text.contains("relay_amqp_outages_total 1\n"));
-        assert!(text.contains("relay_amqp_publishes_total{outcome=\"failed\"} 3\n"));
-        assert!(text.ends_with("# EOF\n"), "{text}");
-        // Every sample line belongs to a family declared just before it.
-        let mut declared = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                declared = rest.split(' ').next().map(str::to_owned);
-            } else if !line.starts_with('#') {
-                let name = line.split(['{', ' ']).next().unwrap();
-                let family = name.strip_suffix("_total").unwrap_or(name);
-                assert_eq!(Some(family.to_owned()), declared, "{line}");
-                assert!(
-                    line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),
-                    "{line}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn status_json_shape() {
-        let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
-        assert_eq!(v["sessions"], 3);
-        assert_eq!(v["uptime_seconds"], 12);
-        assert_eq!(v["subscriptions"]["calls"], 2);
-        assert_eq!(v["events_in"]["http"], 2);
-        assert_eq!(v["events_in"]["pull"], 0);
-        assert_eq!(v["frames_out"], 7);
-        assert_eq!(v["history"]["events"], 2);
-        assert_eq!(v["rpc"]["calls"], 4);
-        assert_eq!(v["links"]["peers"][0]["state"], "connecting");
-        let mut bare = sample();
-        bare.rpc = None;
-        bare.links = None;
-        let v: serde_json::Value = serde_json::from_slice(&bare.to_json()).unwrap();
-        assert!(v.get("rpc").is_none() && v.get("links").is_none(), "{v}");
-    }
-}
+mod tests;

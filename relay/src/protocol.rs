@@ -398,8 +398,9 @@ pub struct WelcomeInfo {
 }
 
 /// `{"event":"Welcome","payload":{"id":ID,"run":RUN,"epoch":EPOCH,"relay":NAME,"public":[..]
-/// [,"member":M]}}`: `run` names this run of the relay; `epoch` names the numbering of
-/// event positions (`mq.seq`), which a client sends back with `Resume`.
+/// [,"member":M]}}`: `run` names this run of the relay (an opaque random value, not the
+/// relay's origin id on its links: clients need only to compare it); `epoch` names the
+/// numbering of event positions (`mq.seq`), which a client sends back with `Resume`.
 pub fn welcome_json(id: &str, run: &str, epoch: &str, info: &WelcomeInfo) -> Vec<u8> {
     let mut payload = json!({
         "id": id, "run": run, "epoch": epoch, "relay": info.relay, "public": info.public
@@ -555,13 +556,16 @@ pub enum Ack {
     Duplicate,
     /// Stored by the backbone (RabbitMQ confirmed it); every relay delivers it from there.
     Confirmed,
+    /// In a group of relays: accepted and handed on to the member that numbers its
+    /// exchange (its position is decided there).
+    Forwarded,
     /// Refused.
     Rejected(ErrorName),
 }
 
 impl Ack {
-    /// `{"ok":true,"seq":N,"delivered_to":M}`, `{"ok":true,"duplicate":true}` or
-    /// `{"ok":false,"error":NAME}`.
+    /// `{"ok":true,"seq":N,"delivered_to":M}`, `{"ok":true,"duplicate":true}`,
+    /// `{"ok":true,"forwarded":true}` or `{"ok":false,"error":NAME}`.
     pub fn to_json(&self) -> Vec<u8> {
         let v = match self {
             Ack::Published { seq, delivered_to } => {
@@ -569,6 +573,7 @@ impl Ack {
             }
             Ack::Duplicate => json!({ "ok": true, "duplicate": true }),
             Ack::Confirmed => json!({ "ok": true, "confirmed": true }),
+            Ack::Forwarded => json!({ "ok": true, "forwarded": true }),
             Ack::Rejected(e) => json!({ "ok": false, "error": e.as_str() }),
         };
         v.to_string().into_bytes()
@@ -579,7 +584,7 @@ impl Ack {
     /// backbone (RabbitMQ) could not take it (try again), 400 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
-            Ack::Published { .. } | Ack::Duplicate | Ack::Confirmed => 202,
+            Ack::Published { .. } | Ack::Duplicate | Ack::Confirmed | Ack::Forwarded => 202,
             Ack::Rejected(ErrorName::AuthRequired) => 401,
             Ack::Rejected(ErrorName::BackendUnavailable | ErrorName::BackendTimeout) => 503,
             Ack::Rejected(_) => 400,

@@ -12,8 +12,9 @@
 //!
 //! Positions and epochs: every event gets a position on its exchange (`mq.seq`: 1, 2, 3, ...
 //! across all its keys, see `history`). Positions belong to an epoch, named in `Welcome`
-//! (`epoch`): in memory mode the relay's run id, since a restarted relay numbers from 1
-//! again and has lost what came before. A position from another epoch proves nothing.
+//! (`epoch`): in memory mode the relay's run (`Welcome.run`), since a restarted relay
+//! numbers from 1 again and has lost what came before; in a group of relays the group's
+//! epoch (see `group`), shared by its members. A position from another epoch proves nothing.
 //!
 //! Resume semantics (decided here): `Resume {exchange, routing_key, since, epoch}` needs the
 //! same authorisation as `Subscribe`, and subscribes the key or `prefix*` pattern if it is
@@ -55,6 +56,7 @@ use super::subscriptions::{Index, Pattern};
 
 mod actions;
 mod flush;
+mod group;
 mod publish;
 mod sessions;
 #[cfg(test)]
@@ -130,6 +132,9 @@ pub enum Published {
     },
     /// A linked event already seen (or our own coming back): nothing done.
     Duplicate,
+    /// In a group of relays: handed on to the member that numbers its key (or held until
+    /// the group settles); delivered from there.
+    Forwarded,
 }
 
 /// What an SSE stream asks for (from its URL and headers).
@@ -229,6 +234,10 @@ pub struct Relay<K> {
     origin_id: Arc<str>,
     /// The epoch event positions belong to (see the module docs).
     epoch: Arc<str>,
+    /// `Welcome.run`: names this run to clients (so a page can tell a restart, after which
+    /// seqs begin again at 1) without handing out `origin_id`, which names the relay to
+    /// its links; random and unrelated to it.
+    welcome_run: String,
     /// What every `Welcome` says besides the session id and run.
     welcome: WelcomeInfo,
     forwarding: bool,
@@ -242,6 +251,7 @@ pub struct Relay<K> {
     origin_seq: u64,
     counters: Counters,
     started: Instant,
+    group: Option<group::GroupState>,
 }
 
 impl<K: SessionKey> Relay<K> {
@@ -255,13 +265,14 @@ impl<K: SessionKey> Relay<K> {
             member: None,
             public: config.public_subscriptions(),
         };
-        let origin_id: Arc<str> = Arc::from(format!("{relay_id}.{run:08x}"));
+        let welcome_run = format!("{:016x}", RandomState::new().hash_one(0x0072_756e_u64));
         Relay {
             welcome,
             history: History::new(l.history_per_key, l.history_keys, l.history_bytes),
             config,
-            epoch: origin_id.clone(),
-            origin_id,
+            origin_id: Arc::from(format!("{relay_id}.{run:08x}")),
+            epoch: Arc::from(welcome_run.as_str()),
+            welcome_run,
             forwarding: false,
             forward: VecDeque::new(),
             sessions: HashMap::new(),
@@ -272,6 +283,7 @@ impl<K: SessionKey> Relay<K> {
             origin_seq: 0,
             counters: Counters::default(),
             started: Instant::now(),
+            group: None,
         }
     }
 
@@ -324,6 +336,8 @@ impl<K: SessionKey> Relay<K> {
             rpc: None,
             links: None,
             amqp: None,
+            mongrel2: None,
+            group: self.group_stats(),
         }
     }
 }

@@ -17,6 +17,22 @@ pub struct HandlerThread {
     thread: Option<JoinHandle<Result<(), Error>>>,
 }
 
+/// An endpoint nothing binds, for a Transceiver's first connection when the harness (or a
+/// [`Connector`](super::Connector)) gives it its real ones later: an `ipc://` path under the
+/// temp directory with a fresh UUID in its name, so connecting just keeps retrying quietly.
+///
+/// Not `inproc://`: libzmq 4.3.4 (what the `zmq` crate builds) resolves connects to unbound
+/// inproc endpoints with temporary sockets when the context ends, and that path can touch a
+/// freed pipe and crash the process.
+pub fn unbound_endpoint() -> String {
+    let dir = std::env::temp_dir();
+    format!(
+        "ipc://{}/m2-nowhere-{}",
+        dir.display(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// Builds a Transceiver for `sender` with `configure`, starts `serve` with it on a new
 /// thread, and returns once its control socket is bound: give
 /// [`HandlerThread::control`] to [`Server::new`](super::Server::new).
@@ -55,7 +71,7 @@ pub fn spawn_handler(
     configure: impl FnOnce(Builder) -> Builder + Send + 'static,
     serve: impl FnOnce(&mut Transceiver) -> Result<(), Error> + Send + 'static,
 ) -> Result<HandlerThread, super::HarnessError> {
-    let nowhere = format!("inproc://harness-nowhere-{}", uuid::Uuid::new_v4());
+    let nowhere = unbound_endpoint();
     let builder = Transceiver::builder(sender)
         .pull(&nowhere)
         .publish(&nowhere)

@@ -80,6 +80,10 @@ impl Builder {
     }
 
     /// The endpoint the PULL socket connects to: Mongrel2's `send_spec`.
+    ///
+    /// To start without a real Mongrel2 (connections come later, over the control socket),
+    /// give an endpoint nothing binds, such as the harness's `unbound_endpoint()`, but not an
+    /// `inproc://` one: libzmq 4.3.4 can crash ending a context with such a connect pending.
     pub fn pull(mut self, endpoint: &str) -> Builder {
         self.pull = endpoint.to_owned();
         self

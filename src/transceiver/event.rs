@@ -141,6 +141,11 @@ pub enum Event {
         conn: ConnId,
         /// The handshake request (its headers stay available for the session).
         request: OwnedRequest,
+        /// True when this process took over a session that was opened elsewhere: another
+        /// member of its handler group, which died, or a previous run of this handler
+        /// (Mongrel2 kept the client). The handshake was answered then; whatever the
+        /// application knew about the session is gone, so it may rebuild or close it.
+        adopted: bool,
     },
     /// A complete text or binary WebSocket message.
     Message {
@@ -186,6 +191,14 @@ pub enum Event {
     Disconnected(ConnId),
     /// A socket registered with [`Transceiver::watch`](super::Transceiver::watch) is readable.
     Readable(Token),
+    /// A message another member of the handler group sent with
+    /// [`Transceiver::group_send`](super::Transceiver::group_send).
+    GroupMessage {
+        /// The sending member's name.
+        from: String,
+        /// What it sent.
+        body: Vec<u8>,
+    },
 }
 
 impl Event {
@@ -206,7 +219,7 @@ impl Event {
             | Event::UploadChunk(request) => {
                 request.conn_id() == conn.id && request.sender() == &*conn.sender
             }
-            Event::Readable(_) => false,
+            Event::Readable(_) | Event::GroupMessage { .. } => false,
         }
     }
 }

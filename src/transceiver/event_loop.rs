@@ -95,6 +95,8 @@ impl Transceiver {
                 let timing = builder.group_timing.unwrap_or_else(|| {
                     super::GroupTiming::for_ping_interval(builder.ping_interval)
                 });
+                // A pong may be lost with a member that dies: allow one silent round.
+                core.sessions.set_grace(1);
                 Some(GroupLink::open(&context, bind, peers, timing, now)?)
             }
             None => None,

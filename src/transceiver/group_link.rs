@@ -92,6 +92,9 @@ impl GroupLink {
                 }
             }
         }
+        while let Some((from, body)) = self.group.poll_app() {
+            events.push_back(Event::GroupMessage { from, body });
+        }
         self.group.send_acks();
         while let Some((endpoint, frames)) = self.group.poll_send() {
             if let Err(err) = self.send(&endpoint, frames) {
@@ -160,6 +163,32 @@ impl Transceiver {
         self.group
             .as_ref()
             .map_or(1, |link| link.group.live_members())
+    }
+
+    /// This member's name in its handler group (its endpoint, `#`, a per-process nonce), as
+    /// [`group_member_names`](Self::group_member_names) and [`Event::GroupMessage`] name it;
+    /// `None` without a group.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.as_ref().map(|link| link.group.name())
+    }
+
+    /// The names of the live members of the handler group, this one included, sorted (empty
+    /// without a group). Every member computes the same list once heartbeats have settled,
+    /// so an application can choose a member for something by hashing over it.
+    pub fn group_member_names(&self) -> Vec<String> {
+        self.group
+            .as_ref()
+            .map_or_else(Vec::new, |link| link.group.member_names())
+    }
+
+    /// Sends `body` to the live group member named `to`, which receives it as an
+    /// [`Event::GroupMessage`]. Messages from one member to another arrive in the order sent
+    /// (none arrive after the sender has been declared dead); false when `to` is not a live
+    /// member (or there is no group). Written on the next turn of the loop.
+    pub fn group_send(&mut self, to: &str, body: Vec<u8>) -> bool {
+        self.group
+            .as_mut()
+            .is_some_and(|link| link.group.send_app(to, body))
     }
 
     /// Whether `conn` is an open WebSocket session (in a group: of any member).

@@ -115,6 +115,7 @@ impl Core {
         self.events.push_back(Event::Opened {
             conn,
             request: request.into_owned(),
+            adopted: false,
         });
     }
 
@@ -127,6 +128,7 @@ impl Core {
             self.events.push_back(Event::Opened {
                 conn: conn.clone(),
                 request: request.clone().into_owned(),
+                adopted: true,
             });
         }
         let payload = request.body();
@@ -265,6 +267,7 @@ impl Core {
             self.events.push_back(Event::Opened {
                 conn,
                 request: request.into_owned(),
+                adopted: true,
             });
         }
     }

@@ -11,6 +11,8 @@ struct Session {
     heard: bool,
     /// A ping round has included this session (it is owed an answer by the next one).
     pinged: bool,
+    /// Rounds in a row that found the session silent (see [`Sessions::set_grace`]).
+    missed: u8,
 }
 
 /// The sessions of every Mongrel2 server, grouped by sender so fan-out can batch per server.
@@ -18,6 +20,7 @@ struct Session {
 pub(crate) struct Sessions {
     by_sender: HashMap<Arc<str>, HashMap<u64, Session>>,
     len: usize,
+    grace: u8,
 }
 
 /// What one ping round decided for one Mongrel2 server.
@@ -47,6 +50,7 @@ impl Sessions {
                 Session {
                     heard: true,
                     pinged: false,
+                    missed: 0,
                 },
             )
             .is_none();
@@ -100,8 +104,16 @@ impl Sessions {
             .flat_map(|(sender, ids)| ids.keys().map(move |id| ConnId::new(sender.clone(), *id)))
     }
 
-    /// One ping round: sessions silent since the previous round expire (and are removed);
-    /// every other session is due a ping and must be heard from before the next round.
+    /// How many silent rounds in a row a session survives (0 by default). In a handler
+    /// group a client's pong can be lost with a member killed just after Mongrel2 handed
+    /// it over, so there a session expires only after a second silent round.
+    pub(crate) fn set_grace(&mut self, rounds: u8) {
+        self.grace = rounds;
+    }
+
+    /// One ping round: sessions silent since the previous round (for more than the grace
+    /// rounds) expire and are removed; every other session is due a ping and must be heard
+    /// from before the next round.
     pub(crate) fn ping_round(&mut self) -> Vec<PingRound> {
         let mut rounds = Vec::with_capacity(self.by_sender.len());
         for (sender, ids) in &mut self.by_sender {
@@ -110,10 +122,16 @@ impl Sessions {
                 ping: Vec::with_capacity(ids.len()),
                 expired: Vec::new(),
             };
+            let grace = self.grace;
             ids.retain(|id, session| {
                 if session.pinged && !session.heard {
-                    round.expired.push(*id);
-                    return false;
+                    if session.missed >= grace {
+                        round.expired.push(*id);
+                        return false;
+                    }
+                    session.missed += 1;
+                } else {
+                    session.missed = 0;
                 }
                 session.pinged = true;
                 session.heard = false;

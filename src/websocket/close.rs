@@ -36,6 +36,8 @@ impl CloseCode {
     pub const MANDATORY_EXTENSION: CloseCode = CloseCode(1010);
     /// 1011: unexpected server condition.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1012: the server is restarting; the client may reconnect (IANA registry).
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     /// 1015: TLS handshake failure (never sent on the wire).
     pub const TLS: CloseCode = CloseCode(1015);
 
@@ -46,10 +48,13 @@ impl CloseCode {
         matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
     }
 
-    /// Whether this endpoint may send the code in a close frame. Same set as
-    /// [`CloseCode::is_valid`]: 1005, 1006 and 1015 only describe a closure locally.
+    /// Whether this endpoint may send the code in a close frame: [`CloseCode::is_valid`]'s
+    /// set plus 1012-1014, which the IANA registry added after RFC 6455 (service restart, try
+    /// again later, bad gateway) and clients act on, e.g. by reconnecting. Received, they
+    /// still fail the connection (the strict RFC reading Autobahn checks). 1005, 1006 and
+    /// 1015 only describe a closure locally.
     pub const fn is_sendable(self) -> bool {
-        self.is_valid()
+        self.is_valid() || matches!(self.0, 1012..=1014)
     }
 }
 

@@ -216,11 +216,15 @@ fn close_codes() {
         assert!(CloseCode(valid).is_valid(), "{valid}");
         assert!(CloseCode(valid).is_sendable(), "{valid}");
     }
-    for invalid in [
-        0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2999, 5000, 65535,
-    ] {
+    for invalid in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
         assert!(!CloseCode(invalid).is_valid(), "{invalid}");
         assert!(!CloseCode(invalid).is_sendable(), "{invalid}");
+    }
+    // Registered after RFC 6455: sent (a relay asks clients to reconnect with 1012), but
+    // still refused when received.
+    for registered in [1012, 1013, 1014] {
+        assert!(!CloseCode(registered).is_valid(), "{registered}");
+        assert!(CloseCode(registered).is_sendable(), "{registered}");
     }
 }
 

@@ -303,3 +303,79 @@ fn stream_retention_defaults_parses_and_is_checked() {
         Err(ConfigError::Json(_))
     ));
 }
+
+#[test]
+fn link_secret_from_config_env_or_file_and_never_short_or_printed() {
+    let long = "x".repeat(MIN_LINK_SECRET);
+    let from_file = format!(r#"{{"link_secret": "{long}"}}"#);
+    let c = Config::from_parts(Some(&from_file), &no_env).unwrap();
+    assert_eq!(
+        c.link_secret.as_ref().map(LinkSecret::as_bytes),
+        Some(long.as_bytes())
+    );
+    let env_secret = "y".repeat(40);
+    let env = |k: &str| (k == "RELAY_LINK_SECRET").then(|| env_secret.clone());
+    let mut c = Config::from_parts(Some(&from_file), &env).unwrap();
+    assert_eq!(
+        c.link_secret.as_ref().map(LinkSecret::as_bytes),
+        Some(env_secret.as_bytes()),
+        "the environment wins over the file"
+    );
+    assert!(!format!("{c:?}").contains(&env_secret));
+    assert!(!c.redacted().to_string().contains(&env_secret));
+    assert_eq!(c.redacted()["link_secret"], "set");
+    // --link-secret-file wins over both; one trailing line break is not part of it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, format!("{}\r\n", "z".repeat(32))).unwrap();
+    c.read_link_secret(&path).unwrap();
+    assert_eq!(
+        c.link_secret.as_ref().map(LinkSecret::as_bytes),
+        Some("z".repeat(32).as_bytes())
+    );
+    std::fs::write(&path, "short\n").unwrap();
+    let err = c.read_link_secret(&path).unwrap_err();
+    assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    assert!(c.read_link_secret(&dir.path().join("missing")).is_err());
+    for short in ["", "0123456789abcdef0123456789abcde"] {
+        let json = format!(r#"{{"link_secret": "{short}"}}"#);
+        let err = Config::from_parts(Some(&json), &no_env).unwrap_err();
+        assert!(!short.is_empty() || err.to_string().contains("link secret"));
+        assert!(
+            short.is_empty() || !err.to_string().contains(short),
+            "{err}"
+        );
+        let env = |k: &str| (k == "RELAY_LINK_SECRET").then(|| short.to_owned());
+        assert!(Config::from_parts(None, &env).is_err());
+    }
+}
+
+#[test]
+fn status_token_guards_status_only_when_set() {
+    let c = Config::from_parts(None, &no_env).unwrap();
+    assert!(c.status_authorized(None));
+    let c = Config::from_parts(Some(r#"{"status_token": "status-token"}"#), &no_env).unwrap();
+    assert!(!c.status_authorized(None));
+    assert!(!c.status_authorized(Some("Bearer status-toke")));
+    assert!(!c.status_authorized(Some("status-token")));
+    assert!(c.status_authorized(Some("Bearer status-token")));
+    let env = |k: &str| (k == "RELAY_STATUS_TOKEN").then(|| "short".to_owned());
+    let err = Config::from_parts(None, &env).unwrap_err();
+    assert!(err.to_string().contains("status_token"), "{err}");
+    assert!(Config::from_parts(Some(r#"{"status_token": ""}"#), &no_env).is_err());
+}
+
+#[test]
+fn link_queues_are_sized_from_bytes() {
+    let l = Limits::default();
+    // 16 MiB over 64 KiB + 1 KiB events.
+    assert_eq!(l.link_queue_messages(), 252);
+    let small = Limits {
+        link_queue_bytes: 1,
+        ..Limits::default()
+    };
+    assert_eq!(small.link_queue_messages(), MIN_LINK_QUEUE as i32);
+    let err =
+        Config::from_parts(Some(r#"{"limits": {"link_queue_bytes": 0}}"#), &no_env).unwrap_err();
+    assert!(err.to_string().contains("link_queue_bytes"), "{err}");
+}

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// A session's subscription: exchange and key or pattern.
+/// A session's subscription: exchange and pattern.
 type Subscription = (Arc<str>, Pattern);
 
 impl<K: SessionKey> Relay<K> {
@@ -113,8 +113,8 @@ impl<K: SessionKey> Relay<K> {
     /// returns the token's name.
     ///
     /// A new identity replaces the old one and its rights: subscriptions the new identity
-    /// may not hold are dropped at once (see `authenticate_action`, which lists
-    /// them to the client). Keeping them (issue 18) let `admin` grants outlive a switch to
+    /// may not hold are dropped at once (the `Authenticate` action lists them to the client
+    /// in `Authenticated.dropped`). Keeping them let `admin` grants outlive a switch to
     /// `ops`; refusing a second identity would break a client that logs in again with a
     /// rotated token.
     ///

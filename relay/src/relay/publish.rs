@@ -31,6 +31,7 @@ impl<K: SessionKey> Relay<K> {
                 seq, delivered_to, ..
             }) => Ack::Published { seq, delivered_to },
             Ok(Published::Duplicate) => Ack::Duplicate,
+            Ok(Published::Forwarded) => Ack::Forwarded,
             Err(e) => Ack::Rejected(e),
         }
     }
@@ -61,7 +62,9 @@ impl<K: SessionKey> Relay<K> {
 
     pub(super) fn count(&mut self, source: Source, result: &Result<Published, ErrorName>) {
         match result {
-            Ok(Published::Delivered { .. }) => self.counters.events_in.bump(source),
+            Ok(Published::Delivered { .. } | Published::Forwarded) => {
+                self.counters.events_in.bump(source)
+            }
             Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
             Err(_) => self.counters.events_rejected.bump(source),
         }
@@ -122,7 +125,9 @@ impl<K: SessionKey> Relay<K> {
         .and_then(|input| links_only_origin(Source::Inject, input))
         .and_then(|input| self.publish_inner_at(input, Some(position)));
         match &result {
-            Ok(Published::Delivered { .. }) => self.counters.backbone_in += 1,
+            Ok(Published::Delivered { .. } | Published::Forwarded) => {
+                self.counters.backbone_in += 1
+            }
             Ok(Published::Duplicate) => self.counters.events_duplicate += 1,
             Err(_) => self.counters.backbone_rejected += 1,
         }
@@ -152,22 +157,47 @@ impl<K: SessionKey> Relay<K> {
         self.publish_inner_at(input, None)
     }
 
+    /// Publishes at a position given from outside (a backbone's offset), or numbered here
+    /// (`None`): by this relay, or in a group by the exchange's sequencer.
     fn publish_inner_at(
         &mut self,
         input: EventInput,
         position: Option<u64>,
     ) -> Result<Published, ErrorName> {
         let exchange = self.checked_exchange(&input)?;
-        let rk = input.routing_key.as_str();
         if position.is_some_and(|p| p <= self.history.last_position(&exchange)) {
             return Ok(Published::Duplicate);
         }
+        let Some((exchange, origin)) = self.admit(&input)? else {
+            return Ok(Published::Duplicate);
+        };
+        if position.is_none() && self.group.is_some() {
+            return Ok(self.group_publish(exchange, input, origin));
+        }
+        // Positions at or below the newest were turned away above.
+        let Some((seq, delivered_to)) = self.sequence(&exchange, &input, &origin, position) else {
+            return Ok(Published::Duplicate);
+        };
+        Ok(Published::Delivered {
+            seq,
+            delivered_to,
+            origin,
+        })
+    }
+
+    /// Checks an event and gives it its network-wide origin; `None` for a linked event
+    /// already seen (or our own coming back).
+    pub(super) fn admit(
+        &mut self,
+        input: &EventInput,
+    ) -> Result<Option<(Arc<str>, Origin)>, ErrorName> {
+        let exchange = self.checked_exchange(input)?;
         let max_hops = self.config.limits.max_hops;
-        let origin = match input.origin {
+        let origin = match &input.origin {
             Some(o) if o.hops > max_hops => return Err(ErrorName::InvalidPayload),
-            Some(o) if *o.relay == *self.origin_id => return Ok(Published::Duplicate),
-            Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(Published::Duplicate),
-            Some(o) => o,
+            Some(o) if *o.relay == *self.origin_id => return Ok(None),
+            Some(o) if !self.dedupe.first_time(&o.relay, o.seq) => return Ok(None),
+            Some(o) => o.clone(),
             None => {
                 self.origin_seq += 1;
                 Origin {
@@ -177,17 +207,35 @@ impl<K: SessionKey> Relay<K> {
                 }
             }
         };
-        let (event, payload) = (&input.event, &input.payload);
+        Ok(Some((exchange, origin)))
+    }
+
+    /// Numbers an admitted event on its exchange (the next position, or `at` when that is
+    /// past the newest), forwards it to linked relays, keeps it in history and queues it to
+    /// the subscribed sessions: its position and how many; `None` when the exchange is at
+    /// or past `at` already.
+    pub(super) fn sequence(
+        &mut self,
+        exchange: &Arc<str>,
+        input: &EventInput,
+        origin: &Origin,
+        at: Option<u64>,
+    ) -> Option<(u64, usize)> {
+        if at.is_some_and(|at| at <= self.history.last_position(exchange)) {
+            return None;
+        }
+        let max_hops = self.config.limits.max_hops;
         // Stamped where the event enters the relay network, so pages can show the delay
         // from publish to display; linked relays pass the first relay's stamp on.
         let ts = input.ts.unwrap_or_else(now_ms);
+        let (event, payload, rk) = (&input.event, &input.payload, input.routing_key.as_str());
         if self.forwarding && origin.hops < max_hops {
             if self.forward.len() >= FORWARD_QUEUE {
                 self.forward.pop_front();
                 self.counters.forward_dropped += 1;
             }
             let linked = json!({
-                "exchange": &*exchange,
+                "exchange": &**exchange,
                 "routing_key": rk,
                 "event": event,
                 "payload": payload,
@@ -196,23 +244,39 @@ impl<K: SessionKey> Relay<K> {
             });
             self.forward.push_back(linked.to_string().into_bytes());
         }
+        let stamped = EventInput {
+            ts: Some(ts),
+            ..input.clone()
+        };
+        self.record(exchange, &stamped, origin, at)
+    }
+
+    /// Keeps an event (with its publish time) in history at position `at` on its exchange
+    /// (`None`: the next one) and queues it to the subscribed sessions; `None` when the
+    /// exchange is at or past `at` already (a repeat).
+    pub(super) fn record(
+        &mut self,
+        exchange: &Arc<str>,
+        input: &EventInput,
+        origin: &Origin,
+        at: Option<u64>,
+    ) -> Option<(u64, usize)> {
+        let (event, payload, rk) = (&input.event, &input.payload, input.routing_key.as_str());
+        let origin_relay: Arc<str> = Arc::from(origin.relay.as_str());
         let epoch = &self.epoch;
-        let position = position.unwrap_or_else(|| self.history.last_position(&exchange) + 1);
-        let recorded = self.history.record_at(&exchange, rk, position, |seq| {
+        let position = at.unwrap_or_else(|| self.history.last_position(exchange) + 1);
+        let recorded = self.history.record_at(exchange, rk, position, |seq| {
             let meta = Meta {
                 event,
                 id: Some(EventId { epoch, seq }),
             };
             Encoded::new(
-                &event_json(event, payload, &exchange, rk, seq, Some(ts)),
+                &event_json(event, payload, exchange, rk, seq, input.ts),
                 &meta,
             )
-        });
-        // Positions at or below the newest were turned away above.
-        let Some(recorded) = recorded else {
-            return Ok(Published::Duplicate);
-        };
-        let targets = self.index.matching(&exchange, rk);
+            .with_origin(origin_relay, origin.seq)
+        })?;
+        let targets = self.index.matching(exchange, rk);
         let bounds = bounds(&self.config);
         for key in &targets {
             let Some(session) = self.sessions.get_mut(key) else {
@@ -241,11 +305,7 @@ impl<K: SessionKey> Relay<K> {
             recorded.seq,
             targets.len()
         );
-        Ok(Published::Delivered {
-            seq: recorded.seq,
-            delivered_to: targets.len(),
-            origin,
-        })
+        Some((recorded.seq, targets.len()))
     }
 
     // ----- linked relays -----------------------------------------------------------------
@@ -253,6 +313,11 @@ impl<K: SessionKey> Relay<K> {
     /// This relay's origin id on forwarded events (`RELAY_ID.RUN`).
     pub fn origin_id(&self) -> &str {
         &self.origin_id
+    }
+
+    /// What `Welcome.run` says this run is called: random, not the origin id.
+    pub fn welcome_run(&self) -> &str {
+        &self.welcome_run
     }
 
     /// Starts queueing every accepted event for linked relays (see [`Relay::take_forwards`]).
@@ -298,7 +363,7 @@ fn parse_backbone_input(
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is set before it).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

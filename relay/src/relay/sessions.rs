@@ -30,7 +30,7 @@ impl<K: SessionKey> Relay<K> {
             },
         );
         self.counters.sessions_opened += 1;
-        let welcome = welcome_json(&id, &self.origin_id, &self.epoch, &self.welcome);
+        let welcome = welcome_json(&id, &self.welcome_run, &self.epoch, &self.welcome);
         self.send(&key, "Welcome", welcome);
         id
     }

@@ -11,6 +11,7 @@ use crate::protocol::DEFAULT_MAX_HOPS;
 
 mod actions;
 mod flush;
+mod group;
 mod publish;
 mod resume;
 mod sessions;
@@ -74,7 +75,8 @@ fn flush(r: &mut Relay<Key>) -> BTreeMap<Key, Vec<Value>> {
 fn open(r: &mut Relay<Key>, k: Key) -> String {
     let id = r.open(k);
     let got = flush(r).remove(&k).unwrap();
-    let run = r.origin_id().to_owned();
+    let run = r.welcome_run().to_owned();
+    assert!(!run.contains(r.origin_id()) && run.len() == 16, "{run}");
     assert_eq!(
         got,
         vec![

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use headless_chrome::protocol::cdp::Emulation;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-use headless_chrome::types::Bounds;
 use headless_chrome::{LaunchOptions, Tab};
 use serde_json::Value;
 
@@ -134,38 +134,38 @@ impl Browser {
             .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
     }
 
-    /// A PNG of the whole page: the window grows to the page's height for the shot, then
-    /// returns to its size.
+    /// A PNG of the whole page: the viewport is emulated as tall as the page for the shot
+    /// (a headless window does not resize its viewport), then the emulation is cleared.
     pub fn screenshot_full_page(&self) -> anyhow::Result<Vec<u8>> {
         let height = self
             .execute("return document.documentElement.scrollHeight;")?
-            .as_f64()
-            .unwrap_or(f64::from(WINDOW.1))
-            .max(f64::from(WINDOW.1));
-        // The window's bounds include whatever the browser draws around the page (some
-        // Chromium builds do, even headless): grow by that too, or the page never fits.
-        let frame = self
-            .execute("return Math.max(0, window.outerHeight - window.innerHeight);")?
-            .as_f64()
-            .unwrap_or(0.0);
-        self.resize(height + frame)?;
+            .as_u64()
+            .map_or(WINDOW.1, |h| u32::try_from(h).unwrap_or(u32::MAX))
+            .max(WINDOW.1);
+        self.tab.call_method(Emulation::SetDeviceMetricsOverride {
+            width: WINDOW.0,
+            height,
+            device_scale_factor: 1.0,
+            mobile: false,
+            scale: None,
+            screen_width: None,
+            screen_height: None,
+            position_x: None,
+            position_y: None,
+            dont_set_visible_size: None,
+            screen_orientation: None,
+            viewport: None,
+            display_feature: None,
+            device_posture: None,
+        })?;
         let grown = format!("return window.innerHeight >= {height};");
-        self.wait_until(Duration::from_secs(10), "the window to grow", |b| {
+        self.wait_until(Duration::from_secs(10), "the viewport to grow", |b| {
             Ok((b.execute(&grown)? == Value::Bool(true)).then_some(()))
         });
         let png = self.screenshot();
-        self.resize(f64::from(WINDOW.1))?;
+        self.tab
+            .call_method(Emulation::ClearDeviceMetricsOverride(None))?;
         png
-    }
-
-    fn resize(&self, height: f64) -> anyhow::Result<()> {
-        self.tab.set_bounds(Bounds::Normal {
-            left: None,
-            top: None,
-            width: Some(f64::from(WINDOW.0)),
-            height: Some(height),
-        })?;
-        Ok(())
     }
 
     /// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`; panics with

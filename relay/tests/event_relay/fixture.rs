@@ -13,6 +13,10 @@ pub struct Setup<'a> {
     pub links: Vec<String>,
     /// `--amqp` (None: off).
     pub amqp: Option<String>,
+    /// More command-line arguments.
+    pub args: Vec<String>,
+    /// `--ping-interval` in seconds.
+    pub ping_interval: u64,
 }
 
 impl<'a> Setup<'a> {
@@ -23,6 +27,8 @@ impl<'a> Setup<'a> {
             link_bind: None,
             links: Vec::new(),
             amqp: None,
+            args: Vec::new(),
+            ping_interval: 30,
         }
     }
 }
@@ -37,6 +43,8 @@ pub struct RelayProcess {
     pub inject: String,
     pub pull_events: String,
     pub log: PathBuf,
+    /// The config's `status_token`, sent with every status request.
+    pub status_token: Option<String>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -68,7 +76,7 @@ impl RelayProcess {
             "--config",
             &config_path.to_string_lossy(),
             "--ping-interval",
-            "30",
+            &setup.ping_interval.to_string(),
             "--link-bind",
             setup.link_bind.as_deref().unwrap_or("off"),
         ]
@@ -81,6 +89,7 @@ impl RelayProcess {
         if let Some(url) = &setup.amqp {
             args.extend(["--amqp".to_owned(), url.clone()]);
         }
+        args.extend(setup.args.iter().cloned());
         let mut relay = RelayProcess {
             child: None,
             args: args.join("\n"),
@@ -88,6 +97,7 @@ impl RelayProcess {
             inject,
             pull_events,
             log,
+            status_token: setup.config["status_token"].as_str().map(str::to_owned),
             _dir: dir,
         };
         relay.launch();
@@ -162,6 +172,11 @@ impl RelayProcess {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
+    /// The whole log.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -174,7 +189,7 @@ impl RelayProcess {
         let deadline = Instant::now() + WAIT;
         let path = format!("{}/status", self.route);
         loop {
-            if let Some(response) = try_get(m2, &path) {
+            if let Some(response) = try_get(m2, &path, self.status_token.as_deref()) {
                 assert_eq!(response.status, 200);
                 return;
             }
@@ -193,7 +208,11 @@ impl RelayProcess {
     }
 
     pub fn status(&self, m2: &Mongrel2) -> Value {
-        let response = get(m2, &format!("{}/status", self.route));
+        let response = get_as(
+            m2,
+            &format!("{}/status", self.route),
+            self.status_token.as_deref(),
+        );
         assert_eq!(response.status, 200);
         response.json()
     }
@@ -284,18 +303,26 @@ impl Fixture {
 }
 
 pub fn get(m2: &Mongrel2, path: &str) -> HttpResponse {
+    get_as(m2, path, None)
+}
+
+/// A GET with `Authorization: Bearer TOKEN` when `token` is given.
+pub fn get_as(m2: &Mongrel2, path: &str, token: Option<&str>) -> HttpResponse {
     HttpClient::connect(m2.http_addr())
-        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        .request(&get_request(path, token))
         .expect("answered")
 }
 
+fn get_request(path: &str, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")
+}
+
 /// One GET on a fresh connection with a short timeout (the relay may not be there yet).
-pub fn try_get(m2: &Mongrel2, path: &str) -> Option<HttpResponse> {
+pub fn try_get(m2: &Mongrel2, path: &str, token: Option<&str>) -> Option<HttpResponse> {
     let mut client = HttpClient::connect(m2.http_addr());
     client.set_timeout(Duration::from_millis(300));
-    client
-        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
-        .ok()
+    client.request(&get_request(path, token)).ok()
 }
 
 /// A WebSocket subscriber.

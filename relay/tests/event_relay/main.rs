@@ -28,6 +28,8 @@ const WAIT: Duration = Duration::from_secs(20);
 const ADMIN_TOKEN: &str = "admin-secret";
 const OPS_TOKEN: &str = "ops-secret";
 const PUBLISH_TOKEN: &str = "publish-secret";
+/// A link secret of the minimum length (32 bytes).
+const LINK_SECRET: &str = "link-secret-0123456789abcdefghij";
 
 /// The configuration most tests use.
 fn test_config() -> Value {
@@ -46,6 +48,8 @@ fn test_config() -> Value {
 
 mod amqp;
 mod fixture;
+mod group;
+mod link_security;
 mod load;
 mod network;
 mod protocol;
@@ -55,6 +59,7 @@ mod sources;
 mod sse;
 
 use fixture::*;
+use network::Net;
 
 // ----- shutdown ----------------------------------------------------------------------------
 

@@ -4,16 +4,23 @@
 use super::*;
 
 /// Relays `a`, `b`, `c`, ... behind one Mongrel2; relays stop before it.
-struct Net {
-    relays: Vec<RelayProcess>,
-    m2: Mongrel2,
+pub struct Net {
+    pub relays: Vec<RelayProcess>,
+    /// Each relay's `--link-bind`.
+    pub binds: Vec<String>,
+    pub m2: Mongrel2,
 }
 
 impl Net {
     /// Relay `i` subscribes to the link publishers of the relays listed in `links[i]`.
-    fn start(links: &[&[usize]]) -> Net {
+    pub fn start(links: &[&[usize]]) -> Net {
         let mut config = test_config();
         config["timing"] = json!({"link_heartbeat_ms": 200});
+        Net::with(&config, links)
+    }
+
+    /// Like [`Net::start`], every relay with `config`.
+    pub fn with(config: &Value, links: &[&[usize]]) -> Net {
         let names = ["a", "b", "c", "d"];
         let mut builder = Mongrel2::builder();
         for name in &names[..links.len()] {
@@ -27,10 +34,9 @@ impl Net {
             .map(|(i, peers)| {
                 let setup = Setup {
                     handler: i,
-                    config: &config,
                     link_bind: Some(binds[i].clone()),
                     links: peers.iter().map(|&j| binds[j].clone()).collect(),
-                    amqp: None,
+                    ..Setup::new(config)
                 };
                 RelayProcess::start(&m2, setup)
             })
@@ -38,16 +44,16 @@ impl Net {
         for relay in &mut relays {
             relay.wait_ready(&m2);
         }
-        Net { relays, m2 }
+        Net { relays, binds, m2 }
     }
 
-    fn status(&self, i: usize) -> Value {
+    pub fn status(&self, i: usize) -> Value {
         self.relays[i].status(&self.m2)
     }
 
     /// Waits until relay `i` has heard a hello through every one of its links, and
     /// returns that status.
-    fn links_verified(&self, i: usize) -> Value {
+    pub fn links_verified(&self, i: usize) -> Value {
         self.relays[i].status_eventually(&self.m2, |s| {
             s["links"]["peers"]
                 .as_array()
@@ -55,7 +61,7 @@ impl Net {
         })
     }
 
-    fn subscriber(&self, i: usize, routing_key: &str) -> Client {
+    pub fn subscriber(&self, i: usize, routing_key: &str) -> Client {
         let mut client = self.relays[i].ws(&self.m2);
         client.subscribe("calls", routing_key);
         client
@@ -156,6 +162,69 @@ fn three_linked_relays_deliver_every_event_once_everywhere_in_order() {
 }
 
 #[test]
+fn relays_with_a_link_secret_link_and_deliver_both_ways() {
+    let mut config = test_config();
+    config["timing"] = json!({"link_heartbeat_ms": 200});
+    config["link_secret"] = json!(LINK_SECRET);
+    let mut net = Net::with(&config, &[&[1], &[0]]);
+    for i in 0..2 {
+        let status = net.links_verified(i);
+        assert_eq!(status["links"]["authenticated"], true, "{status}");
+    }
+    let mut clients: Vec<Client> = (0..2).map(|i| net.subscriber(i, "s")).collect();
+    for (from, relay) in net.relays.iter().enumerate() {
+        let ack = relay
+            .injector()
+            .publish("calls", "s", "Signed", json!({"from": from}));
+        assert_eq!(ack["ok"], true, "{ack}");
+        for client in &mut clients {
+            assert_eq!(client.recv()["payload"]["from"], from);
+        }
+    }
+    // Each publisher lists the other as its one authenticated subscriber.
+    let ids: Vec<Value> = (0..2)
+        .map(|i| net.status(i)["links"]["relay"].clone())
+        .collect();
+    for i in 0..2 {
+        let status = net.status(i);
+        assert_eq!(
+            status["links"]["subscribers"],
+            json!([ids[1 - i]]),
+            "{status}"
+        );
+        assert_eq!(status["links"]["refused"], 0, "{status}");
+        assert_eq!(status["links"]["peers"][0]["refused"], 0, "{status}");
+    }
+    // A restart goes through the handshake again.
+    net.relays[1].restart();
+    net.relays[1].wait_ready(&net.m2);
+    net.links_verified(1);
+    let mut on_b = net.subscriber(1, "s");
+    net.relays[0].status_eventually(&net.m2, |s| {
+        s["links"]["subscribers"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0] != ids[1])
+    });
+    let ack = net.relays[0]
+        .injector()
+        .publish("calls", "s", "Again", json!({}));
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(on_b.recv()["event"], "Again");
+    assert_eq!(clients[0].recv()["event"], "Again");
+    // a's own link answered the new run's challenge too.
+    net.relays[0].status_eventually(&net.m2, |s| {
+        let peer = &s["links"]["peers"][0];
+        peer["restarts"] == 1 && peer["verified"] == true
+    });
+    let ack = net.relays[1]
+        .injector()
+        .publish("calls", "s", "FromNewB", json!({}));
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(clients[0].recv()["event"], "FromNewB");
+    assert_eq!(on_b.recv()["event"], "FromNewB");
+}
+
+#[test]
 fn a_restarted_relay_rejoins_and_loses_nothing_after_verification() {
     let mut net = Net::start(&[&[1], &[0]]);
     net.links_verified(0);
@@ -224,4 +293,60 @@ fn a_restarted_relay_rejoins_and_loses_nothing_after_verification() {
     }
     on_a.assert_nothing_pending();
     on_b.assert_nothing_pending();
+}
+
+/// `--mongrel2-control`: `/status` lists Mongrel2's own count of open client connections,
+/// per control port, and names a control port that does not answer.
+#[test]
+fn status_shows_mongrel2s_open_connections() {
+    let m2 = Mongrel2::builder()
+        .handler(HandlerConf::new("/events"))
+        .start();
+    let config = test_config();
+    let silent = free_endpoint();
+    let mut setup = Setup::new(&config);
+    setup.args = vec![
+        "--mongrel2-control".to_owned(),
+        m2.control_endpoint(),
+        "--mongrel2-control".to_owned(),
+        silent.clone(),
+    ];
+    let mut relay = RelayProcess::start(&m2, setup);
+    relay.wait_ready(&m2);
+    let clients: Vec<Client> = (0..3).map(|_| relay.ws(&m2)).collect();
+    let with_ids = |m: &Value| {
+        m["connections"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter(|c| c["id"].is_u64()).count())
+    };
+    let status = relay.status_eventually(&m2, |s| {
+        s["mongrel2"][0]["open_connections"]
+            .as_u64()
+            .is_some_and(|n| n >= 3)
+            && with_ids(&s["mongrel2"][0]) >= 3
+            && s["mongrel2"][1]["error"].is_string()
+    });
+    let real = &status["mongrel2"][0];
+    assert_eq!(real["endpoint"], json!(m2.control_endpoint()), "{status}");
+    assert_eq!(real["error"], Value::Null, "{status}");
+    assert!(real["answered_ms_ago"].is_u64(), "{status}");
+    let dead = &status["mongrel2"][1];
+    assert_eq!(dead["endpoint"], json!(silent), "{status}");
+    assert_eq!(dead["open_connections"], Value::Null, "{status}");
+    let error = dead["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&silent), "the error names the port: {error}");
+    let metrics = String::from_utf8_lossy(&get(&m2, "/events/metrics").body).into_owned();
+    assert!(
+        metrics.contains("relay_mongrel2_connections{endpoint="),
+        "{metrics}"
+    );
+
+    // The clients leave: Mongrel2's count (which the status reports as it is, the asking
+    // GET included) falls back to at most the status request's own connection.
+    drop(clients);
+    relay.status_eventually(&m2, |s| {
+        s["mongrel2"][0]["open_connections"]
+            .as_u64()
+            .is_some_and(|n| n <= 1)
+    });
 }

@@ -375,8 +375,14 @@ pub fn save_screenshot(b: &Browser, name: &str) {
     let png = b.screenshot_full_page().expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let path = artifacts_dir().join(name);
-    fs::write(&path, png).expect("write the screenshot");
+    fs::write(&path, &png).expect("write the screenshot");
     eprintln!("screenshot: {}", path.display());
+    // `DOCS_SCREENSHOTS=1 cargo test --test browser` refreshes the README's pictures, which
+    // are the wallboard test's shots; other runs leave the tree alone.
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    if std::env::var_os("DOCS_SCREENSHOTS").is_some() && name.starts_with("event-relay-") {
+        fs::write(docs.join(name), &png).expect("write the docs screenshot");
+    }
 }
 
 /// Waits until the relay holds `want` subscriptions on `exchange` (a page's Resumes add

@@ -86,6 +86,8 @@ pub(crate) struct Group {
     table: HashMap<ConnId, Entry>,
     outboxes: HashMap<String, Outbox>,
     local: VecDeque<Local>,
+    /// Application messages from other members: sender's name, body.
+    app: VecDeque<(String, Vec<u8>)>,
     sends: VecDeque<(String, Vec<Vec<u8>>)>,
     next_heartbeat: Instant,
 }
@@ -122,6 +124,7 @@ impl Group {
             table: HashMap::new(),
             outboxes: HashMap::new(),
             local: VecDeque::new(),
+            app: VecDeque::new(),
             sends: VecDeque::new(),
             next_heartbeat: now,
         }
@@ -148,6 +151,33 @@ impl Group {
     /// How many members are alive, this one included.
     pub(crate) fn live_members(&self) -> usize {
         self.peers.len() + 1
+    }
+
+    /// The live members' names (this one included), sorted.
+    pub(crate) fn member_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.peers.keys().cloned().collect();
+        names.push(self.name.clone());
+        names.sort();
+        names
+    }
+
+    /// Queues an application message for the live member `to`; false when it is not one.
+    pub(crate) fn send_app(&mut self, to: &str, body: Vec<u8>) -> bool {
+        let Some(peer) = self.peers.get(to) else {
+            return false;
+        };
+        let message = PeerMessage::App {
+            from: self.name.clone(),
+            body,
+        };
+        self.sends
+            .push_back((peer.endpoint.clone(), message.encode()));
+        true
+    }
+
+    /// The next application message from another member: its name and the body.
+    pub(crate) fn poll_app(&mut self) -> Option<(String, Vec<u8>)> {
+        self.app.pop_front()
     }
 
     pub(crate) fn poll_local(&mut self) -> Option<Local> {
@@ -292,6 +322,15 @@ impl Group {
             PeerMessage::Close { from, sender, id } => {
                 self.heard(&from, now);
                 self.table.remove(&ConnId::new(sender, id));
+            }
+            // Only from members this one knows: a message from one it has not heard a
+            // heartbeat from (or has declared dead) has no place in the application's view.
+            PeerMessage::App { from, body } if self.peers.contains_key(&from) => {
+                self.heard(&from, now);
+                self.app.push_back((from, body));
+            }
+            PeerMessage::App { from, .. } => {
+                log::debug!("skipping an application message from unknown member {from}");
             }
         }
     }
@@ -438,6 +477,7 @@ impl Group {
                 if handshake && self.table.contains_key(&conn) {
                     continue;
                 }
+                log::debug!("re-delivering {conn}'s message that {name} had not acknowledged");
                 self.route(conn, handshake, message);
             }
         }
@@ -471,6 +511,9 @@ impl Group {
             log::warn!(
                 "group member {owner} is not acknowledging; dropping the oldest retained forward"
             );
+        }
+        if handshake {
+            log::debug!("handshake of {conn} goes to its owner {owner} (forward {seq})");
         }
         outbox
             .unacked
@@ -533,26 +576,10 @@ impl Group {
     }
 }
 
-/// A hash every member computes alike, whatever its build: FNV-1a, then a 64-bit finaliser
-/// so nearby conn ids spread.
+/// Nearby conn ids must spread: [`stable_hash`](super::stable_hash) finalises its FNV-1a.
 fn score(member: &str, conn: &ConnId) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let id = conn.id.to_be_bytes();
-    let bytes = member
-        .as_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(conn.sender.as_bytes())
-        .chain(id.iter());
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^ (hash >> 33)
+    super::stable_hash(&[member.as_bytes(), &[0], conn.sender.as_bytes(), &id])
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub(crate) enum PeerMessage {
         sender: String,
         id: u64,
     },
+    App {
+        from: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Why a group message was skipped.
@@ -95,6 +99,11 @@ impl PeerMessage {
                 push(from.as_bytes());
                 push(sender.as_bytes());
                 push(&id.to_be_bytes());
+            }
+            PeerMessage::App { from, body } => {
+                push(b"app");
+                push(from.as_bytes());
+                push(body);
             }
         }
         frames
@@ -167,6 +176,13 @@ impl PeerMessage {
                     id: int(2)?,
                 })
             }
+            b"app" => {
+                expect(2)?;
+                Ok(PeerMessage::App {
+                    from: text(0)?,
+                    body: bytes(1)?,
+                })
+            }
             other => Err(WireError::Kind(String::from_utf8_lossy(other).into_owned())),
         }
     }
@@ -203,6 +219,10 @@ mod tests {
                 from: "a#1".into(),
                 sender: "s".into(),
                 id: 9,
+            },
+            PeerMessage::App {
+                from: "a#1".into(),
+                body: b"{}".to_vec(),
             },
         ];
         for message in messages {

@@ -37,6 +37,25 @@ fn a_session_silent_for_a_whole_interval_expires() {
 }
 
 #[test]
+fn with_a_grace_round_a_session_expires_after_two_silent_rounds() {
+    let mut sessions = Sessions::default();
+    sessions.set_grace(1);
+    sessions.open(&conn("a", 1));
+    sessions.ping_round();
+    assert!(
+        sessions.ping_round()[0].expired.is_empty(),
+        "one silent round"
+    );
+    sessions.heard(&conn("a", 1));
+    sessions.ping_round();
+    assert!(
+        sessions.ping_round()[0].expired.is_empty(),
+        "heard: counting again"
+    );
+    assert_eq!(sessions.ping_round()[0].expired, vec![1], "two in a row");
+}
+
+#[test]
 fn a_session_opened_between_rounds_gets_a_full_interval() {
     let mut sessions = Sessions::default();
     sessions.ping_round();

@@ -16,9 +16,12 @@ const MAX_PING_INTERVAL_SECS: u64 = 86_400;
 const SECRETS: &str = "\
 Endpoints marked (off-able) accept `off` to disable them.
 
-Secrets come from the config file or the environment only:
+Secrets come from the config file or the environment (the link secret also from
+--link-secret-file), never from a flag's value:
   RELAY_TOKENS=name:token[,name:token...]   tokens for the Authenticate action
-  RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish";
+  RELAY_PUBLISH_TOKEN=token                 bearer token for POST /events/publish
+  RELAY_STATUS_TOKEN=token                  bearer token for GET /events/status and /metrics
+  RELAY_LINK_SECRET=secret                  shared secret of linked relays (>= 32 bytes)";
 
 /// The command line as given.
 #[derive(Debug, Parser)]
@@ -61,6 +64,10 @@ pub struct Flags {
     /// The relay's name, shown by the live page (Welcome's `relay`); the sender id when absent.
     #[arg(long, env = "RELAY_NAME", value_name = "NAME", value_parser = name)]
     name: Option<String>,
+    /// File holding the linked relays' shared secret (at least 32 bytes; a trailing line
+    /// break is ignored). Wins over RELAY_LINK_SECRET and the config's link_secret.
+    #[arg(long, env = "RELAY_LINK_SECRET_FILE", value_name = "FILE")]
+    link_secret_file: Option<PathBuf>,
     /// Another relay's --link-bind to subscribe to; repeatable (env: comma-separated).
     #[arg(long = "link", env = "RELAY_LINK", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     links: Vec<String>,
@@ -69,6 +76,18 @@ pub struct Flags {
     /// (and its links).
     #[arg(long, env = "RELAY_AMQP", value_name = "URL", value_parser = amqp_url)]
     amqp: Option<String>,
+    /// A Mongrel2 control port whose open connections `/events/status` shows; repeatable
+    /// (env: comma-separated).
+    #[arg(long = "mongrel2-control", env = "RELAY_MONGREL2_CONTROL", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    mongrel2_control: Vec<String>,
+    /// Makes this relay a member of a group of relays on one Mongrel2 route, reached by the
+    /// others at this address (see --group-peer; off by default).
+    #[arg(long, env = "RELAY_GROUP_BIND", value_name = "ADDR", value_parser = endpoint_or_off)]
+    group_bind: Option<String>,
+    /// A member of the group (its --group-bind); repeatable (env: comma-separated). The
+    /// relay's own address may be listed, so every member can be given the same list.
+    #[arg(long = "group-peer", env = "RELAY_GROUP_PEER", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
+    group_peers: Vec<String>,
 }
 
 /// Effective options.
@@ -95,11 +114,19 @@ pub struct Options {
     pub link_bind: Option<String>,
     /// Linked relays to connect to.
     pub links: Vec<String>,
+    /// File with the link secret.
+    pub link_secret_file: Option<PathBuf>,
+    /// Mongrel2 control ports asked for their open connections.
+    pub mongrel2_control: Vec<String>,
     /// The relay's name in `Welcome`.
     pub name: String,
     /// RabbitMQ URL (left out of the serialised options: it may hold a password).
     #[serde(skip)]
     pub amqp: Option<String>,
+    /// Group-of-relays listener (`None`: not in a group).
+    pub group_bind: Option<String>,
+    /// Group members (possibly this relay's own address among them).
+    pub group_peers: Vec<String>,
 }
 
 impl From<Flags> for Options {
@@ -120,6 +147,18 @@ impl From<Flags> for Options {
             // A trailing comma in RELAY_LINK leaves an empty item.
             links: flags.links.into_iter().filter(|l| !l.is_empty()).collect(),
             amqp: flags.amqp,
+            link_secret_file: flags.link_secret_file,
+            mongrel2_control: flags
+                .mongrel2_control
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect(),
+            group_bind: flags.group_bind.and_then(off),
+            group_peers: flags
+                .group_peers
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect(),
         }
     }
 }
@@ -220,8 +259,12 @@ mod tests {
                 ping_interval: Some(Duration::from_secs(30)),
                 link_bind: Some("tcp://127.0.0.1:9994".into()),
                 links: vec![],
+                link_secret_file: None,
+                mongrel2_control: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
                 amqp: None,
+                group_bind: None,
+                group_peers: vec![],
             }
         );
     }
@@ -249,8 +292,20 @@ mod tests {
             "--link=tcp://b:2",
             "--name",
             "relay one",
+            "--link-secret-file",
+            "/etc/link.key",
+            "--group-bind",
+            "tcp://127.0.0.1:7000",
+            "--group-peer",
+            "tcp://127.0.0.1:7000",
+            "--group-peer=tcp://127.0.0.1:7001",
         ])
         .unwrap();
+        assert_eq!(o.group_bind.as_deref(), Some("tcp://127.0.0.1:7000"));
+        assert_eq!(
+            o.group_peers,
+            ["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]
+        );
         assert_eq!(o.name, "relay one");
         assert_eq!(o.sender_id, "abc-123");
         assert_eq!(o.pull, "ipc:///tmp/p");
@@ -262,6 +317,7 @@ mod tests {
         assert_eq!(o.ping_interval, None);
         assert_eq!(o.link_bind, None);
         assert_eq!(o.links, ["tcp://a:1", "tcp://b:2"]);
+        assert_eq!(o.link_secret_file, Some(PathBuf::from("/etc/link.key")));
     }
 
     #[test]
@@ -278,6 +334,8 @@ mod tests {
             ("RELAY_PING_INTERVAL", "5"),
             ("RELAY_LINK_BIND", "tcp://env:6"),
             ("RELAY_LINK", "tcp://x:1, tcp://y:2,"),
+            ("RELAY_GROUP_BIND", "tcp://g:1"),
+            ("RELAY_GROUP_PEER", "tcp://g:1,tcp://g:2"),
         ];
         for (name, value) in vars {
             std::env::set_var(name, value);
@@ -308,6 +366,8 @@ mod tests {
         assert_eq!(o.ping_interval, Some(Duration::from_secs(5)));
         assert_eq!(o.link_bind.as_deref(), Some("tcp://env:6"));
         assert_eq!(o.links, ["tcp://x:1", "tcp://y:2"]);
+        assert_eq!(o.group_bind.as_deref(), Some("tcp://g:1"));
+        assert_eq!(o.group_peers, ["tcp://g:1", "tcp://g:2"]);
 
         let o = with_flags.unwrap();
         assert_eq!(o.pull, "tcp://flag:1");
@@ -333,6 +393,9 @@ mod tests {
             "--link-bind",
             "RELAY_PULL_EVENTS",
             "RELAY_TOKENS",
+            "RELAY_LINK_SECRET",
+            "RELAY_STATUS_TOKEN",
+            "--link-secret-file",
             "[default: 30]",
         ] {
             assert!(help.contains(documented), "{documented}: {help}");
@@ -356,6 +419,8 @@ mod tests {
             &["--ping-interval", "1.5"],
             &["--ping-interval", "86401"],
             &["--link", "x"],
+            &["--group-peer", "x"],
+            &["--group-bind", "nowhere"],
             &["--config="],
             &["--name="],
         ] {
@@ -367,13 +432,13 @@ mod tests {
     #[test]
     fn amqp_url_is_checked_and_kept_out_of_the_serialised_options() {
         let _env = env_lock();
-        let o = parse(&["--amqp", "amqp://user:secret@rabbit:5672/%2f"]).unwrap();
+        let o = parse(&["--amqp", "amqp://user:pa55word@rabbit:5672/%2f"]).unwrap();
         assert_eq!(
             o.amqp.as_deref(),
-            Some("amqp://user:secret@rabbit:5672/%2f")
+            Some("amqp://user:pa55word@rabbit:5672/%2f")
         );
         let shown = serde_json::to_string(&o).unwrap();
-        assert!(!shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("pa55word"), "{shown}");
         for bad in ["http://rabbit", "amqp://", "rabbit:5672"] {
             assert_eq!(parse(&["--amqp", bad]).unwrap_err().exit_code(), 2, "{bad}");
         }

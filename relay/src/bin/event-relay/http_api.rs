@@ -7,12 +7,15 @@
 //! | Path (after the route)  | Methods    | Answer                                               |
 //! |-------------------------|------------|------------------------------------------------------|
 //! | `/publish`              | POST       | 202 + ack JSON; 401 without the bearer token; 400    |
-//! | `/status`               | GET, HEAD  | 200 + status JSON                                    |
-//! | `/metrics`              | GET, HEAD  | 200 + OpenMetrics text (Prometheus scrapes it)       |
+//! | `/status`               | GET, HEAD  | 200 + status JSON; 401 without the status token      |
+//! | `/metrics`              | GET, HEAD  | 200 + OpenMetrics text; 401 without the status token |
 //! | `/stream`               | GET        | SSE stream, opened by the loop (see `sse`)           |
 //! | anything else           | any        | 404 `{"ok":false,"error":"NotFound"}`                |
 //!
-//! A known path with another method gets 405 with `Allow`.
+//! A known path with another method gets 405 with `Allow`. Status and metrics name the
+//! relay's link id, its link endpoints and peers: with `status_token` configured they need
+//! `Authorization: Bearer STATUS_TOKEN` (a Prometheus scrape job sets it as its
+//! `authorization` credentials).
 
 use mongrel2_transceiver::http::Response;
 use mongrel2_transceiver::request::Request;
@@ -90,6 +93,12 @@ pub fn respond<K: SessionKey>(
             publish_response(&ack)
         }
         Endpoint::Status | Endpoint::Metrics => {
+            if !relay
+                .config()
+                .status_authorized(request.header("authorization"))
+            {
+                return unauthorized();
+            }
             let mut stats = relay.stats();
             fill(&mut stats);
             let (content_type, body) = if endpoint == Endpoint::Status {
@@ -125,10 +134,16 @@ pub fn publish_response(ack: &Ack) -> Response {
         .header("Content-Type", "application/json")
         .body(ack.to_json());
     if ack.http_status() == 401 {
-        response.header("WWW-Authenticate", "Bearer realm=\"event-relay\"")
+        response.header("WWW-Authenticate", BEARER_CHALLENGE)
     } else {
         response
     }
+}
+
+const BEARER_CHALLENGE: &str = "Bearer realm=\"event-relay\"";
+
+fn unauthorized() -> Response {
+    error(401, "AuthRequired").header("WWW-Authenticate", BEARER_CHALLENGE)
 }
 
 fn error(status: u16, name: &str) -> Response {
@@ -144,7 +159,7 @@ mod tests {
     use serde_json::Value;
 
     fn relay() -> Relay<u32> {
-        let env = |name: &str| (name == "RELAY_PUBLISH_TOKEN").then(|| "tok-secret".to_owned());
+        let env = |name: &str| (name == "RELAY_PUBLISH_TOKEN").then(|| "pub-token".to_owned());
         Relay::new(Config::from_parts(None, &env).unwrap(), "r")
     }
 
@@ -203,13 +218,13 @@ mod tests {
         assert_eq!((status, json["ok"].as_bool()), (401, Some(false)));
         let (status, _, json) = answer(
             &mut r,
-            &request("POST", "/events/publish", Some("Bearer tok-secret"), body),
+            &request("POST", "/events/publish", Some("Bearer pub-token"), body),
         );
         assert_eq!(status, 202);
         assert_eq!(json, json!({"ok":true,"seq":1,"delivered_to":0}));
         let (status, _, json) = answer(
             &mut r,
-            &request("POST", "/events/publish", Some("Bearer tok-secret"), b"{"),
+            &request("POST", "/events/publish", Some("Bearer pub-token"), b"{"),
         );
         assert_eq!((status, json["error"].as_str()), (400, Some("InvalidJSON")));
         let (status, headers, _) = answer(&mut r, &request("GET", "/events/publish", None, b""));
@@ -245,6 +260,29 @@ mod tests {
         let (status, _, json) = answer(&mut r, &request("GET", "/events/nope", None, b""));
         assert_eq!(status, 404);
         assert_eq!(json, json!({"ok":false,"error":"NotFound"}));
+    }
+
+    #[test]
+    fn a_status_token_guards_status_and_metrics() {
+        let env = |name: &str| (name == "RELAY_STATUS_TOKEN").then(|| "status-tok".to_owned());
+        let mut r: Relay<u32> = Relay::new(Config::from_parts(None, &env).unwrap(), "r");
+        for path in ["/events/status", "/events/metrics"] {
+            for auth in [None, Some("Bearer nope"), Some("status-tok")] {
+                let (status, headers, json) = answer(&mut r, &request("GET", path, auth, b""));
+                assert_eq!(
+                    (status, json["error"].as_str()),
+                    (401, Some("AuthRequired")),
+                    "{path} {auth:?}"
+                );
+                assert!(headers.iter().any(|(n, _)| n == "WWW-Authenticate"));
+            }
+            let resp = respond(
+                &mut r,
+                &request("GET", path, Some("Bearer status-tok"), b""),
+                &|_| {},
+            );
+            assert_eq!(resp.status(), 200, "{path}");
+        }
     }
 
     #[test]

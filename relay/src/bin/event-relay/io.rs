@@ -17,19 +17,28 @@
 //! link sockets (`links`) and the RPC backends' DEALERs (`rpc`), and keeps three timers:
 //! RPC deadlines, the link hello and the SSE heartbeat. Each bounds how long the loop waits
 //! for input, so nothing ever blocks it.
+//!
+//! With `--group-bind` the relay is a member of a group of relays on one route (see the
+//! core's `group` module): the Transceiver is built with `Builder::group`, the loop tells
+//! the core the live members every turn (at least every [`GROUP_LOOK`]) and passes the
+//! members' messages both ways over the group's application channel. A session adopted
+//! from a dead member is closed with 1012: its subscriptions died with that member, and the
+//! client resumes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongrel2_transceiver::request::Request;
-use mongrel2_transceiver::{CloseReason, ConnId, Event, Handle, Token, Transceiver};
+use mongrel2_transceiver::transceiver::GroupTiming;
+use mongrel2_transceiver::{CloseCode, CloseReason, ConnId, Event, Handle, Token, Transceiver};
 
 use super::backbone::Loopside;
 use super::flags::Options;
 use super::frame::SessionKind;
 use super::http_api::{self, Endpoint};
-use super::links::Links;
+use super::links::{LinkError, LinkOptions, Links};
+use super::mongrel2_status::Mongrel2Watch;
 use super::protocol::{ErrorName, Source};
 use super::relay::{Flush, OpenOptions, Relay};
 use super::rpc::Rpc;
@@ -58,6 +67,11 @@ const NO_PINGS: Duration = Duration::from_secs(365 * 24 * 3600);
 const CREDIT_MARGIN: u64 = 4096;
 /// Close code for a session whose outbox overflowed (policy violation).
 const CLOSE_OVERFLOW: u16 = 1008;
+/// Close code for a session this member adopted from a group member that died: its
+/// subscriptions died with that member, so the client reconnects and resumes.
+const CLOSE_RESTART: CloseCode = CloseCode::SERVICE_RESTART;
+/// In a group, how long the loop waits at most before looking at the live members again.
+const GROUP_LOOK: Duration = Duration::from_millis(100);
 
 /// Why the loop could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +92,9 @@ pub enum RunError {
         /// The cause.
         source: zmq::Error,
     },
+    /// The link sockets could not be set up.
+    #[error("link {0}")]
+    Link(#[from] LinkError),
 }
 
 /// Runs the relay until `stop` is set (and the loop woken through the Transceiver's
@@ -89,15 +106,45 @@ pub fn run(
     on_start: impl FnOnce(&Transceiver) -> Arc<AtomicBool>,
 ) -> Result<(), RunError> {
     let limit = sources::transport_limit(relay.config().limits.message_size);
-    let mut transceiver = Transceiver::builder(&options.sender_id)
+    let mut builder = Transceiver::builder(&options.sender_id)
         .pull(&options.pull)
         .publish(&options.publish)
         .control(options.control.as_deref())
         .ping_interval(options.ping_interval.unwrap_or(NO_PINGS))
-        .max_message_size(limit)
-        .build()?;
+        .max_message_size(limit);
+    if let Some(bind) = &options.group_bind {
+        builder = builder.group(bind, &options.group_peers);
+    }
+    let mut transceiver = builder.build()?;
     // With RabbitMQ the injector answers when a confirm comes, in any order: a ROUTER.
     let router = options.amqp.is_some();
+    // With --amqp, positions are the streams' offsets, the same on every member: members
+    // do not sequence (the relay core is not made a group member); each consumes the
+    // streams and delivers to the sessions the library gave it.
+    if let (Some(member), true) = (transceiver.group_name(), options.amqp.is_some()) {
+        relay.set_identity(&options.name, Some(member));
+    }
+    let sequencing_group = transceiver.group_name().filter(|_| options.amqp.is_none());
+    if let Some(member) = sequencing_group {
+        // Members wait for each other at startup for as long as the group takes to call one
+        // dead; tips come within a heartbeat or two, so a sync that takes four is stuck.
+        let timing = GroupTiming::for_ping_interval(options.ping_interval);
+        let mut peers: Vec<&String> = options
+            .group_peers
+            .iter()
+            .filter(|p| Some(*p) != options.group_bind.as_ref())
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let member = member.to_owned();
+        relay.enable_group(
+            &member,
+            peers.len() + 1,
+            timing.dead_after,
+            timing.heartbeat * 4,
+            Instant::now(),
+        );
+    }
     let inject = watch_source(
         &mut transceiver,
         Kind::Inject,
@@ -124,13 +171,16 @@ pub fn run(
     let timing = relay.config().timing.clone();
     let links = Links::start(
         &mut transceiver,
-        relay.origin_id(),
-        options.link_bind.as_deref(),
-        &options.links,
-        timing.link_heartbeat(),
-        limit,
-    )
-    .map_err(socket_error("link"))?;
+        LinkOptions {
+            relay_id: relay.origin_id(),
+            bind: options.link_bind.as_deref(),
+            peers: &options.links,
+            heartbeat: timing.link_heartbeat(),
+            max_frame: limit,
+            queue: relay.config().limits.link_queue_messages(),
+            secret: relay.config().link_secret.clone(),
+        },
+    )?;
     if links.publishes() {
         relay.enable_forwarding();
     }
@@ -171,6 +221,7 @@ pub fn run(
         rpc,
         links,
         backbone,
+        mongrel2: Mongrel2Watch::start(&options.mongrel2_control),
         sse_heartbeat: timing.sse_heartbeat(),
         next_heartbeat: Instant::now() + timing.sse_heartbeat(),
     };
@@ -246,6 +297,7 @@ struct Server {
     links: Links,
     /// RabbitMQ (`--amqp`).
     backbone: Option<Loopside>,
+    mongrel2: Mongrel2Watch,
     sse_heartbeat: Duration,
     next_heartbeat: Instant,
 }
@@ -258,11 +310,14 @@ impl Server {
                 .relay
                 .flush_wait(now, FLUSH_INTERVAL)
                 .unwrap_or(IDLE_WAIT);
+            let group_look = self.relay.group_stats().map(|_| now + GROUP_LOOK);
             let timers = [
                 self.rpc.next_deadline(),
                 self.links.next_tick(),
                 Some(self.next_heartbeat),
                 self.backbone.as_ref().and_then(Loopside::next_deadline),
+                self.relay.group_deadline(),
+                group_look,
             ];
             for at in timers.into_iter().flatten() {
                 wait = wait.min(at.saturating_duration_since(now));
@@ -279,6 +334,7 @@ impl Server {
                 }
             }
             self.timers(Instant::now());
+            self.group(Instant::now());
             let forwards = self.relay.take_forwards();
             if !forwards.is_empty() {
                 self.links.publish(&self.transceiver, forwards);
@@ -303,11 +359,37 @@ impl Server {
         }
     }
 
+    /// Tells the relay the group's live members, and sends what it has for them.
+    fn group(&mut self, now: Instant) {
+        if self.relay.group_stats().is_none() {
+            return;
+        }
+        self.relay
+            .group_members(self.transceiver.group_member_names(), now);
+        self.relay.group_tick(now);
+        for (to, body) in self.relay.take_group_sends() {
+            if !self.transceiver.group_send(&to, body) {
+                log::debug!("relay group: {to} is gone; message not sent");
+            }
+        }
+    }
+
     fn handle(&mut self, event: Event) -> Result<(), RunError> {
         let t = &mut self.transceiver;
         let relay = &mut self.relay;
         match event {
-            Event::Opened { conn, request } => {
+            Event::Opened {
+                conn,
+                adopted: true,
+                ..
+            } => {
+                // Its subscriptions and queued events were with the member (or the run of
+                // this relay) that opened it: the client reconnects and resumes.
+                log::info!("session {conn} adopted: closing it with {CLOSE_RESTART}");
+                reply_logged(t.close_session(&conn, CLOSE_RESTART, "service restart"));
+            }
+            Event::GroupMessage { from, body } => relay.group_message(&from, &body, Instant::now()),
+            Event::Opened { conn, request, .. } => {
                 let credits = request
                     .download_credits()
                     .map(|c| c.saturating_sub(CREDIT_MARGIN));
@@ -362,11 +444,14 @@ impl Server {
                 }
             }
             Event::Http(request) => {
-                let (rpc, links, backbone) = (&self.rpc, &self.links, &self.backbone);
+                let (rpc, links) = (&self.rpc, &self.links);
+                let (backbone, mongrel2) = (&self.backbone, &self.mongrel2);
                 let response = http_api::respond(relay, &request, &|stats| {
+                    let now = Instant::now();
                     stats.rpc = Some(rpc.stats());
-                    stats.links = Some(links.stats(Instant::now()));
+                    stats.links = Some(links.stats(now));
                     stats.amqp = backbone.as_ref().map(Loopside::stats);
+                    stats.mongrel2 = mongrel2.stats(now);
                 });
                 log::debug!(
                     "{} {} -> {}",
@@ -430,7 +515,7 @@ impl Server {
             log::info!("session {conn} is too far behind; closing it");
             reply_logged(self.transceiver.close_session(
                 &conn,
-                mongrel2_transceiver::CloseCode(CLOSE_OVERFLOW),
+                CloseCode(CLOSE_OVERFLOW),
                 "lagging",
             ));
         }

@@ -20,7 +20,10 @@
 //! The loop (`io`) only translates between sockets and `relay::Relay`:
 //!
 //! ```text
-//! Event::Opened { conn, request }   -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
+//! Event::Opened { conn, request, .. } -> relay.open_with(conn, OpenOptions { credits: request.download_credits(), .. })
+//! Event::Opened { adopted: true, .. } -> t.close_session(&conn, 1012, "service restart")
+//!                                      (a group member died; the client resumes)
+//! Event::GroupMessage { from, body } -> relay.group_message(&from, &body, now)
 //! Event::Message { conn, message }  -> relay.on_message(&conn, bytes); a configured RPC action
 //!                                      -> rpc.call(..): DEALER to call.endpoint; its answer or
 //!                                      deadline -> relay.rpc_reply(..)
@@ -41,6 +44,9 @@
 //!                                      for c in f.end_streams { t.stream_end(&c, true) }
 //! timers                            -> rpc.expire (BackendTimeout), links.tick (hello),
 //!                                      relay.sse_heartbeat()
+//! in a group (--group-bind), each turn -> relay.group_members(t.group_member_names(), now);
+//!                                      relay.group_tick(now);
+//!                                      for (to, body) in relay.take_group_sends() { t.group_send(&to, body) }
 //! ```
 //!
 //! The Transceiver's `max_message_size` is `sources::transport_limit(limits.message_size)`,
@@ -53,6 +59,7 @@ mod flags;
 mod http_api;
 mod io;
 mod links;
+mod mongrel2_status;
 mod rpc;
 mod sources;
 mod sse;
@@ -84,13 +91,27 @@ fn main() -> ExitCode {
 /// Runs the relay with `options` and `env` for the config's `RELAY_…` secrets; returns the
 /// exit status. Stops on SIGINT/SIGTERM.
 fn run(options: Options, env: &dyn Fn(&str) -> Option<String>) -> u8 {
-    let config = match Config::load(options.config.as_deref(), env) {
+    let loaded = Config::load(options.config.as_deref(), env).and_then(|mut config| {
+        if let Some(path) = &options.link_secret_file {
+            config.read_link_secret(path)?;
+        }
+        Ok(config)
+    });
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("event-relay: {e}");
             return 2;
         }
     };
+    if let Err(e) = links::check_exposure(
+        options.link_bind.as_deref(),
+        &options.links,
+        config.link_secret.is_some(),
+    ) {
+        eprintln!("event-relay: {e}");
+        return 2;
+    }
     let mut relay = relay::Relay::new(config, &options.sender_id);
     relay.set_identity(&options.name, None);
     log::info!(

@@ -202,7 +202,7 @@ fn log_ack(kind: Kind, ack: &Ack) {
     match ack {
         Ack::Rejected(e) => log::debug!("{} event refused: {e}", kind.source().as_str()),
         Ack::Duplicate => log::debug!("{} event was a duplicate", kind.source().as_str()),
-        Ack::Published { .. } | Ack::Confirmed => {}
+        Ack::Published { .. } | Ack::Confirmed | Ack::Forwarded => {}
     }
 }
 

@@ -38,7 +38,7 @@ fn welcome_names_the_relay_and_its_public_subscriptions() {
     assert_eq!(
         welcome,
         vec![
-            json!({"event":"Welcome","payload":{"id":id,"run":r.origin_id(),"epoch":r.epoch(),"relay":"east",
+            json!({"event":"Welcome","payload":{"id":id,"run":r.welcome_run(),"epoch":r.epoch(),"relay":"east",
             "member":"mq-2","public":[{"exchange":"calls","routing_keys":["queue.*"]}]}})
         ]
     );

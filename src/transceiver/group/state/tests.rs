@@ -139,3 +139,32 @@ fn a_dead_owners_sessions_and_unacknowledged_forwards_move_to_a_survivor() {
     );
     assert!(locals.contains(&Local::Handle(frame(11))), "{locals:?}");
 }
+
+#[test]
+fn application_messages_reach_live_members_only() {
+    let now = Instant::now();
+    let mut members = three(now);
+    let names = members[0].member_names();
+    assert_eq!(
+        names,
+        members[2].member_names(),
+        "every member lists the same"
+    );
+    assert_eq!(names.len(), 3);
+    let to = members[1].name().to_owned();
+    assert!(members[0].send_app(&to, b"one".to_vec()));
+    assert!(members[0].send_app(&to, b"two".to_vec()));
+    assert!(!members[0].send_app("tcp://nobody:1#0", b"x".to_vec()));
+    settle(&mut members, now);
+    let from = members[0].name().to_owned();
+    assert_eq!(members[1].poll_app(), Some((from.clone(), b"one".to_vec())));
+    assert_eq!(members[1].poll_app(), Some((from, b"two".to_vec())));
+    assert_eq!(members[1].poll_app(), None);
+    // A member this one never heard a heartbeat from is not part of the application's view.
+    let stranger = PeerMessage::App {
+        from: "tcp://stranger:1#1".into(),
+        body: b"x".to_vec(),
+    };
+    members[1].on_peer(&stranger.encode(), now);
+    assert_eq!(members[1].poll_app(), None);
+}
