@@ -14,9 +14,11 @@
 //!   exchange name over the live members ([`sequencer`]). Every member computes the same
 //!   one once their views of the group agree.
 //! - A publish that arrives at any member goes to its exchange's sequencer (`pub`), which
-//!   numbers it, keeps it, delivers it to its own sessions and sends the numbered event to
-//!   every other member (`ev`); they keep it at that position and deliver it to the sessions
-//!   they own. A position past the member's newest one plus one marks the positions between
+//!   numbers it and sends the numbered event to every other member (`ev`); they keep it at that position, deliver it to the sessions
+//!   they own and answer `ack`. The sequencer's own sessions get the event once every live
+//!   peer acked it (or the sync timeout passed): a sequencer killed just after numbering
+//!   has then shown no client a position the survivors lack, which the next sequencer
+//!   would give to another event. A position past the member's newest one plus one marks the positions between
 //!   as lost there (a resume from before them answers `recovered: false`).
 //!   The member that took the publish keeps it until the numbered event comes back, and
 //!   sends it again to a new sequencer if the group changes first; sequencers drop repeats
@@ -53,6 +55,7 @@
 //! |--------|------------------------------------------------------------------------------|
 //! | `pub`  | `hops` (forwards so far), `event` (event input with `origin` and `ts`)       |
 //! | `ev`   | `seq` (the position on the exchange), `event` (as for `pub`)                 |
+//! | `ack`  | `exchange`, `seq`: the answer to an `ev`, "I have it"                        |
 //! | `tips` | `members` (the sender's live members, sorted), `epoch` (the sender's), `tips` (`[exchange, position]`, at most [`MAX_TIPS`] a message), `last` (the final chunk), `reply` (an answer to tips: not answered again) |
 //!
 //! An event input is the JSON a publisher sends (`exchange`, `routing_key`, `event`,
@@ -90,6 +93,13 @@ pub enum Message {
         seq: u64,
         /// The event, with its origin and publish time.
         event: EventInput,
+    },
+    /// The sender has the exchange's events up to this position (an answer to `ev`).
+    Ack {
+        /// The exchange.
+        exchange: String,
+        /// The position.
+        seq: u64,
     },
     /// The newest position of every exchange the sender has, in chunks.
     Tips {
@@ -135,6 +145,9 @@ impl Message {
             }
             Message::Event { seq, event } => {
                 json!({"v": VERSION, "kind": "ev", "seq": seq, "event": event_value(event)})
+            }
+            Message::Ack { exchange, seq } => {
+                json!({"v": VERSION, "kind": "ack", "exchange": exchange, "seq": seq})
             }
             Message::Tips {
                 members,
@@ -187,6 +200,17 @@ impl Message {
                     .filter(|seq| *seq > 0)
                     .ok_or(WireError::Field("seq"))?,
                 event: event_field(&mut m, max_event)?,
+            }),
+            "ack" => Ok(Message::Ack {
+                exchange: match m.get("exchange") {
+                    Some(Value::String(e)) if e.len() <= MAX_ROUTING_KEY => e.clone(),
+                    _ => return Err(WireError::Field("exchange")),
+                },
+                seq: m
+                    .get("seq")
+                    .and_then(Value::as_u64)
+                    .filter(|seq| *seq > 0)
+                    .ok_or(WireError::Field("seq"))?,
             }),
             "tips" => Ok(Message::Tips {
                 members: members_field(&m)?,
@@ -311,6 +335,10 @@ mod tests {
             Message::Event {
                 seq: 9,
                 event: event(),
+            },
+            Message::Ack {
+                exchange: "calls".into(),
+                seq: 9,
             },
             Message::Tips {
                 members: vec!["a".into(), "b".into()],

@@ -244,9 +244,14 @@ pub struct GroupStats {
     pub held: usize,
     /// Publishes forwarded to a sequencer whose numbered event has not come back yet.
     pub unconfirmed: usize,
-    /// Events this member numbered (as its keys' sequencer).
+    /// Events numbered here that wait for the peers' acks before this member's sessions
+    /// get them.
+    pub awaiting: usize,
+    /// Events delivered here without every peer's ack (the sync timeout passed).
+    pub ack_timeouts: u64,
+    /// Events this member numbered (as its exchanges' sequencer).
     pub sequenced: u64,
-    /// Publishes sent on to another member's key.
+    /// Publishes sent on to another member's exchange.
     pub forwarded: u64,
     /// Publishes other members sent here.
     pub received_publishes: u64,

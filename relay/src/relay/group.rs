@@ -13,6 +13,8 @@ use crate::metrics::GroupStats;
 
 use super::publish::now_ms;
 
+mod acks;
+
 /// Publishes kept while the group is settling (or syncing) before the oldest are dropped.
 const MAX_HELD: usize = 100_000;
 /// Forwarded publishes kept until their numbered event comes back.
@@ -70,6 +72,9 @@ pub(crate) struct GroupState {
     tips: HashMap<String, PeerTips>,
     held: VecDeque<Pending>,
     unconfirmed: VecDeque<Pending>,
+    awaiting: VecDeque<acks::Awaiting>,
+    /// The latest time the loop gave.
+    now: Instant,
     sends: VecDeque<(String, Vec<u8>)>,
     /// This member took its epoch from a peer that had positions (see the group module).
     epoch_from_peer: bool,
@@ -99,6 +104,8 @@ impl<K: SessionKey> Relay<K> {
             tips: HashMap::new(),
             held: VecDeque::new(),
             unconfirmed: VecDeque::new(),
+            awaiting: VecDeque::new(),
+            now,
             sends: VecDeque::new(),
             epoch_from_peer: false,
             stats: GroupStats::default(),
@@ -116,16 +123,23 @@ impl<K: SessionKey> Relay<K> {
         }
         log::info!("relay group members: {}", members.join(", "));
         g.members = members;
+        g.now = g.now.max(now);
         g.stats.membership_changes += 1;
         if g.syncing_until.is_none() {
             g.syncing_until = Some(now + g.sync_timeout);
         }
+        self.forget_dead_peers();
         self.send_tips(None, false);
         self.group_tick(now);
     }
 
     /// Timers: the group forming, the sync timeout.
     pub fn group_tick(&mut self, now: Instant) {
+        let Some(g) = &mut self.group else {
+            return;
+        };
+        g.now = g.now.max(now);
+        self.release_acked();
         let Some(g) = &mut self.group else {
             return;
         };
@@ -167,12 +181,17 @@ impl<K: SessionKey> Relay<K> {
     /// When [`Relay::group_tick`] must run next.
     pub fn group_deadline(&self) -> Option<Instant> {
         let g = self.group.as_ref()?;
-        let until = g.syncing_until?;
-        Some(if g.members.len() >= g.expected {
-            until
-        } else {
-            until.min(g.settle_until)
-        })
+        let sync = g.syncing_until.map(|until| {
+            if g.members.len() >= g.expected {
+                until
+            } else {
+                until.min(g.settle_until)
+            }
+        });
+        match (sync, self.awaiting_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Messages for other members: (member, body).
@@ -190,6 +209,7 @@ impl<K: SessionKey> Relay<K> {
             synced: g.syncing_until.is_none(),
             held: g.held.len(),
             unconfirmed: g.unconfirmed.len(),
+            awaiting: g.awaiting.len(),
             ..g.stats.clone()
         })
     }
@@ -208,6 +228,7 @@ impl<K: SessionKey> Relay<K> {
         let Some(g) = &mut self.group else {
             return;
         };
+        g.now = g.now.max(now);
         match message {
             Message::Publish { hops, event } => {
                 g.stats.received_publishes += 1;
@@ -225,6 +246,7 @@ impl<K: SessionKey> Relay<K> {
                 }
             }
             Message::Event { seq, event } => self.numbered(from, seq, event),
+            Message::Ack { exchange, seq } => self.acked(from, &exchange, seq),
             Message::Tips {
                 members,
                 epoch,
@@ -330,18 +352,21 @@ impl<K: SessionKey> Relay<K> {
                     .filter_map(|t| t.tips.get(e))
                     .max()
             });
+            let next = self.next_position(e);
             let at = floor
-                .filter(|floor| **floor > self.history.last_position(e))
-                .map(|floor| floor.saturating_add(1));
-            if let Some(at) = at {
+                .filter(|floor| **floor >= next)
+                .map_or(next, |floor| floor.saturating_add(1));
+            if at > next {
                 log::warn!(
                     "relay group: numbering {e} from {at} (key {k}): the positions before are missing here"
                 );
             }
-            let numbered = self.sequence(&pending.exchange, &pending.input, &origin, at)?;
+            // Stamped now, as `sequence` would, so every member keeps the same time.
+            let mut input = pending.input;
+            input.ts = Some(input.ts.unwrap_or_else(now_ms));
             let body = Message::Event {
-                seq: numbered.0,
-                event: pending.input,
+                seq: at,
+                event: input.clone(),
             }
             .encode();
             let g = self.group.as_mut()?;
@@ -349,7 +374,7 @@ impl<K: SessionKey> Relay<K> {
             for peer in g.members.iter().filter(|m| **m != g.me) {
                 g.sends.push_back((peer.clone(), body.clone()));
             }
-            return Some(numbered);
+            return self.await_acks(pending.exchange, at, input, origin);
         }
         if pending.hops >= MAX_GROUP_HOPS {
             log::warn!("relay group: a publish went round {MAX_GROUP_HOPS} members; dropped");
@@ -396,6 +421,16 @@ impl<K: SessionKey> Relay<K> {
             if let Some(at) = g.unconfirmed.iter().position(|p| p.origin() == key) {
                 g.unconfirmed.remove(at);
             }
+        }
+        // Acked even when a repeat: the sequencer delivers to its own sessions once every
+        // peer has the event.
+        let ack = Message::Ack {
+            exchange: exchange.to_string(),
+            seq,
+        }
+        .encode();
+        if let Some(g) = self.group.as_mut() {
+            g.sends.push_back((from.to_owned(), ack));
         }
         if self.record(&exchange, &input, &origin, Some(seq)).is_some() {
             if let Some(g) = self.group.as_mut() {

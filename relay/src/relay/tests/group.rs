@@ -284,3 +284,36 @@ fn publishes_wait_while_members_disagree_and_broken_messages_are_skipped() {
     net.received(&mut got);
     assert_eq!(got[1].len(), 1);
 }
+
+#[test]
+fn the_sequencers_sessions_get_an_event_once_every_peer_has_it() {
+    let mut net = Net::new();
+    let s = net.sequencer_of();
+    let (a, b) = ((s + 1) % 3, (s + 2) % 3);
+    let mut got = vec![BTreeMap::new(); 3];
+    net.publish(s, "a", 0);
+    net.received(&mut got);
+    assert!(got[s].is_empty(), "not before the peers have it");
+    assert_eq!(net.relays[s].group_stats().unwrap().awaiting, 1);
+    // a has it and acks; b never hears of it.
+    net.step(s, Some(a));
+    net.step(a, Some(s));
+    net.received(&mut got);
+    assert!(got[s].is_empty(), "b has not acked");
+    assert_eq!(got[a].len(), 1);
+    // After the sync timeout it is delivered anyway, counted.
+    net.now += Duration::from_secs(6);
+    let now = net.now;
+    net.relays[s].group_tick(now);
+    net.received(&mut got);
+    assert_eq!(got[s], got[a]);
+    let stats = net.relays[s].group_stats().unwrap();
+    assert_eq!((stats.awaiting, stats.ack_timeouts), (0, 1), "{stats:?}");
+    // With every ack, at once; in order behind nothing.
+    net.relays[b].take_group_sends();
+    net.publish(s, "b", 1);
+    net.deliver();
+    net.received(&mut got);
+    assert_eq!(got[s].len(), 2);
+    assert_eq!(got[s].keys().last(), Some(&("b".to_owned(), 2)));
+}
