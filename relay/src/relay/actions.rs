@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// One subscription: exchange and routing-key pattern.
+type Subscription = (Arc<str>, Pattern);
+
 impl<K: SessionKey> Relay<K> {
     /// A complete message from a session. Replies are queued on the session; a configured
     /// RPC action is returned for the I/O layer to forward. Never closes the session.
@@ -126,7 +129,7 @@ impl<K: SessionKey> Relay<K> {
         &mut self,
         key: &K,
         token: &str,
-    ) -> Result<(String, Vec<(Arc<str>, Pattern)>), ErrorName> {
+    ) -> Result<(String, Vec<Subscription>), ErrorName> {
         let max_failures = self.config.limits.auth_failures_per_session;
         let s = self.sessions.get_mut(key).ok_or(ErrorName::InvalidAction)?;
         if s.auth_failures >= max_failures {
