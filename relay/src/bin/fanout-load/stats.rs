@@ -133,12 +133,18 @@ mod tests {
     #[test]
     fn quantiles_and_sequences() {
         let mut h = Histogram::new();
-        for us in 1..=100u64 {
-            h.record(us * 1000);
+        // 5, 15, ... 995 µs: quantiles are the upper edge of the 10-µs bucket they fall in.
+        for k in 0..100u64 {
+            h.record(k * 10_000 + 5_000);
         }
-        assert_eq!(h.quantile(0.5), Duration::from_micros(50));
-        assert_eq!(h.quantile(0.99), Duration::from_micros(99));
-        assert_eq!(h.max(), Duration::from_micros(100));
+        assert_eq!(h.quantile(0.5), Duration::from_micros(500));
+        assert_eq!(h.quantile(0.99), Duration::from_micros(990));
+        assert_eq!(
+            h.quantile(1.0),
+            Duration::from_micros(995),
+            "capped at the max"
+        );
+        assert_eq!(h.max(), Duration::from_micros(995));
 
         let mut s = Sequence::new(10);
         for n in [1, 2, 4, 3, 3, 11, 0] {
