@@ -136,17 +136,19 @@ fn run(flags: &Flags) -> Result<String, String> {
     };
     let setup_deadline = Instant::now() + Duration::from_secs_f64(flags.setup_timeout);
     while subs.warm < subs.len() {
-        if Instant::now() > setup_deadline || publisher.is_finished() {
+        // A subscriber lost before the run would make every figure wrong: stop at once.
+        if subs.failed > 0 || Instant::now() > setup_deadline || publisher.is_finished() {
             shared.abort.store(true, Ordering::Release);
             let why = match publisher.join() {
                 Ok(Err(e)) => format!(" (publisher: {e})"),
                 _ => String::new(),
             };
             return Err(format!(
-                "setup: {} of {} subscribers open, {} got a warm-up event{why}",
+                "setup: {} of {} subscribers open, {} got a warm-up event, {} failed{why}",
                 subs.open,
                 subs.len(),
-                subs.warm
+                subs.warm,
+                subs.failed
             ));
         }
         subs.turn(TURN).map_err(|e| e.to_string())?;

@@ -61,6 +61,8 @@ pub struct Subscribers {
     subscribe: Option<Vec<u8>>,
     pub warm: usize,
     pub open: usize,
+    /// Subscribers that could not connect, were refused, or were closed since.
+    pub failed: usize,
     pub tally: Tally,
     epoch: Instant,
     buf: Vec<u8>,
@@ -107,6 +109,7 @@ impl Subscribers {
             subscribe: subscribe.map(|text| masked_frame(0x1, text.as_bytes())),
             warm: 0,
             open: 0,
+            failed: 0,
             tally: Tally {
                 latency: Histogram::new(),
                 distinct: 0,
@@ -179,6 +182,7 @@ impl Subscribers {
                 Ok(None) => return, // not connected yet
                 _ => {
                     sub.state = State::Closed;
+                    self.failed += 1;
                     return;
                 }
             }
@@ -220,6 +224,9 @@ impl Subscribers {
         if sub.state == State::Open {
             self.open -= 1;
             self.tally.dropped += 1;
+        }
+        if sub.state != State::Closed {
+            self.failed += 1;
         }
         sub.state = State::Closed;
         let _ = self.poll.registry().deregister(&mut sub.stream);
