@@ -68,7 +68,7 @@ impl Group {
         let deadline = Instant::now() + WAIT;
         let mut seen: HashMap<String, Value> = HashMap::new();
         loop {
-            if let Some(response) = try_get(&self.m2, "/events/status") {
+            if let Some(response) = try_get(&self.m2, "/events/status", None) {
                 let status: Value = response.json();
                 let member = status["group"]["member"].as_str().unwrap_or("").to_owned();
                 if check(&status) {
