@@ -46,6 +46,7 @@ fn test_config() -> Value {
     })
 }
 
+mod attacks;
 mod fixture;
 mod group;
 mod link_security;
