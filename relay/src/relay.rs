@@ -62,6 +62,8 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
+pub use flush::Pacing;
+
 /// What identifies a session: the library's `ConnId` (sender + connection id) in the real
 /// relay, anything small and ordered in tests.
 pub trait SessionKey: Clone + Eq + Hash + Ord + Debug {}
@@ -196,8 +198,9 @@ struct Session {
     outbox: Outbox,
     dirty: bool,
     overflowed: bool,
-    /// When a paced flush last sent to this session.
-    last_flush: Option<Instant>,
+    /// When this session's pacing bucket is full again (see [`Pacing`]); `None` before
+    /// any paced send.
+    paced_until: Option<Instant>,
 }
 
 /// Unique 16-hex-digit session ids: a counter from a random start through a bijective

@@ -3,6 +3,35 @@
 
 use super::*;
 
+/// How [`Relay::flush_paced`] spaces each session's messages: a token bucket holding
+/// `burst` messages, refilled by one every `gap` (kept as the time the bucket is full
+/// again, a single instant per session). A session with nothing sent in the last
+/// `burst × gap` is served at once, and so are up to `burst` messages in quick succession
+/// (events that arrive a little early or in a small bunch wait for nothing). Only output
+/// faster than one message per `gap` for longer than the burst waits, and is coalesced
+/// into one message per `gap`: the batching that keeps high rates cheap. However long the
+/// peer stalls, a session is sent at most `burst + stall / gap` messages meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// One message's worth of refill.
+    pub gap: Duration,
+    /// Messages a quiet session may be sent back to back (at least 1).
+    pub burst: u32,
+}
+
+impl Pacing {
+    /// When a session whose bucket is full again at `until` may be sent to.
+    fn due(self, until: Instant) -> Instant {
+        let slack = self.gap * self.burst.max(1).saturating_sub(1);
+        until.checked_sub(slack).unwrap_or(until)
+    }
+
+    /// The new `until` after a message at `now` (`None`: never sent to, bucket full).
+    fn after_send(self, until: Option<Instant>, now: Instant) -> Instant {
+        until.map_or(now, |u| u.max(now)) + self.gap
+    }
+}
+
 /// Frames one or more sessions will receive in a flush, and those sessions.
 type Group<K> = (Vec<Arc<[u8]>>, Vec<K>);
 
@@ -19,22 +48,22 @@ impl<K: SessionKey> Relay<K> {
     ///
     /// Every call can produce one Mongrel2 message per session, and Mongrel2 drops a client
     /// with more than 16 messages queued (without flow control): a loop should use
-    /// [`Relay::flush_paced`], which spaces each session's messages.
+    /// [`Relay::flush_paced`], which bounds each session's messages per interval.
     pub fn flush(&mut self) -> Flush<K> {
         self.flush_where(None)
     }
 
-    /// Like [`Relay::flush`], but only for sessions last sent to at least `gap` before
-    /// `now` (or never); the others keep their output for a later call. One message per
-    /// session per `gap` however fast events arrive, while a session that has been quiet
-    /// is served at once, whatever the others are doing.
-    pub fn flush_paced(&mut self, now: Instant, gap: Duration) -> Flush<K> {
-        self.flush_where(Some((now, gap)))
+    /// Like [`Relay::flush`], but only for sessions `pacing` lets through at `now` (see
+    /// [`Pacing`]); the others keep their output for a later call. A session with nothing
+    /// sent recently is served at once, whatever the others are doing; one sent to
+    /// continuously gets a message per `pacing.gap`, each carrying everything queued since.
+    pub fn flush_paced(&mut self, now: Instant, pacing: Pacing) -> Flush<K> {
+        self.flush_where(Some((now, pacing)))
     }
 
-    /// How long after `now` [`Relay::flush_paced`] with `gap` will have something to send:
-    /// `None` when no output is waiting, zero when some is due already.
-    pub fn flush_wait(&self, now: Instant, gap: Duration) -> Option<Duration> {
+    /// How long after `now` [`Relay::flush_paced`] with `pacing` will have something to
+    /// send: `None` when no output is waiting, zero when some is due already.
+    pub fn flush_wait(&self, now: Instant, pacing: Pacing) -> Option<Duration> {
         let mut wait: Option<Duration> = None;
         for key in &self.dirty {
             let Some(s) = self.sessions.get(key) else {
@@ -43,8 +72,8 @@ impl<K: SessionKey> Relay<K> {
             if !s.dirty {
                 continue;
             }
-            let due_in = match s.last_flush {
-                Some(last) if !s.overflowed => (last + gap).saturating_duration_since(now),
+            let due_in = match s.paced_until {
+                Some(until) if !s.overflowed => pacing.due(until).saturating_duration_since(now),
                 // Never sent to, or to be closed: due now.
                 _ => Duration::ZERO,
             };
@@ -56,7 +85,7 @@ impl<K: SessionKey> Relay<K> {
         wait
     }
 
-    pub(super) fn flush_where(&mut self, paced: Option<(Instant, Duration)>) -> Flush<K> {
+    pub(super) fn flush_where(&mut self, paced: Option<(Instant, Pacing)>) -> Flush<K> {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -82,8 +111,8 @@ impl<K: SessionKey> Relay<K> {
                 }
                 continue;
             }
-            if let Some((now, gap)) = paced {
-                if s.last_flush.is_some_and(|last| now < last + gap) {
+            if let Some((now, pacing)) = paced {
+                if s.paced_until.is_some_and(|until| now < pacing.due(until)) {
                     // Not yet: stays dirty for a later flush.
                     self.dirty.push(key);
                     continue;
@@ -100,8 +129,8 @@ impl<K: SessionKey> Relay<K> {
             if taken.chunks.is_empty() {
                 continue;
             }
-            if let Some((now, _)) = paced {
-                s.last_flush = Some(now);
+            if let Some((now, pacing)) = paced {
+                s.paced_until = Some(pacing.after_send(s.paced_until, now));
             }
             self.counters.frames_out += taken.chunks.len() as u64;
             // Live chunks cannot share an address, and each group keeps its chunks alive

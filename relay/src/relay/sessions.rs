@@ -26,7 +26,7 @@ impl<K: SessionKey> Relay<K> {
                 dirty: false,
                 overflowed: false,
                 auth_failures: 0,
-                last_flush: None,
+                paced_until: None,
             },
         );
         self.counters.sessions_opened += 1;

@@ -47,6 +47,7 @@ fn test_config() -> Value {
 }
 
 mod amqp;
+mod attacks;
 mod fixture;
 mod group;
 mod link_security;

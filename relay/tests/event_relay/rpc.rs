@@ -19,7 +19,7 @@ struct Shared {
 /// A ROUTER backend: `echo` answers its params, `whoami` the caller's session, `fail` an
 /// error, `sleep {ms}` its params after ms, `hold` only when the test releases it, and
 /// anything else "unknown method".
-struct Backend {
+pub(super) struct Backend {
     endpoint: String,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
@@ -27,7 +27,7 @@ struct Backend {
 }
 
 impl Backend {
-    fn start() -> Backend {
+    pub(super) fn start() -> Backend {
         let endpoint = free_endpoint();
         let context = zmq::Context::new();
         let router = context.socket(zmq::ROUTER).expect("ROUTER");
@@ -48,7 +48,7 @@ impl Backend {
     }
 
     /// Waits until the backend has received `n` requests.
-    fn wait_requests(&self, n: usize) -> Vec<Value> {
+    pub(super) fn wait_requests(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + WAIT;
         loop {
             let requests = self.shared.lock().expect("lock").requests.clone();
@@ -148,7 +148,7 @@ fn serve(_context: &zmq::Context, router: zmq::Socket, shared: &Mutex<Shared>, s
 }
 
 /// The test config with every backend method as an action, plus `nobody` (no backend).
-fn rpc_config(backend: &Backend, timing: Value, limits: Value) -> Value {
+pub(super) fn rpc_config(backend: &Backend, timing: Value, limits: Value) -> Value {
     let mut config = test_config();
     let actions: serde_json::Map<String, Value> =
         ["echo", "whoami", "fail", "sleep", "hold", "nope"]

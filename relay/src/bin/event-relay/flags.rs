@@ -88,6 +88,22 @@ pub struct Flags {
     /// relay's own address may be listed, so every member can be given the same list.
     #[arg(long = "group-peer", env = "RELAY_GROUP_PEER", value_name = "ADDR", value_delimiter = ',', value_parser = link)]
     group_peers: Vec<String>,
+    /// One more Mongrel2 in front of the relay (its handler's send_ident, send_spec,
+    /// recv_spec), so one relay serves the clients of several; repeatable (env:
+    /// ';'-separated).
+    #[arg(long = "mongrel2", env = "RELAY_MONGREL2", value_name = "SENDER_ID,PULL,PUB", value_delimiter = ';', value_parser = mongrel2)]
+    mongrel2: Vec<Mongrel2>,
+}
+
+/// A Mongrel2 server besides the one given by `--sender-id`, `--pull` and `--pub`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Mongrel2 {
+    /// Its handler's send_ident (the sender of its requests).
+    pub sender_id: String,
+    /// Its send_spec, connected with PULL.
+    pub pull: String,
+    /// Its recv_spec, connected with PUB.
+    pub publish: String,
 }
 
 /// Effective options.
@@ -118,6 +134,8 @@ pub struct Options {
     pub link_secret_file: Option<PathBuf>,
     /// Mongrel2 control ports asked for their open connections.
     pub mongrel2_control: Vec<String>,
+    /// Further Mongrel2 servers, each with its own connection.
+    pub mongrel2: Vec<Mongrel2>,
     /// The relay's name in `Welcome`.
     pub name: String,
     /// RabbitMQ URL (left out of the serialised options: it may hold a password).
@@ -159,6 +177,7 @@ impl From<Flags> for Options {
                 .into_iter()
                 .filter(|p| !p.is_empty())
                 .collect(),
+            mongrel2: flags.mongrel2,
         }
     }
 }
@@ -196,6 +215,19 @@ fn link(v: &str) -> Result<String, &'static str> {
         "" => Ok(String::new()),
         v => endpoint(v),
     }
+}
+
+/// `SENDER_ID,PULL,PUB` of `--mongrel2`.
+fn mongrel2(v: &str) -> Result<Mongrel2, String> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let [sender, pull, publish] = parts[..] else {
+        return Err("expected SENDER_ID,PULL,PUB".into());
+    };
+    Ok(Mongrel2 {
+        sender_id: sender_id(sender)?,
+        pull: endpoint(pull)?,
+        publish: endpoint(publish)?,
+    })
 }
 
 /// A name for people to read: printable, one line, at most 128 bytes.
@@ -261,6 +293,7 @@ mod tests {
                 links: vec![],
                 link_secret_file: None,
                 mongrel2_control: vec![],
+                mongrel2: vec![],
                 name: "b7c1e3a2-6f0d-4c1e-9a57-3e0b8d2f4a61".into(),
                 amqp: None,
                 group_bind: None,
@@ -299,12 +332,30 @@ mod tests {
             "--group-peer",
             "tcp://127.0.0.1:7000",
             "--group-peer=tcp://127.0.0.1:7001",
+            "--mongrel2",
+            "m2-b,tcp://h:3,tcp://h:4",
+            "--mongrel2=m2-c, ipc:///tmp/c-pull, ipc:///tmp/c-pub",
         ])
         .unwrap();
         assert_eq!(o.group_bind.as_deref(), Some("tcp://127.0.0.1:7000"));
         assert_eq!(
             o.group_peers,
             ["tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"]
+        );
+        assert_eq!(
+            o.mongrel2,
+            [
+                Mongrel2 {
+                    sender_id: "m2-b".into(),
+                    pull: "tcp://h:3".into(),
+                    publish: "tcp://h:4".into(),
+                },
+                Mongrel2 {
+                    sender_id: "m2-c".into(),
+                    pull: "ipc:///tmp/c-pull".into(),
+                    publish: "ipc:///tmp/c-pub".into(),
+                },
+            ]
         );
         assert_eq!(o.name, "relay one");
         assert_eq!(o.sender_id, "abc-123");
@@ -423,6 +474,9 @@ mod tests {
             &["--group-bind", "nowhere"],
             &["--config="],
             &["--name="],
+            &["--mongrel2", "m2-b,tcp://h:3"],
+            &["--mongrel2", "bad id,tcp://h:3,tcp://h:4"],
+            &["--mongrel2", "m2-b,tcp://h:3,nowhere"],
         ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");

@@ -38,7 +38,7 @@
 //! other HTTP under the route        -> http_api::respond (publish, status, metrics, 404)
 //! link SUB message                  -> relay.publish_json(Source::Link, msg) (see `links`)
 //! after each batch of inputs        -> links.publish(relay.take_forwards());
-//!                                      let f = relay.flush_paced(now, io::FLUSH_INTERVAL);
+//!                                      let f = relay.flush_paced(now, io::PACING);
 //!                                      for d in f.deliveries { t.deliver_to(&d.sessions, &d.payload) }
 //!                                      for c in f.close { t.close_session(&c, 1008, "lagging") }
 //!                                      for c in f.end_streams { t.stream_end(&c, true) }

@@ -274,7 +274,10 @@ fn received(f: Flush<Key>) -> BTreeMap<Key, Vec<Value>> {
 #[test]
 fn paced_flushes_space_each_session_and_serve_quiet_ones_at_once() {
     let ms = Duration::from_millis;
-    let gap = ms(10);
+    let gap = Pacing {
+        gap: ms(10),
+        burst: 1,
+    };
     let mut r = relay();
     let t0 = Instant::now();
     assert_eq!(r.flush_wait(t0, gap), None, "nothing pending");
@@ -289,7 +292,7 @@ fn paced_flushes_space_each_session_and_serve_quiet_ones_at_once() {
     assert_eq!(r.flush_wait(t0 + ms(4), gap), Some(ms(6)));
     assert!(r.flush_paced(t0 + ms(4), gap).deliveries.is_empty());
     assert!(r.has_pending(), "kept for later");
-    let got = received(r.flush_paced(t0 + gap, gap));
+    let got = received(r.flush_paced(t0 + gap.gap, gap));
     assert_eq!(got[&1][0]["event"], "Pong");
     assert!(!r.has_pending());
 
@@ -312,5 +315,52 @@ fn paced_flushes_space_each_session_and_serve_quiet_ones_at_once() {
     assert_eq!(seqs_of(&got[&2]), [1, 2, 3]);
     assert_eq!(delivered(&publish(&mut r, "calls", "q", "d")), 1);
     assert!(r.flush_paced(now + ms(9), gap).deliveries.is_empty());
-    assert_eq!(seqs_of(&received(r.flush_paced(now + gap, gap))[&2]), [4]);
+    assert_eq!(
+        seqs_of(&received(r.flush_paced(now + gap.gap, gap))[&2]),
+        [4]
+    );
+}
+
+#[test]
+fn a_quiet_session_gets_a_burst_then_one_message_per_gap() {
+    let ms = Duration::from_millis;
+    let pacing = Pacing {
+        gap: ms(10),
+        burst: 4,
+    };
+    let mut r = relay();
+    let t0 = Instant::now();
+    open(&mut r, 1);
+    sub(&mut r, 1, "calls", "q");
+    // A full bucket (4; one refilled per 10 ms): four events 1 ms apart go out at once,
+    // one message each.
+    for i in 0..4u64 {
+        let now = t0 + ms(i);
+        publish(&mut r, "calls", "q", "E");
+        assert_eq!(r.flush_wait(now, pacing), Some(Duration::ZERO));
+        assert_eq!(seqs_of(&received(r.flush_paced(now, pacing))[&1]), [i + 1]);
+    }
+    // The bucket is empty: what comes now waits for the next refill and is coalesced.
+    publish(&mut r, "calls", "q", "E");
+    publish(&mut r, "calls", "q", "E");
+    assert_eq!(r.flush_wait(t0 + ms(4), pacing), Some(ms(6)));
+    assert!(r.flush_paced(t0 + ms(4), pacing).deliveries.is_empty());
+    let got = received(r.flush_paced(t0 + ms(10), pacing));
+    assert_eq!(seqs_of(&got[&1]), [5, 6]);
+    // Sustained output: one message per gap, never two within one.
+    publish(&mut r, "calls", "q", "E");
+    assert!(r.flush_paced(t0 + ms(19), pacing).deliveries.is_empty());
+    assert_eq!(
+        seqs_of(&received(r.flush_paced(t0 + ms(20), pacing))[&1]),
+        [7]
+    );
+    // After a quiet spell of burst x gap the whole bucket is back.
+    let later = t0 + ms(60);
+    for i in 0..4u64 {
+        publish(&mut r, "calls", "q", "E");
+        let got = received(r.flush_paced(later + ms(i), pacing));
+        assert_eq!(seqs_of(&got[&1]), [8 + i]);
+    }
+    publish(&mut r, "calls", "q", "E");
+    assert!(r.flush_paced(later + ms(4), pacing).deliveries.is_empty());
 }
