@@ -398,6 +398,16 @@ impl Client {
     }
 }
 
+/// The arguments that make a relay the group member at `bind` of the members at `binds`
+/// (its own address among them, as every member gets the same list).
+pub fn group_args(bind: &str, binds: &[String]) -> Vec<String> {
+    let mut args = vec!["--group-bind".to_owned(), bind.to_owned()];
+    for peer in binds {
+        args.extend(["--group-peer".to_owned(), peer.clone()]);
+    }
+    args
+}
+
 /// The next text message as JSON, skipping pings and pongs.
 pub fn read_json(ws: &mut tungstenite::WebSocket<TcpStream>) -> Value {
     loop {

@@ -42,13 +42,9 @@ impl Group {
         let mut relays: Vec<RelayProcess> = binds
             .iter()
             .map(|bind| {
-                let mut args = vec!["--group-bind".to_owned(), bind.clone()];
-                for peer in &binds {
-                    args.extend(["--group-peer".to_owned(), peer.clone()]);
-                }
                 let setup = Setup {
                     ping_interval: 1,
-                    args,
+                    args: group_args(bind, &binds),
                     ..Setup::new(&config)
                 };
                 RelayProcess::start(&m2, setup)

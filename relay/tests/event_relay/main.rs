@@ -47,6 +47,7 @@ fn test_config() -> Value {
 }
 
 mod amqp;
+mod amqp_group;
 mod attacks;
 mod fixture;
 mod group;
