@@ -59,7 +59,12 @@
   var board = new window.RelayWallboard.Wallboard(ui.wallboard);
   var renderTimer = null;
 
-  var wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/events';
+  // `?relay=/other/route` points the page at another relay route on the same Mongrel2 (the
+  // demo's --amqp mode runs two relays); only a plain absolute path is taken.
+  var route = new URLSearchParams(location.search).get('relay') || '/events';
+  if (!/^\/[A-Za-z0-9._\/-]{0,100}$/.test(route)) route = '/events';
+  window.RelayRoute = route;
+  var wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + route;
 
   // ----- model -------------------------------------------------------------------------
 

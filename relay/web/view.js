@@ -173,7 +173,7 @@
     member.textContent = w.member || '';
     member.dataset.member = w.member || '';
     $('member-wrap').hidden = !w.member;
-    $('relay-detail').textContent = (w.relay ? w.relay + ' at ' : '') + location.host + '/events' +
+    $('relay-detail').textContent = (w.relay ? w.relay + ' at ' : '') + location.host + (window.RelayRoute || '/events') +
       (w.member ? ' · member ' + w.member : '');
     var run = $('run');
     // Runs are long ids; the start tells two runs apart, the title holds the rest.
@@ -224,7 +224,7 @@
     box.hidden = reason === 'none';
     if (reason === 'connecting') {
       title.textContent = 'Connecting to the relay…';
-      body.textContent = 'This page talks to ' + location.host + '/events over a WebSocket.';
+      body.textContent = 'This page talks to ' + location.host + (window.RelayRoute || '/events') + ' over a WebSocket.';
     } else if (reason === 'no-subscriptions') {
       title.textContent = 'Nothing to show yet: this relay names no public exchanges.';
       var example = el('a', null, '?sub=calls/queue.*&sub=agents/*');
