@@ -347,26 +347,6 @@ impl Driver {
         }
     }
 
-    /// Answers a control `__ping__` through `sender`'s own PUB (see the blocking loop's
-    /// twin): whatever the core queued earlier goes first.
-    fn answer_ping(
-        &mut self,
-        sender: &str,
-        conn_id: Option<u64>,
-        text: String,
-        bare: bool,
-    ) -> Result<(), Error> {
-        let message = control::ping_answer(sender, conn_id, text, bare)?;
-        self.flush();
-        let link = self
-            .links
-            .iter()
-            .find(|link| &*link.connection.sender == sender)
-            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
-        link.publish_ready.used();
-        link.connection.send(message)
-    }
-
     /// Reads XPUB subscription notices. Called after every flush: a send may consume the
     /// descriptor's edge for a notice that arrived meanwhile.
     fn watch_subscriptions(&mut self, cx: &mut Context<'_>) {
@@ -466,13 +446,15 @@ impl control::Target for Driver {
     fn remove_connection(&mut self, sender: &str) -> Result<(), Error> {
         Driver::remove_connection(self, sender)
     }
-    fn answer_ping(
-        &mut self,
-        sender: &str,
-        conn_id: Option<u64>,
-        text: String,
-        bare: bool,
-    ) -> Result<(), Error> {
-        Driver::answer_ping(self, sender, conn_id, text, bare)
+    /// A ping's answer goes through `sender`'s own PUB, so its arrival proves that path.
+    fn send_after_queued(&mut self, sender: &str, message: Vec<u8>) -> Result<(), Error> {
+        self.flush();
+        let link = self
+            .links
+            .iter()
+            .find(|link| &*link.connection.sender == sender)
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
+        link.publish_ready.used();
+        link.connection.send(message)
     }
 }

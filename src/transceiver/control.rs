@@ -115,13 +115,9 @@ pub(crate) trait Target {
         publish: &str,
     ) -> Result<(), crate::Error>;
     fn remove_connection(&mut self, sender: &str) -> Result<(), crate::Error>;
-    fn answer_ping(
-        &mut self,
-        sender: &str,
-        conn_id: Option<u64>,
-        text: String,
-        bare: bool,
-    ) -> Result<(), crate::Error>;
+    /// Sends `message` through `sender`'s own PUB, after whatever the loop queued before it
+    /// (as it would have gone without the control request).
+    fn send_after_queued(&mut self, sender: &str, message: Vec<u8>) -> Result<(), crate::Error>;
 }
 
 /// Carries out what [`interpret`] made of a request; failures are logged, never fatal.
@@ -139,7 +135,8 @@ pub(crate) fn act(target: &mut impl Target, action: Result<Option<Action>, Strin
             conn_id,
             text,
             bare,
-        })) => target.answer_ping(&sender, conn_id, text, bare),
+        })) => ping_answer(&sender, conn_id, text, bare)
+            .and_then(|message| target.send_after_queued(&sender, message)),
         Err(err) => {
             log::warn!("control request ignored: {err}");
             Ok(())

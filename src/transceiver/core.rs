@@ -249,13 +249,15 @@ impl Core {
     }
 
     fn release_held(&mut self) {
-        while let Some(held) = self.held.front() {
-            // An empty queue also releases everything: nothing earlier is left to wait for.
-            if held.after > self.handed_out && !self.events.is_empty() {
-                break;
+        // An empty queue also releases everything: nothing earlier is left to wait for.
+        while self
+            .held
+            .front()
+            .is_some_and(|held| held.after <= self.handed_out || self.events.is_empty())
+        {
+            if let Some(held) = self.held.pop_front() {
+                self.outgoing.extend(held.replies);
             }
-            let held = self.held.pop_front().expect("front checked");
-            self.outgoing.extend(held.replies);
         }
     }
 

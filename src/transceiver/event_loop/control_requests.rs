@@ -22,27 +22,6 @@ impl Transceiver {
         }
         control::act(self, action);
     }
-
-    /// Answers a control `__ping__` through `sender`'s own PUB, so its arrival proves that
-    /// path works: the bare text for METHOD `MONGREL2` (what the seed's Server compares
-    /// with its GUID), an HTTP response otherwise, as the seed does.
-    fn answer_ping(
-        &mut self,
-        sender: &str,
-        conn_id: Option<u64>,
-        text: String,
-        bare: bool,
-    ) -> Result<(), Error> {
-        let message = control::ping_answer(sender, conn_id, text, bare)?;
-        // Whatever the core queued earlier goes first, as it would have without this ping.
-        self.flush()?;
-        let connection = self
-            .connections
-            .iter()
-            .find(|c| &*c.sender == sender)
-            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
-        connection.send(message)
-    }
 }
 
 impl control::Target for Transceiver {
@@ -52,13 +31,14 @@ impl control::Target for Transceiver {
     fn remove_connection(&mut self, sender: &str) -> Result<(), Error> {
         Transceiver::remove_connection(self, sender)
     }
-    fn answer_ping(
-        &mut self,
-        sender: &str,
-        conn_id: Option<u64>,
-        text: String,
-        bare: bool,
-    ) -> Result<(), Error> {
-        Transceiver::answer_ping(self, sender, conn_id, text, bare)
+    /// A ping's answer goes through `sender`'s own PUB, so its arrival proves that path.
+    fn send_after_queued(&mut self, sender: &str, message: Vec<u8>) -> Result<(), Error> {
+        self.flush()?;
+        let connection = self
+            .connections
+            .iter()
+            .find(|c| &*c.sender == sender)
+            .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
+        connection.send(message)
     }
 }
