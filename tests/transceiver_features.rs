@@ -259,3 +259,72 @@ fn the_same_conn_id_on_two_servers_is_two_sessions() {
     .into();
     assert_eq!(conns.len(), 2);
 }
+
+/// Replies made while received requests still wait are written in batches; `flush` writes
+/// them at once for a handler that stops asking for events meanwhile.
+#[test]
+fn flush_writes_replies_held_while_requests_wait() {
+    let (paused, pause_seen) = mpsc::channel();
+    let (resume, resumed) = mpsc::channel::<()>();
+    let (replied, reply_made) = mpsc::channel();
+    let (seen, reply_seen) = mpsc::channel::<()>();
+    let handler = spawn_handler(
+        "flushing",
+        |b| b,
+        move |t| {
+            let mut after_pause = false;
+            loop {
+                match t.recv() {
+                    Ok(Event::Http(request)) => {
+                        let body = format!("answer to {}", request.path());
+                        t.reply_http(&request, &Response::ok().body(body))?;
+                        if std::mem::take(&mut after_pause) {
+                            t.flush()?;
+                            let _ = replied.send(());
+                            // Bounded, so a failed test cannot leave this thread waiting.
+                            let _ = reply_seen.recv_timeout(Duration::from_secs(10));
+                        }
+                    }
+                    Ok(_) => {}
+                    // The first interrupt pauses the loop outside `recv` while requests queue up.
+                    Err(Error::Interrupted) if paused.send(()).is_ok() => {
+                        let _ = resumed.recv_timeout(Duration::from_secs(10));
+                        after_pause = true;
+                    }
+                    Err(Error::Interrupted) => return Ok(()),
+                    Err(err) => return Err(err),
+                }
+            }
+        },
+    )
+    .unwrap();
+    let mut server = Server::new([handler.control()]).unwrap();
+    // The request path works before the loop pauses.
+    let mut http = server.client(Protocol::Http).unwrap();
+    assert_eq!(http.get("/0").unwrap().status, 200);
+    let id = server.reserve_conn_id();
+    let get = |path: &'static str| {
+        mongrel2_transceiver::request::Request::new(server.sender_id(), id, path)
+            .with_header("METHOD", "GET")
+            .with_header("VERSION", "HTTP/1.1")
+    };
+    let answer = |path: &str| {
+        let reply = server.recv_timeout(Duration::from_secs(5)).unwrap();
+        let reply = reply.unwrap_or_else(|| panic!("no answer to {path}"));
+        assert!(String::from_utf8_lossy(&reply.body).ends_with(&format!("answer to {path}")));
+    };
+    handler.handle().interrupt().unwrap();
+    pause_seen.recv().unwrap();
+    drop(pause_seen);
+    for path in ["/1", "/2", "/3"] {
+        server.send(&get(path)).unwrap();
+    }
+    resume.send(()).unwrap();
+    reply_made.recv().unwrap();
+    // The handler waits outside `recv` with /2 and /3 received: only its flush can have
+    // written this.
+    answer("/1");
+    seen.send(()).unwrap();
+    answer("/2");
+    answer("/3");
+}

@@ -74,6 +74,28 @@ struct Plan {
     keep_te: Option<usize>,
     /// The automatic `Date` value, unless turned off or set by the caller.
     date: Option<[u8; DATE_LEN]>,
+    /// The `Connection` header written, replacing caller-set ones.
+    connection: Option<&'static [u8]>,
+}
+
+/// The settings a request decides ([`Response::for_request`]), apart from the response so
+/// that a shared response can be encoded for many requests without a copy.
+#[derive(Clone, Copy)]
+struct Framing {
+    head: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Framing {
+    fn of(request: &crate::request::Request<'_>) -> Framing {
+        let close = request.should_close();
+        Framing {
+            head: request.method() == Some("HEAD"),
+            close,
+            keep_alive: !close && request.version() == Some("HTTP/1.0"),
+        }
+    }
 }
 
 /// An HTTP/1.1 response with a complete body.
@@ -277,10 +299,26 @@ impl Response {
     /// `Connection: keep-alive` for an HTTP/1.0 request that asked to keep the connection
     /// (HTTP/1.0 closes by default, so its clients wait for that answer).
     pub fn for_request(self, request: &crate::request::Request<'_>) -> Response {
-        let close = request.should_close();
-        self.head(request.method() == Some("HEAD"))
-            .close(close)
-            .keep_alive(!close && request.version() == Some("HTTP/1.0"))
+        let framing = Framing::of(request);
+        self.head(framing.head)
+            .close(framing.close)
+            .keep_alive(framing.keep_alive)
+    }
+
+    /// The same bytes as `self.clone().for_request(request).encode()`, without the copy:
+    /// one response built once answers every request.
+    pub fn encode_for(&self, request: &crate::request::Request<'_>) -> Result<Vec<u8>, HttpError> {
+        let mut out = Vec::new();
+        self.encode_framed(Framing::of(request), &mut out)?;
+        Ok(out)
+    }
+
+    fn framing(&self) -> Framing {
+        Framing {
+            head: self.head,
+            close: self.close,
+            keep_alive: self.keep_alive,
+        }
     }
 
     /// Adds `Connection: keep-alive` (unless [`close`](Self::close) is set), replacing any
@@ -342,24 +380,21 @@ impl Response {
         !self.head && !status_forbids_body(self.status) && self.status != 304
     }
 
-    /// Whether `Connection: close` is sent: asked for, or needed to end the body.
-    fn closes(&self) -> bool {
-        self.close || self.close_delimited
-    }
-
-    /// The `Connection` header `encode` writes, replacing caller-set ones.
-    fn connection(&self) -> Option<&'static [u8]> {
-        if self.closes() {
+    /// The `Connection` header `encode` writes, replacing caller-set ones: close when asked
+    /// for or needed to end the body.
+    fn connection(&self, framing: Framing) -> Option<&'static [u8]> {
+        if framing.close || self.close_delimited {
             Some(CONNECTION_CLOSE)
-        } else if self.keep_alive {
+        } else if framing.keep_alive {
             Some(CONNECTION_KEEP_ALIVE)
         } else {
             None
         }
     }
 
-    fn plan(&self) -> Plan {
+    fn plan(&self, framing: Framing) -> Plan {
         let mut plan = Plan {
+            connection: self.connection(framing),
             send_body: false,
             content_length: None,
             chunked: false,
@@ -382,7 +417,7 @@ impl Response {
             plan.chunked = true;
             return plan;
         }
-        if self.head || self.status == 304 {
+        if framing.head || self.status == 304 {
             let first = |kind| self.entries.iter().position(|e| e.kind == kind);
             plan.keep_te = first(Kind::TransferEncoding);
             if plan.keep_te.is_none() {
@@ -403,7 +438,7 @@ impl Response {
             Kind::Other | Kind::ContentType | Kind::Date => true,
             Kind::ContentLength => plan.keep_cl == Some(index),
             Kind::TransferEncoding => plan.keep_te == Some(index),
-            Kind::Connection => self.connection().is_none(),
+            Kind::Connection => plan.connection.is_none(),
             Kind::Removed => false,
         }
     }
@@ -427,7 +462,7 @@ impl Response {
         if plan.chunked {
             len += TE_CHUNKED.len();
         }
-        if let Some(connection) = self.connection() {
+        if let Some(connection) = plan.connection {
             len += connection.len();
         }
         if plan.date.is_some() {
@@ -442,7 +477,7 @@ impl Response {
 
     /// The exact number of bytes a successful [`Response::encode`] produces.
     pub fn encoded_len(&self) -> usize {
-        self.encoded_len_with(&self.plan())
+        self.encoded_len_with(&self.plan(self.framing()))
     }
 
     /// The response bytes, ready to be sent as a Mongrel2 reply body, or the first
@@ -456,10 +491,14 @@ impl Response {
     /// Appends the response bytes to `out`, growing it at most once; on error nothing
     /// is appended.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), HttpError> {
+        self.encode_framed(self.framing(), out)
+    }
+
+    fn encode_framed(&self, framing: Framing, out: &mut Vec<u8>) -> Result<(), HttpError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        let plan = self.plan();
+        let plan = self.plan(framing);
         out.reserve(self.encoded_len_with(&plan));
         out.extend_from_slice(HTTP_VERSION);
         // No error means the status is within 100..=599: exactly three digits.
@@ -484,7 +523,7 @@ impl Response {
         if plan.chunked {
             out.extend_from_slice(TE_CHUNKED);
         }
-        if let Some(connection) = self.connection() {
+        if let Some(connection) = plan.connection {
             out.extend_from_slice(connection);
         }
         if let Some(date) = &plan.date {

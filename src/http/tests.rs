@@ -397,3 +397,47 @@ fn close_delimited_stream_head() {
         .for_request(&request)
         .is_close_delimited());
 }
+
+/// `encode_for` (what `reply_http` uses: no copy of the response) writes exactly what
+/// `for_request` then `encode` would.
+#[test]
+fn encode_for_matches_for_request_then_encode() {
+    let responses = [
+        Response::ok().body("hello").date(false),
+        Response::new(204).date(false),
+        Response::new(304).header("ETag", "\"x\"").date(false),
+        Response::ok()
+            .header("Connection", "upgrade")
+            .header("Content-Length", "99")
+            .body("five!")
+            .date(false),
+        Response::ok()
+            .close(true)
+            .keep_alive(true)
+            .body("x")
+            .date(false),
+    ];
+    let requests = [
+        ("GET", "HTTP/1.1", None),
+        ("HEAD", "HTTP/1.1", None),
+        ("GET", "HTTP/1.1", Some("close")),
+        ("GET", "HTTP/1.0", None),
+        ("GET", "HTTP/1.0", Some("keep-alive")),
+        ("HEAD", "HTTP/1.0", Some("keep-alive")),
+    ];
+    for response in &responses {
+        for (method, version, connection) in requests {
+            let mut request = crate::request::Request::new("s", 1, "/")
+                .with_header("METHOD", method)
+                .with_header("VERSION", version);
+            if let Some(value) = connection {
+                request = request.with_header("connection", value);
+            }
+            assert_eq!(
+                response.encode_for(&request).unwrap(),
+                response.clone().for_request(&request).encode().unwrap(),
+                "{method} {version} {connection:?}"
+            );
+        }
+    }
+}

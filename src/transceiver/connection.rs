@@ -8,6 +8,8 @@ use super::Error;
 /// Replies are worth keeping while Mongrel2 catches up; the default of 1000 drops a burst
 /// to a few hundred sessions.
 const SEND_HWM: i32 = 100_000;
+/// Replies up to this size are copied into ZeroMQ messages (see [`Connection::send`]).
+const COPY_REPLIES_UP_TO: usize = 16 * 1024;
 /// Mongrel2 restarts should be noticed quickly (the default backs off to 100 ms anyway).
 const RECONNECT_IVL_MS: i32 = 100;
 
@@ -68,8 +70,17 @@ impl Connection {
     }
 
     /// Sends one framed reply. PUB never blocks; DONTWAIT makes that explicit.
+    ///
+    /// A small reply is copied into a ZeroMQ message rather than handed over: the copy is one
+    /// allocation, while a handed-over buffer costs a tracking allocation too (often a
+    /// shrinking reallocation) and is freed later by ZeroMQ's I/O thread, on another
+    /// thread's heap. A large one is handed over: there the copy would cost more.
     pub(crate) fn send(&self, message: Vec<u8>) -> Result<(), Error> {
-        self.publish.send(message, zmq::DONTWAIT)?;
+        if message.len() <= COPY_REPLIES_UP_TO {
+            self.publish.send(&message[..], zmq::DONTWAIT)?;
+        } else {
+            self.publish.send(message, zmq::DONTWAIT)?;
+        }
         Ok(())
     }
 

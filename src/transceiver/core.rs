@@ -301,6 +301,11 @@ impl Core {
         !self.outgoing.is_empty()
     }
 
+    /// How many replies are waiting.
+    pub fn outgoing_len(&self) -> usize {
+        self.outgoing.len()
+    }
+
     /// When [`Core::handle_timeout`] should next run (`None`: no timer, pings are off).
     pub fn next_timeout(&self) -> Option<Instant> {
         self.next_ping

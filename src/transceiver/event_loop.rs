@@ -25,6 +25,10 @@ const PULL_BATCH: usize = 256;
 const COMMAND_BATCH: usize = 1024;
 /// How long shutdown lets the goodbye close frames drain. Keeps Drop well under a second.
 const SHUTDOWN_LINGER_MS: i32 = 250;
+/// Replies held back while more received events wait for the handler: at most this many...
+const HOLD_REPLIES: usize = 64;
+/// ...and at most this long (checked when the handler next asks for an event).
+const HOLD_FOR: Duration = Duration::from_micros(500);
 
 /// A Mongrel2 handler's event loop. See the [crate docs](crate) for an example.
 ///
@@ -45,6 +49,8 @@ pub struct Transceiver {
     handle: Handle,
     signals: Option<Signals>,
     readable: Vec<bool>,
+    /// Since when replies have been held back (see [`Transceiver::flush_unless_busy`]).
+    holding_since: Option<Instant>,
     subscription_timeout: Option<Duration>,
     interrupted: bool,
     shut_down: bool,
@@ -114,6 +120,7 @@ impl Transceiver {
             handle,
             signals: None,
             readable: Vec::new(),
+            holding_since: None,
             subscription_timeout: builder.subscription_timeout,
             interrupted: false,
             shut_down: false,
@@ -233,8 +240,16 @@ impl Transceiver {
             }
             let watchdog = self.check_subscriptions(now);
             let event = self.pending.pop_front().or_else(|| self.core.poll_event());
-            // Asking for an event may release held pongs and closes: write them now.
-            let _ = self.flush();
+            // Asking for an event may release held pongs and closes; replies to earlier
+            // events may be waiting too.
+            if event.is_none()
+                || !self.more_events_waiting()
+                || self
+                    .holding_since
+                    .is_some_and(|since| now - since >= HOLD_FOR)
+            {
+                let _ = self.flush();
+            }
             if let Some(event) = event {
                 return Ok(Some(event));
             }
@@ -375,9 +390,35 @@ impl Transceiver {
         }
     }
 
-    /// Writes every reply the core produced to its server's PUB; the first failure is
-    /// returned, the others logged.
-    fn flush(&mut self) -> Result<(), Error> {
+    /// Whether events already received wait to be handed to the handler.
+    fn more_events_waiting(&self) -> bool {
+        !self.pending.is_empty() || self.core.has_events()
+    }
+
+    /// Writes the replies now, unless more received events wait for the handler: then they
+    /// are held (up to [`HOLD_REPLIES`], [`HOLD_FOR`]) and written with the replies to those.
+    /// One write of a batch wakes ZeroMQ's I/O thread once, where a write per reply woke it
+    /// for nearly every one; the handler is busy with the batch meanwhile, so its replies
+    /// wait for nothing but its own work.
+    fn flush_unless_busy(&mut self) -> Result<(), Error> {
+        if self.more_events_waiting() && self.core.outgoing_len() < HOLD_REPLIES {
+            self.holding_since.get_or_insert_with(Instant::now);
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Writes every reply made so far to Mongrel2 now.
+    ///
+    /// Replies are normally written at once. While events already received wait to be handed
+    /// out, though, the replies to the ones before are held (at most 64, for at most 0.5 ms
+    /// counted at the next [`recv`](Self::recv)) and written together with the next ones, or
+    /// at the latest when the handler asks for an event and none is waiting: one write per
+    /// batch costs ZeroMQ far less than one per reply. A handler that stops asking for
+    /// events while some still wait, and must have its replies out meanwhile, calls this.
+    /// The first failure is returned, the others logged.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.holding_since = None;
         let mut first_error = None;
         while let Some(out) = self.core.poll_outgoing() {
             let result = match self.connections.iter().find(|c| c.sender == out.sender) {
@@ -424,7 +465,7 @@ impl Transceiver {
     pub(crate) fn submit(&mut self, command: Outbound) -> Result<(), Error> {
         let command = self.group_wide(command);
         let applied = self.core.submit(command);
-        let flushed = self.flush();
+        let flushed = self.flush_unless_busy();
         applied.and(flushed)
     }
 

@@ -20,7 +20,7 @@ macro_rules! outbound_methods {
         /// connection is closed once the response is written.
         pub fn reply_http(&$($recv)? self, request: &$crate::request::Request<'_>, response: &$crate::http::Response) -> Result<(), $crate::Error> {
             let then_close = request.should_close();
-            let body = response.clone().for_request(request).encode()?;
+            let body = response.encode_for(request)?;
             self.submit($crate::transceiver::command::Outbound::Send {
                 conn: $crate::ConnId::of(request),
                 body,
