@@ -246,7 +246,7 @@ impl Transceiver {
                 || !self.more_events_waiting()
                 || self
                     .holding_since
-                    .is_some_and(|since| now - since >= HOLD_FOR)
+                    .is_some_and(|since| now.saturating_duration_since(since) >= HOLD_FOR)
             {
                 let _ = self.flush();
             }
