@@ -92,7 +92,8 @@ impl<K: SessionKey> Relay<K> {
         let flush_bytes = self.config.limits.flush_bytes;
         // Sessions first group by the identity of their shared frames (cheap: fan-out
         // queues the same Arc everywhere); groups are then merged by bytes below.
-        let mut by_frames: HashMap<Vec<(usize, usize)>, usize> = HashMap::new();
+        let mut by_frames: HashMap<Vec<(usize, usize)>, usize, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut groups: Vec<Group<K>> = Vec::new();
         let mut close = Vec::new();
         let mut end_streams = Vec::new();
