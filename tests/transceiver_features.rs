@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use mongrel2_transceiver::harness::{
-    spawn_handler, unbound_endpoint, HandlerThread, HttpRequest, Protocol, Server,
+    spawn_handler, unbound_endpoint, HandlerThread, HarnessError, HttpRequest, Protocol, Server,
 };
 use mongrel2_transceiver::http::Response;
 use mongrel2_transceiver::{
@@ -299,20 +299,28 @@ fn flush_writes_replies_held_while_requests_wait() {
     )
     .unwrap();
     let mut server = Server::new([handler.control()]).unwrap();
-    // The request path works before the loop pauses.
-    let mut http = server.client(Protocol::Http).unwrap();
-    assert_eq!(http.get("/0").unwrap().status, 200);
     let id = server.reserve_conn_id();
+    let sender = server.sender_id().to_owned();
     let get = |path: &'static str| {
-        mongrel2_transceiver::request::Request::new(server.sender_id(), id, path)
+        mongrel2_transceiver::request::Request::new(sender.as_str(), id, path)
             .with_header("METHOD", "GET")
             .with_header("VERSION", "HTTP/1.1")
     };
+    assert!(
+        matches!(
+            server.send(&get("/0")),
+            Err(HarnessError::HandlersPending(_))
+        ),
+        "sending before the handler is connected says so at once"
+    );
+    server.connect_pending().unwrap();
     let answer = |path: &str| {
         let reply = server.recv_timeout(Duration::from_secs(5)).unwrap();
         let reply = reply.unwrap_or_else(|| panic!("no answer to {path}"));
         assert!(String::from_utf8_lossy(&reply.body).ends_with(&format!("answer to {path}")));
     };
+    server.send(&get("/0")).unwrap();
+    answer("/0");
     handler.handle().interrupt().unwrap();
     pause_seen.recv().unwrap();
     drop(pause_seen);

@@ -32,6 +32,10 @@ pub enum HarnessError {
         /// What went wrong.
         reason: String,
     },
+    /// [`Server::send`](super::Server::send) before the handlers the Server was built
+    /// with were connected (by the first `client()` or `connect_pending()`); names them.
+    #[error("handlers {0:?} are not connected yet: call Server::client or Server::connect_pending first")]
+    HandlersPending(Vec<String>),
     /// `connect` was given a handler that is already connected.
     #[error("handler at {0} is already connected")]
     AlreadyConnected(String),

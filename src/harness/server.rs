@@ -323,9 +323,7 @@ impl Server {
     /// handler provably receives requests and its replies provably arrive. An error names
     /// the handler that could not be verified.
     pub fn client(&mut self, protocol: Protocol) -> Result<Client, HarnessError> {
-        while let Some(endpoint) = self.pending.first().cloned() {
-            self.connect(&endpoint)?;
-        }
+        self.connect_pending()?;
         Ok(Client::new(
             self.shared.clone(),
             protocol,
@@ -333,6 +331,15 @@ impl Server {
             self.send_timeout,
             self.recv_timeout,
         ))
+    }
+
+    /// Connects and verifies the handlers the Server was built with that are not connected
+    /// yet ([`Server::client`] and [`Server::send`] do this first).
+    pub fn connect_pending(&mut self) -> Result<(), HarnessError> {
+        while let Some(endpoint) = self.pending.first().cloned() {
+            self.connect(&endpoint)?;
+        }
+        Ok(())
     }
 
     /// Connects one more handler (its control endpoint) and verifies the path both ways
@@ -388,13 +395,19 @@ impl Server {
     }
 
     /// Sends a request as Mongrel2 would, to whichever handler's turn it is. Fails with
-    /// [`HarnessError::SendTimeout`] when no handler takes it in time.
+    /// [`HarnessError::SendTimeout`] when no handler takes it in time, and at once with
+    /// [`HarnessError::HandlersPending`] while handlers the Server was built with are not
+    /// connected yet: the first [`Server::client`] or [`Server::connect_pending`] does that.
     pub fn send(&self, request: &Request<'_>) -> Result<(), HarnessError> {
         self.send_raw(&request.encode())
     }
 
-    /// Sends raw bytes through the PUSH (for malformed-request tests).
+    /// Sends raw bytes through the PUSH (for malformed-request tests); fails as
+    /// [`Server::send`] does.
     pub fn send_raw(&self, message: &[u8]) -> Result<(), HarnessError> {
+        if !self.pending.is_empty() {
+            return Err(HarnessError::HandlersPending(self.pending.clone()));
+        }
         self.shared.send(message, self.send_timeout)
     }
 
