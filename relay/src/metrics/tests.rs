@@ -43,7 +43,16 @@ fn sample() -> Stats {
             ..AmqpStats::default()
         }),
         mongrel2: None,
-        group: None,
+        group: Some(GroupStats {
+            member: "a".into(),
+            members: vec!["a".into(), "b".into()],
+            synced: true,
+            awaiting: 2,
+            sequenced: 5,
+            repairs_sent: 1,
+            membership_changes: 3,
+            ..GroupStats::default()
+        }),
     }
 }
 
@@ -66,6 +75,12 @@ fn prometheus_exposition_has_help_type_and_samples() {
     assert!(text.contains("relay_amqp_publishes_total{outcome=\"failed\"} 3\n"));
     assert!(text.contains("relay_link_refused_total{side=\"subscriber\"} 1\n"));
     assert!(text.contains("relay_link_refused_total{side=\"publisher\"} 3\n"));
+    assert!(text.contains("relay_group_members 2\n"));
+    assert!(text.contains("relay_group_synced 1\n"));
+    assert!(text.contains("relay_group_waiting{kind=\"awaiting\"} 2\n"));
+    assert!(text.contains("relay_group_events_total{kind=\"sequenced\"} 5\n"));
+    assert!(text.contains("relay_group_events_total{kind=\"repairs_sent\"} 1\n"));
+    assert!(text.contains("relay_group_membership_changes_total 3\n"));
     assert!(text.ends_with("# EOF\n"), "{text}");
     // Every sample line belongs to a family declared just before it.
     let mut declared = None;
