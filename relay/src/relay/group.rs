@@ -432,7 +432,10 @@ impl<K: SessionKey> Relay<K> {
         if let Some(g) = self.group.as_mut() {
             g.sends.push_back((from.to_owned(), ack));
         }
-        if self.record(&exchange, &input, &origin, Some(seq)).is_some() {
+        if self
+            .record(&exchange, &input, input.ts, &origin, Some(seq))
+            .is_some()
+        {
             if let Some(g) = self.group.as_mut() {
                 g.stats.received_events += 1;
             }

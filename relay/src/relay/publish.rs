@@ -244,20 +244,17 @@ impl<K: SessionKey> Relay<K> {
             });
             self.forward.push_back(linked.to_string().into_bytes());
         }
-        let stamped = EventInput {
-            ts: Some(ts),
-            ..input.clone()
-        };
-        self.record(exchange, &stamped, origin, at)
+        self.record(exchange, input, Some(ts), origin, at)
     }
 
-    /// Keeps an event (with its publish time) in history at position `at` on its exchange
-    /// (`None`: the next one) and queues it to the subscribed sessions; `None` when the
-    /// exchange is at or past `at` already (a repeat).
+    /// Keeps an event with its publish time `ts` (which replaces `input.ts`) in history at
+    /// position `at` on its exchange (`None`: the next one) and queues it to the subscribed
+    /// sessions; `None` when the exchange is at or past `at` already (a repeat).
     pub(super) fn record(
         &mut self,
         exchange: &Arc<str>,
         input: &EventInput,
+        ts: Option<u64>,
         origin: &Origin,
         at: Option<u64>,
     ) -> Option<(u64, usize)> {
@@ -270,11 +267,8 @@ impl<K: SessionKey> Relay<K> {
                 event,
                 id: Some(EventId { epoch, seq }),
             };
-            Encoded::new(
-                &event_json(event, payload, exchange, rk, seq, input.ts),
-                &meta,
-            )
-            .with_origin(origin_relay, origin.seq)
+            Encoded::new(&event_json(event, payload, exchange, rk, seq, ts), &meta)
+                .with_origin(origin_relay, origin.seq)
         })?;
         let targets = self.index.matching(exchange, rk);
         let bounds = bounds(&self.config);
