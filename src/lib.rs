@@ -71,12 +71,13 @@ pub mod request;
 pub mod tnetstring;
 pub mod transceiver;
 pub mod websocket;
+pub mod zmtp;
 
 mod token;
 
 pub use transceiver::{
     Builder, CloseReason, ConnId, Core, Error, Event, Events, Handle, Handshake, Message, Outgoing,
-    Token, Transceiver,
+    Token, Transceiver, Transport,
 };
 pub use websocket::CloseCode;
 

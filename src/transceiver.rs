@@ -7,6 +7,7 @@ pub(crate) mod command;
 pub(crate) mod connection;
 pub(crate) mod control;
 mod core;
+mod direct;
 mod error;
 mod event;
 mod event_loop;
@@ -33,6 +34,21 @@ pub use handle::Handle;
 use crate::http::Response;
 use crate::request::Request;
 use crate::websocket::{self, CloseCode};
+
+/// How a [`Transceiver`] talks to Mongrel2's sockets ([`Builder::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The loop's own thread reads and writes Mongrel2's sockets, speaking ZeroMQ's wire
+    /// format (ZMTP 3) itself. There is no hand-off to libzmq's I/O thread per request and
+    /// reply, which costs about a third of the CPU per request. For `tcp://host:port` and
+    /// `ipc://` endpoints; others (`inproc://`, a source address, ...) go through libzmq
+    /// anyway.
+    #[default]
+    Direct,
+    /// libzmq's PULL and XPUB sockets, as every other Mongrel2 handler library uses them.
+    Libzmq,
+}
 
 /// The answer to a WebSocket handshake, from [`Builder::on_handshake`].
 #[derive(Debug, Clone)]

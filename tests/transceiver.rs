@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{HandlerConf, Mongrel2};
 use mongrel2_transceiver::websocket::Opcode;
-use mongrel2_transceiver::{CloseReason, Transceiver};
+use mongrel2_transceiver::{CloseReason, Transceiver, Transport};
 use support::{
     close_code, get_eventually, ws_connect, EchoHandler, HttpClient, RawWebSocket, Seen,
 };
@@ -386,6 +386,31 @@ fn a_second_mongrel2_added_over_the_control_socket_serves_too() {
     let response =
         get_eventually(first.http_addr(), "/echo/first", WAIT).expect("first still served");
     assert_eq!(response.json()["path"], "/echo/first");
+}
+
+/// The libzmq transport (the suite runs over the default, direct one): HTTP, a WebSocket
+/// echo, and a Mongrel2 restart.
+#[test]
+fn the_libzmq_transport_serves_http_websocket_and_a_restart() {
+    let mut m2 = mongrel2();
+    let handler = echo_with(&m2, |b| b.transport(Transport::Libzmq));
+    let response = get_eventually(m2.http_addr(), "/echo/libzmq", WAIT).expect("served");
+    assert_eq!(response.json()["path"], "/echo/libzmq");
+
+    let mut ws = ws_connect(m2.http_addr(), "/echo");
+    ws.send(tungstenite::Message::text("over libzmq"))
+        .expect("send");
+    assert_eq!(
+        ws.read().expect("echo"),
+        tungstenite::Message::text("over libzmq")
+    );
+    handler.wait(WAIT, |seen| matches!(seen, Seen::Message(_)).then_some(()));
+
+    m2.kill();
+    m2.start();
+    let response =
+        get_eventually(m2.http_addr(), "/echo/again", WAIT).expect("served after the restart");
+    assert_eq!(response.json()["path"], "/echo/again");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mongrel2_transceiver::{Builder, Transceiver};
+use mongrel2_transceiver::{Builder, Transceiver, Transport};
 
 /// The echo handler's `send_ident` in the repository's mongrel2.conf.
 pub const ECHO_SENDER_ID: &str = "75226238-c5fe-4cb0-ac5b-877fd841e97e";
@@ -19,6 +19,8 @@ pub struct Flags {
     pub group_bind: Option<String>,
     /// `--group-peer` (repeatable): the group's members' endpoints.
     pub group_peers: Vec<String>,
+    /// `--transport direct|libzmq`: how Mongrel2's sockets are spoken.
+    pub transport: Transport,
 }
 
 impl Flags {
@@ -38,6 +40,7 @@ impl Flags {
             ping_interval: Duration::from_secs(30),
             group_bind: None,
             group_peers: Vec::new(),
+            transport: Transport::default(),
         };
         let mut args = args.into_iter();
         // (--config FILE, --handler NAME): applied after the other flags, replacing them.
@@ -57,6 +60,14 @@ impl Flags {
                 "--control" => flags.control = Some(value),
                 "--group-bind" => flags.group_bind = Some(value),
                 "--group-peer" => flags.group_peers.push(value),
+                "--transport" => match value.as_str() {
+                    "direct" => flags.transport = Transport::Direct,
+                    "libzmq" => flags.transport = Transport::Libzmq,
+                    _ => {
+                        eprintln!("--transport is direct or libzmq");
+                        usage(program, 2);
+                    }
+                },
                 "--config" if cfg!(feature = "config") => from_config.0 = Some(value),
                 "--handler" if cfg!(feature = "config") => from_config.1 = Some(value),
                 "--ping-interval" => match value.parse::<f64>() {
@@ -110,7 +121,8 @@ impl Flags {
             .pull(&self.pull)
             .publish(&self.publish)
             .control(self.control.as_deref())
-            .ping_interval(self.ping_interval);
+            .ping_interval(self.ping_interval)
+            .transport(self.transport);
         match &self.group_bind {
             Some(bind) => builder.group(bind, &self.group_peers),
             None => builder,
@@ -121,11 +133,11 @@ impl Flags {
 fn usage(program: &str, code: i32) -> ! {
     eprintln!(
         "usage: {program} [--sender-id ID] [--pull ENDPOINT] [--pub ENDPOINT] \
-         [--control ENDPOINT] [--ping-interval SECONDS] \
+         [--control ENDPOINT] [--ping-interval SECONDS] [--transport direct|libzmq] \
          [--group-bind ENDPOINT [--group-peer ENDPOINT]...] \
          [--config CONFIG.sqlite --handler NAME (feature \"config\")]\n\
          defaults: --sender-id {ECHO_SENDER_ID} --pull tcp://127.0.0.1:9989 \
-         --pub tcp://127.0.0.1:9988 --ping-interval 30, no control socket \
+         --pub tcp://127.0.0.1:9988 --ping-interval 30 --transport direct, no control socket \
          (--control tcp://127.0.0.1:9987 binds one)"
     );
     std::process::exit(code)

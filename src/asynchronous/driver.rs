@@ -17,6 +17,7 @@ use super::readiness::Readiness;
 use crate::transceiver::connection::Connection;
 use crate::transceiver::control;
 use crate::transceiver::signals::Signals;
+use crate::transceiver::Transport;
 use crate::{Core, Error, Event};
 
 /// Requests read from one PULL before the rest gets a turn (as the blocking loop).
@@ -115,11 +116,16 @@ impl Driver {
             Some(shared) => shared.clone(),
             None => return Err(Error::UnknownSender(sender.to_owned())),
         };
-        let opened =
-            Connection::open(&self.context, shared, pull, publish).and_then(|connection| {
+        // tokio's reactor waits on libzmq's descriptors here; the direct transport's
+        // sockets are the blocking loop's.
+        let opened = Connection::open(&self.context, Transport::Libzmq, 0, shared, pull, publish)
+            .and_then(|connection| {
+                let (pull, publish) = connection
+                    .libzmq()
+                    .ok_or_else(|| Error::Config("the async face needs libzmq sockets".into()))?;
                 Ok(Link {
-                    pull_ready: Readiness::new(&connection.pull).map_err(io_error)?,
-                    publish_ready: Readiness::new(&connection.publish).map_err(io_error)?,
+                    pull_ready: Readiness::new(pull).map_err(io_error)?,
+                    publish_ready: Readiness::new(publish).map_err(io_error)?,
                     connection,
                 })
             });
@@ -297,7 +303,9 @@ impl Driver {
     fn read_requests(&mut self, cx: &mut Context<'_>) -> bool {
         let mut read = false;
         for link in &self.links {
-            let socket = &link.connection.pull;
+            let Some((socket, _)) = link.connection.libzmq() else {
+                continue;
+            };
             let mut budget = PULL_BATCH;
             while budget > 0 {
                 match socket.recv_msg(zmq::DONTWAIT) {
@@ -333,7 +341,7 @@ impl Driver {
         while let Some(out) = self.core.poll_outgoing() {
             match self
                 .links
-                .iter()
+                .iter_mut()
                 .find(|link| link.connection.sender == out.sender)
             {
                 Some(link) => {
@@ -352,10 +360,13 @@ impl Driver {
     fn watch_subscriptions(&mut self, cx: &mut Context<'_>) {
         let mut changed = false;
         for link in &mut self.links {
-            while let Poll::Ready(Ok(())) =
-                link.publish_ready
-                    .poll(&link.connection.publish, zmq::POLLIN, cx)
-            {
+            while let Some((_, publish)) = link.connection.libzmq() {
+                if !matches!(
+                    link.publish_ready.poll(publish, zmq::POLLIN, cx),
+                    Poll::Ready(Ok(()))
+                ) {
+                    break;
+                }
                 let drained = link.connection.drain_subscriptions();
                 link.publish_ready.used();
                 if !drained {
@@ -424,7 +435,7 @@ impl Driver {
                 let _ = events.try_send(event);
             }
         }
-        for link in &self.links {
+        for link in &mut self.links {
             link.connection.set_linger(SHUTDOWN_LINGER_MS);
         }
         self.jobs.close();
@@ -451,7 +462,7 @@ impl control::Target for Driver {
         self.flush();
         let link = self
             .links
-            .iter()
+            .iter_mut()
             .find(|link| &*link.connection.sender == sender)
             .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
         link.publish_ready.used();

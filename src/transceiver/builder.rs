@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Error, Handshake, Transceiver};
+use super::{Error, Handshake, Transceiver, Transport};
 use crate::reply::DEFAULT_HANDLER_TARGETS;
 use crate::request::Request;
 
@@ -41,6 +41,7 @@ pub struct Builder {
     pub(crate) subscription_timeout: Option<Duration>,
     pub(crate) group: Option<(String, Vec<String>)>,
     pub(crate) group_timing: Option<super::GroupTiming>,
+    pub(crate) transport: Transport,
 }
 
 impl std::fmt::Debug for Builder {
@@ -54,6 +55,7 @@ impl std::fmt::Debug for Builder {
             .field("max_message_size", &self.max_message_size)
             .field("handler_targets", &self.handler_targets)
             .field("subscription_timeout", &self.subscription_timeout)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +78,7 @@ impl Builder {
             subscription_timeout: Some(DEFAULT_SUBSCRIPTION_TIMEOUT),
             group: None,
             group_timing: None,
+            transport: Transport::default(),
         }
     }
 
@@ -92,6 +95,16 @@ impl Builder {
     /// The endpoint the PUB socket connects to: Mongrel2's `recv_spec`.
     pub fn publish(mut self, endpoint: &str) -> Builder {
         self.publish = endpoint.to_owned();
+        self
+    }
+
+    /// How Mongrel2's sockets are spoken: [`Transport::Direct`] (the default) by the loop's
+    /// own thread, or [`Transport::Libzmq`] through libzmq's sockets. Connections added
+    /// later (over the control socket too) use the same. Either way the control socket,
+    /// the group's sockets and watched sockets are libzmq's, and the async face (feature
+    /// `tokio`) always waits on libzmq's sockets.
+    pub fn transport(mut self, transport: Transport) -> Builder {
+        self.transport = transport;
         self
     }
 

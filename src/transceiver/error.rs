@@ -23,6 +23,18 @@ pub enum Error {
         /// What ZeroMQ said.
         source: zmq::Error,
     },
+    /// A [`Transport::Direct`](super::Transport::Direct) socket could not connect to its
+    /// endpoint (a host name that does not resolve, a malformed address, ...). A refused
+    /// connection is not an error: it is tried again every 100 ms, as libzmq does.
+    #[error("cannot connect the {role} socket to {endpoint:?}: {source}")]
+    Connect {
+        /// `"pull"` (Mongrel2's send_spec) or `"publish"` (its recv_spec).
+        role: &'static str,
+        /// The endpoint as given.
+        endpoint: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// The reply could not be framed (empty target list, bad sender id, ...).
     #[error("reply: {0}")]
     Reply(#[from] reply::ReplyError),

@@ -12,7 +12,7 @@ use super::core::Core;
 use super::group_link::GroupLink;
 use super::handle::{self, Command, Handle, Inbox};
 use super::signals::Signals;
-use super::{Error, Event, Token};
+use super::{Error, Event, Token, Transport};
 
 mod connections;
 mod control_requests;
@@ -23,6 +23,10 @@ const PULL_BATCH: usize = 256;
 /// The same for commands queued by handles: a producer faster than the loop must not
 /// starve it.
 const COMMAND_BATCH: usize = 1024;
+/// The longest ZeroMQ frame a direct link accepts from Mongrel2 (at least this; more when
+/// [`Builder::max_message_size`] asks for more): a request's body is bounded by Mongrel2's
+/// `limits.content_length`, which users raise.
+const MIN_MAX_FRAME: usize = 256 << 20;
 /// How long shutdown lets the goodbye close frames drain. Keeps Drop well under a second.
 const SHUTDOWN_LINGER_MS: i32 = 250;
 /// Replies held back while more received events wait for the handler: at most this many...
@@ -52,6 +56,9 @@ pub struct Transceiver {
     /// Since when replies have been held back (see [`Transceiver::flush_unless_busy`]).
     holding_since: Option<Instant>,
     subscription_timeout: Option<Duration>,
+    /// How new Mongrel2 connections are spoken, and the longest frame they accept.
+    transport: Transport,
+    max_frame: usize,
     interrupted: bool,
     shut_down: bool,
 }
@@ -122,6 +129,11 @@ impl Transceiver {
             readable: Vec::new(),
             holding_since: None,
             subscription_timeout: builder.subscription_timeout,
+            transport: builder.transport,
+            max_frame: builder
+                .max_message_size
+                .saturating_add(1 << 20)
+                .max(MIN_MAX_FRAME),
             interrupted: false,
             shut_down: false,
         };
@@ -234,6 +246,9 @@ impl Transceiver {
         loop {
             let now = Instant::now();
             self.core.handle_timeout(now);
+            for connection in &mut self.connections {
+                connection.handle_timeout(now);
+            }
             if let Some(link) = &mut self.group {
                 link.group.handle_timeout(now);
                 link.pump(&mut self.core, &mut self.pending);
@@ -241,9 +256,9 @@ impl Transceiver {
             let watchdog = self.check_subscriptions(now);
             let event = self.pending.pop_front().or_else(|| self.core.poll_event());
             // Asking for an event may release held pongs and closes; replies to earlier
-            // events may be waiting too.
+            // events may be waiting too. Handing out the last waiting event keeps them held:
+            // the reply to it usually follows at once, and goes out with them in one write.
             if event.is_none()
-                || !self.more_events_waiting()
                 || self
                     .holding_since
                     .is_some_and(|since| now.saturating_duration_since(since) >= HOLD_FOR)
@@ -271,10 +286,12 @@ impl Transceiver {
                 (deadline, timer) => deadline.or(timer),
             };
             let group_timer = self.group.as_ref().map(|link| link.group.next_timeout());
-            let until = match (until, group_timer) {
-                (Some(until), Some(timer)) => Some(until.min(timer)),
-                (until, timer) => until.or(timer),
-            };
+            let reconnect = self
+                .connections
+                .iter()
+                .filter_map(Connection::next_timeout)
+                .min();
+            let until = [until, group_timer, reconnect].into_iter().flatten().min();
             self.poll_once(until.map(|until| until.saturating_duration_since(now)))?;
             polled = true;
         }
@@ -295,8 +312,7 @@ impl Transceiver {
             items.push(control.as_poll_item(zmq::POLLIN));
         }
         for connection in &self.connections {
-            items.push(connection.pull.as_poll_item(zmq::POLLIN));
-            items.push(connection.publish.as_poll_item(zmq::POLLIN));
+            connection.push_poll_items(&mut items);
         }
         if let Some(link) = &self.group {
             items.push(link.pull.as_poll_item(zmq::POLLIN));
@@ -312,8 +328,9 @@ impl Transceiver {
         };
         poll(&mut items, wait)?;
         self.readable.clear();
+        // Any event counts: a direct link also waits for writability and sees errors.
         self.readable
-            .extend(items.iter().map(zmq::PollItem::is_readable));
+            .extend(items.iter().map(|item| !item.get_revents().is_empty()));
         drop(items);
 
         let mut ready = std::mem::take(&mut self.readable).into_iter();
@@ -369,25 +386,16 @@ impl Transceiver {
     }
 
     fn drain_requests(&mut self, index: usize) {
-        for _ in 0..PULL_BATCH {
-            let Some(connection) = self.connections.get(index) else {
-                return;
-            };
-            match connection.pull.recv_msg(zmq::DONTWAIT) {
-                Ok(message) => match &mut self.group {
-                    Some(link) => link.group.on_mongrel2(message.to_vec()),
-                    None => {
-                        let sender = connection.sender.clone();
-                        self.core.handle_message(&sender, &message);
-                    }
-                },
-                Err(zmq::Error::EAGAIN) => return,
-                Err(err) => {
-                    log::warn!("receiving from Mongrel2 {}: {err}", connection.sender);
-                    return;
-                }
-            }
-        }
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        let sender = connection.sender.clone();
+        let core = &mut self.core;
+        let group = &mut self.group;
+        connection.receive(PULL_BATCH, &mut |message| match group {
+            Some(link) => link.group.on_mongrel2(message.to_vec()),
+            None => core.handle_message(&sender, message),
+        });
     }
 
     /// Whether events already received wait to be handed to the handler.
@@ -421,7 +429,7 @@ impl Transceiver {
         self.holding_since = None;
         let mut first_error = None;
         while let Some(out) = self.core.poll_outgoing() {
-            let result = match self.connections.iter().find(|c| c.sender == out.sender) {
+            let result = match self.connections.iter_mut().find(|c| c.sender == out.sender) {
                 Some(connection) => connection.send(out.message),
                 None => Err(Error::UnknownSender(out.sender.to_string())),
             };
@@ -429,6 +437,9 @@ impl Transceiver {
                 log::warn!("reply to Mongrel2 {} failed: {err}", out.sender);
                 first_error.get_or_insert(err);
             }
+        }
+        for connection in &mut self.connections {
+            connection.write_queued();
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -486,7 +497,7 @@ impl Transceiver {
             self.core.shutdown();
         }
         let _ = self.flush();
-        for connection in &self.connections {
+        for connection in &mut self.connections {
             connection.set_linger(SHUTDOWN_LINGER_MS);
         }
         for socket in self.watched.iter().flatten() {

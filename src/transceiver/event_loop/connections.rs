@@ -18,7 +18,14 @@ impl Transceiver {
     pub fn add_connection(&mut self, sender: &str, pull: &str, publish: &str) -> Result<(), Error> {
         self.core.add_server(sender)?;
         let shared = self.core.server_of(sender)?;
-        match Connection::open(&self.context, shared, pull, publish) {
+        match Connection::open(
+            &self.context,
+            self.transport,
+            self.max_frame,
+            shared,
+            pull,
+            publish,
+        ) {
             Ok(connection) => {
                 log::info!("connected to Mongrel2 {sender}: pull {pull}, publish {publish}");
                 self.connections.push(connection);
@@ -64,7 +71,9 @@ impl Transceiver {
         let deadline = Instant::now() + timeout;
         loop {
             let mut all = true;
+            let now = Instant::now();
             for connection in &mut self.connections {
+                connection.handle_timeout(now);
                 connection.drain_subscriptions();
                 all &= connection.subscribed;
             }
@@ -79,9 +88,14 @@ impl Transceiver {
                 .connections
                 .iter()
                 .filter(|c| !c.subscribed)
-                .map(|c| c.publish.as_poll_item(zmq::POLLIN))
+                .map(Connection::subscription_poll_item)
                 .collect();
-            poll(&mut items, Some(deadline - now))?;
+            let until = self
+                .connections
+                .iter()
+                .filter_map(Connection::next_timeout)
+                .fold(deadline, Instant::min);
+            poll(&mut items, Some(until.saturating_duration_since(now)))?;
         }
     }
 

@@ -36,9 +36,11 @@ impl control::Target for Transceiver {
         self.flush()?;
         let connection = self
             .connections
-            .iter()
+            .iter_mut()
             .find(|c| &*c.sender == sender)
             .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
-        connection.send(message)
+        connection.send(message)?;
+        connection.write_queued();
+        Ok(())
     }
 }
