@@ -19,6 +19,7 @@ mod reactions;
 mod session;
 pub(crate) mod signals;
 mod uploads;
+pub(crate) mod waiting;
 
 pub use self::core::{Core, Outgoing};
 pub use builder::{

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::direct::{self, DirectLink, Role};
+use super::waiting::Watch;
 use super::{Error, Transport};
 
 /// Replies are worth keeping while Mongrel2 catches up; the default of 1000 drops a burst
@@ -131,25 +132,25 @@ impl Connection {
         }
     }
 
-    /// The two poll items, PULL's then PUB's, in that order.
-    pub(crate) fn push_poll_items<'a>(&'a self, items: &mut Vec<zmq::PollItem<'a>>) {
+    /// What to wait on: PULL's, then PUB's.
+    pub(crate) fn push_watches<'a>(&'a self, watches: &mut Vec<Watch<'a>>) {
         match &self.sockets {
             Sockets::Libzmq { pull, publish } => {
-                items.push(pull.as_poll_item(zmq::POLLIN));
-                items.push(publish.as_poll_item(zmq::POLLIN));
+                watches.push(Watch::Socket(pull));
+                watches.push(Watch::Socket(publish));
             }
             Sockets::Direct { pull, publish } => {
-                items.push(pull.poll_item());
-                items.push(publish.poll_item());
+                watches.push(pull.watch());
+                watches.push(publish.watch());
             }
         }
     }
 
-    /// The item to poll while waiting for Mongrel2 to subscribe.
-    pub(crate) fn subscription_poll_item(&self) -> zmq::PollItem<'_> {
+    /// What to wait on for Mongrel2 to subscribe.
+    pub(crate) fn subscription_watch(&self) -> Watch<'_> {
         match &self.sockets {
-            Sockets::Libzmq { publish, .. } => publish.as_poll_item(zmq::POLLIN),
-            Sockets::Direct { publish, .. } => publish.poll_item(),
+            Sockets::Libzmq { publish, .. } => Watch::Socket(publish),
+            Sockets::Direct { publish, .. } => publish.watch(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::waiting::{self, Watch};
 use crate::zmtp::{self, Decoder, Item};
 
 /// How long to wait before connecting again after a failure (libzmq's own default is 100 ms).
@@ -115,7 +116,8 @@ pub(crate) struct Change {
 pub(crate) struct DirectLink {
     role: Role,
     endpoint: String,
-    address: Address,
+    /// Resolved once, when the link is made: a name lookup must not block the loop later.
+    address: (SockAddr, Domain),
     socket: Option<Socket>,
     state: State,
     decoder: Decoder,
@@ -129,6 +131,9 @@ pub(crate) struct DirectLink {
     subscriptions: Vec<Vec<u8>>,
     max_frame: usize,
     dropped: u64,
+    /// The last protocol failure warned about, so a peer failing the same way every 100 ms
+    /// is logged once (until a connection opens again).
+    last_warned: Option<String>,
 }
 
 impl DirectLink {
@@ -140,12 +145,10 @@ impl DirectLink {
                 "not a tcp://host:port or ipc:// endpoint",
             )
         })?;
-        // A name that does not resolve now will not later either: say so up front.
-        address.resolve()?;
         let mut link = DirectLink {
             role,
             endpoint: endpoint.to_owned(),
-            address,
+            address: address.resolve()?,
             socket: None,
             state: State::Waiting(Instant::now()),
             decoder: Decoder::new(max_frame),
@@ -156,6 +159,7 @@ impl DirectLink {
             subscriptions: Vec::new(),
             max_frame,
             dropped: 0,
+            last_warned: None,
         };
         link.connect();
         Ok(link)
@@ -170,18 +174,18 @@ impl DirectLink {
         self.is_open() && !self.subscriptions.is_empty()
     }
 
-    /// The descriptor and events to poll for; no descriptor while waiting to reconnect.
-    pub(crate) fn poll_item(&self) -> zmq::PollItem<'static> {
+    /// The descriptor and events to wait for; nothing while waiting to reconnect.
+    pub(crate) fn watch(&self) -> Watch<'static> {
         let fd: RawFd = self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let events = match self.state {
-            State::Waiting(_) => zmq::PollEvents::empty(),
-            State::Connecting => zmq::POLLOUT,
+            State::Waiting(_) => 0,
+            State::Connecting => libc::POLLOUT,
             State::Handshaking | State::Open if self.written < self.output.len() => {
-                zmq::POLLIN | zmq::POLLOUT
+                libc::POLLIN | libc::POLLOUT
             }
-            State::Handshaking | State::Open => zmq::POLLIN,
+            State::Handshaking | State::Open => libc::POLLIN,
         };
-        zmq::PollItem::from_fd(fd, events)
+        Watch::Fd { fd, events }
     }
 
     /// When to try connecting again, if waiting to.
@@ -211,14 +215,15 @@ impl DirectLink {
     }
 
     fn start_connect(&self) -> io::Result<Socket> {
-        let (address, domain) = self.address.resolve()?;
+        let (address, domain) = &self.address;
+        let domain = *domain;
         let socket = Socket::new(domain, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
         if domain != Domain::UNIX {
             // Replies are written in batches already; Nagle would only hold the last one back.
             socket.set_tcp_nodelay(true)?;
         }
-        match socket.connect(&address) {
+        match socket.connect(address) {
             Ok(()) => Ok(socket),
             Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
             Err(err) => Err(err),
@@ -285,6 +290,17 @@ impl DirectLink {
         }
         if matches!(self.state, State::Handshaking | State::Open) {
             if let Err(err) = self.read(on_message) {
+                if matches!(err, ReadError::Zmtp(_) | ReadError::Peer(_)) {
+                    let reason = err.to_string();
+                    if self.last_warned.as_ref() != Some(&reason) {
+                        log::warn!(
+                            "{} connection to {}: {reason}; hanging up and trying again",
+                            self.role.ours(),
+                            self.endpoint
+                        );
+                        self.last_warned = Some(reason);
+                    }
+                }
                 self.fail(&err);
             }
         }
@@ -349,6 +365,7 @@ impl DirectLink {
                     match zmtp::socket_type(body).map_err(ReadError::Zmtp)? {
                         Some(peer) if self.role.accepts(peer) => {
                             self.state = State::Open;
+                            self.last_warned = None;
                             log::debug!("{} connected to {}", self.role.ours(), self.endpoint);
                             Ok(())
                         }
@@ -453,11 +470,7 @@ impl DirectLink {
             if now >= deadline {
                 break;
             }
-            let mut item = [self.poll_item()];
-            let millis = i64::try_from((deadline - now).as_millis())
-                .unwrap_or(i64::MAX)
-                .max(1);
-            if zmq::poll(&mut item, millis).is_err() {
+            if waiting::wait(&[self.watch()], Some(deadline - now), &mut Vec::new()).is_err() {
                 break;
             }
             self.flush();

@@ -12,6 +12,7 @@ use super::core::Core;
 use super::group_link::GroupLink;
 use super::handle::{self, Command, Handle, Inbox};
 use super::signals::Signals;
+use super::waiting::{self, Watch};
 use super::{Error, Event, Token, Transport};
 
 mod connections;
@@ -300,25 +301,22 @@ impl Transceiver {
     /// One `zmq_poll` over every socket (`wait` `None`: until one is readable), then
     /// everything it found readable.
     fn poll_once(&mut self, wait: Option<Duration>) -> Result<(), Error> {
-        let mut items = Vec::with_capacity(3 + 2 * self.connections.len() + self.watched.len());
-        items.push(zmq::PollItem::from_fd(
-            self.inbox.wake.as_raw_fd(),
-            zmq::POLLIN,
-        ));
+        let mut watches = Vec::with_capacity(3 + 2 * self.connections.len() + self.watched.len());
+        watches.push(Watch::readable(self.inbox.wake.as_raw_fd()));
         if let Some(signals) = &self.signals {
-            items.push(zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN));
+            watches.push(Watch::readable(signals.fd()));
         }
         if let Some(control) = &self.control {
-            items.push(control.as_poll_item(zmq::POLLIN));
+            watches.push(Watch::Socket(control));
         }
         for connection in &self.connections {
-            connection.push_poll_items(&mut items);
+            connection.push_watches(&mut watches);
         }
         if let Some(link) = &self.group {
-            items.push(link.pull.as_poll_item(zmq::POLLIN));
+            watches.push(Watch::Socket(&link.pull));
         }
         for socket in self.watched.iter().flatten() {
-            items.push(socket.as_poll_item(zmq::POLLIN));
+            watches.push(Watch::Socket(socket));
         }
         // Commands left over from a full batch have no wake-up byte any more: do not sleep.
         let wait = if self.inbox.commands.is_empty() {
@@ -326,12 +324,8 @@ impl Transceiver {
         } else {
             Some(Duration::ZERO)
         };
-        poll(&mut items, wait)?;
-        self.readable.clear();
-        // Any event counts: a direct link also waits for writability and sees errors.
-        self.readable
-            .extend(items.iter().map(|item| !item.get_revents().is_empty()));
-        drop(items);
+        waiting::wait(&watches, wait, &mut self.readable)?;
+        drop(watches);
 
         let mut ready = std::mem::take(&mut self.readable).into_iter();
         if ready.next() == Some(true) {
@@ -540,25 +534,5 @@ impl Iterator for Events<'_> {
             Err(Error::Interrupted) => None,
             other => Some(other),
         }
-    }
-}
-
-/// `zmq::poll` with a Duration (`None`: no limit); EINTR counts as a quiet wake-up.
-fn poll(items: &mut [zmq::PollItem<'_>], wait: Option<Duration>) -> Result<(), Error> {
-    let millis = match wait {
-        None => -1,
-        Some(wait) => {
-            let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            // Round up so a sub-millisecond wait does not spin.
-            if wait.is_zero() || wait.subsec_nanos().is_multiple_of(1_000_000) {
-                millis
-            } else {
-                millis + 1
-            }
-        }
-    };
-    match zmq::poll(items, millis) {
-        Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
-        Err(err) => Err(err.into()),
     }
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{poll, Transceiver};
+use super::Transceiver;
 use crate::transceiver::connection::Connection;
+use crate::transceiver::waiting;
 use crate::transceiver::Error;
 
 impl Transceiver {
@@ -84,18 +85,22 @@ impl Transceiver {
             if now >= deadline {
                 return Ok(false);
             }
-            let mut items: Vec<_> = self
+            let watches: Vec<_> = self
                 .connections
                 .iter()
                 .filter(|c| !c.subscribed)
-                .map(Connection::subscription_poll_item)
+                .map(Connection::subscription_watch)
                 .collect();
             let until = self
                 .connections
                 .iter()
                 .filter_map(Connection::next_timeout)
                 .fold(deadline, Instant::min);
-            poll(&mut items, Some(until.saturating_duration_since(now)))?;
+            waiting::wait(
+                &watches,
+                Some(until.saturating_duration_since(now)),
+                &mut Vec::new(),
+            )?;
         }
     }
 
