@@ -274,6 +274,55 @@ fn replies_wait_for_the_subscription_and_follow_mongrel2_back() {
 }
 
 #[test]
+fn a_large_request_arrives_whole_among_small_ones() {
+    let (requests, replies, _handler, paths) = direct_handler();
+    let mut sub = Peer::accept(&replies, "SUB");
+    sub.send_message(&[1]);
+    let mut push = Peer::accept(&requests, "PUSH");
+    // 6 MiB: many reads' worth, sent in one go with small requests either side.
+    let body = vec![b'x'; 6 << 20];
+    let large = Request::new(SENDER, 8, "/large")
+        .with_header("METHOD", "POST")
+        .with_header("VERSION", "HTTP/1.1")
+        .with_body(body)
+        .encode();
+    let mut wire = Vec::new();
+    for message in [get("/before"), large, get("/after")] {
+        zmtp::write_message(&mut wire, &message);
+    }
+    push.stream.write_all(&wire).expect("send");
+    for expected in ["/before", "/large", "/after"] {
+        assert_eq!(paths.recv_timeout(WAIT).expect("request seen"), expected);
+    }
+    for expected in ["/before", "/large", "/after"] {
+        match sub.next() {
+            Some(Owned::Message(reply)) => {
+                let reply = String::from_utf8_lossy(&reply).into_owned();
+                assert!(reply.ends_with(&format!("answer to {expected}")), "{reply}");
+            }
+            other => panic!("expected the reply to {expected}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_host_name_endpoint_is_resolved_and_served() {
+    let (requests, _) = listener();
+    let (replies, _) = listener();
+    let name = |listener: &TcpListener| {
+        let port = listener.local_addr().expect("address").port();
+        format!("tcp://localhost:{port}")
+    };
+    let (pull, publish) = (name(&requests), name(&replies));
+    let (_handler, paths) =
+        answering(move |b| b.pull(&pull).publish(&publish).transport(Transport::Direct));
+    let mut push = Peer::accept(&requests, "PUSH");
+    push.send_message(&get("/by-name"));
+    assert_eq!(paths.recv_timeout(WAIT).expect("request seen"), "/by-name");
+    let _sub = Peer::accept(&replies, "SUB");
+}
+
+#[test]
 fn ipc_endpoints_reach_a_libzmq_peer() {
     let dir = tempfile::tempdir().expect("temp dir");
     let requests = format!("ipc://{}/requests", dir.path().display());

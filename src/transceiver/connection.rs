@@ -170,8 +170,7 @@ impl Connection {
                 }
             }
             Sockets::Direct { pull, .. } => {
-                let change = pull.service(on_message);
-                if change.opened {
+                if pull.service(on_message) {
                     log::debug!("Mongrel2 {}: requests connected", self.sender);
                 }
             }

@@ -20,8 +20,10 @@ use crate::zmtp::{self, Decoder, Item};
 
 /// How long to wait before connecting again after a failure (libzmq's own default is 100 ms).
 const RECONNECT_AFTER: Duration = Duration::from_millis(100);
-/// Bytes asked of the kernel per read.
+/// Bytes asked of the kernel per read...
 const READ_CHUNK: usize = 64 * 1024;
+/// ...and at most, when a large frame is being read.
+const MAX_READ: usize = 4 << 20;
 /// Replies buffered while Mongrel2 is not reading, beyond which new ones are dropped (as a
 /// PUB drops at its high-water mark).
 const MAX_PENDING_WRITE: usize = 64 << 20;
@@ -76,7 +78,8 @@ impl Address {
     fn resolve(&self) -> io::Result<(SockAddr, Domain)> {
         match self {
             Address::Tcp(host_port) => {
-                let address = host_port.to_socket_addrs()?.next().ok_or_else(|| {
+                let addresses: Vec<_> = host_port.to_socket_addrs()?.collect();
+                let address = preferred(&addresses).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotFound, "the host name has no address")
                 })?;
                 Ok((address.into(), Domain::for_address(address)))
@@ -84,6 +87,16 @@ impl Address {
             Address::Ipc(path) => Ok((SockAddr::unix(path)?, Domain::UNIX)),
         }
     }
+}
+
+/// The address to connect to: IPv4 first, as libzmq (without ZMQ_IPV6) resolves, since
+/// `localhost` may list ::1 first while Mongrel2 listens on 127.0.0.1.
+fn preferred(addresses: &[std::net::SocketAddr]) -> Option<std::net::SocketAddr> {
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
 }
 
 /// Whether `endpoint` can be spoken directly (else libzmq connects it).
@@ -101,15 +114,6 @@ enum State {
     Handshaking,
     /// Messages flow.
     Open,
-}
-
-/// What became of a link in a call, for the connection's bookkeeping and logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Change {
-    /// The handshake completed.
-    pub(crate) opened: bool,
-    /// The connection was lost (and will be tried again).
-    pub(crate) lost: bool,
 }
 
 /// One ZeroMQ connection read and written by the caller's thread.
@@ -283,7 +287,8 @@ impl DirectLink {
     /// Serves the socket after poll reported it (or whenever convenient; it never blocks):
     /// completes a connect, reads what is there, handing each message to `on_message`, and
     /// writes what is pending.
-    pub(crate) fn service(&mut self, on_message: &mut dyn FnMut(&[u8])) -> Change {
+    /// Returns whether the handshake completed in this call.
+    pub(crate) fn service(&mut self, on_message: &mut dyn FnMut(&[u8])) -> bool {
         let was_open = self.is_open();
         if self.state == State::Connecting {
             self.finish_connect();
@@ -307,10 +312,7 @@ impl DirectLink {
         if self.written < self.output.len() {
             self.flush();
         }
-        Change {
-            opened: !was_open && self.is_open(),
-            lost: was_open && !self.is_open(),
-        }
+        !was_open && self.is_open()
     }
 
     /// One read, then every complete item in the buffer. One read per poll keeps a busy
@@ -319,8 +321,10 @@ impl DirectLink {
         let Some(socket) = &self.socket else {
             return Ok(());
         };
-        if self.input.len() - self.filled < READ_CHUNK {
-            self.input.resize(self.filled + READ_CHUNK, 0);
+        // A large frame part way in is read in growing steps rather than 64 KiB at a time.
+        let want = READ_CHUNK.max(self.filled).min(MAX_READ);
+        if self.input.len() - self.filled < want {
+            self.input.resize(self.filled + want, 0);
         }
         let got = match (&*socket).read(&mut self.input[self.filled..]) {
             Ok(0) => return Err(ReadError::Closed),
@@ -493,7 +497,16 @@ enum ReadError {
 
 #[cfg(test)]
 mod tests {
-    use super::supports;
+    use super::{preferred, supports};
+
+    #[test]
+    fn ipv4_addresses_are_preferred_as_libzmq_prefers_them() {
+        let v6 = "[::1]:9999".parse().expect("v6");
+        let v4 = "127.0.0.1:9999".parse().expect("v4");
+        assert_eq!(preferred(&[v6, v4]), Some(v4));
+        assert_eq!(preferred(&[v6]), Some(v6));
+        assert_eq!(preferred(&[]), None);
+    }
 
     #[test]
     fn direct_links_take_plain_tcp_and_ipc_endpoints() {

@@ -93,6 +93,29 @@ pub struct Flags {
     /// ';'-separated).
     #[arg(long = "mongrel2", env = "RELAY_MONGREL2", value_name = "SENDER_ID,PULL,PUB", value_delimiter = ';', value_parser = mongrel2)]
     mongrel2: Vec<Mongrel2>,
+    /// How Mongrel2's sockets are spoken: by the relay's own thread (direct), or through
+    /// libzmq's sockets and I/O thread.
+    #[arg(long, env = "RELAY_TRANSPORT", value_enum, default_value_t = Transport::Direct)]
+    transport: Transport,
+}
+
+/// `--transport`: the library's [`mongrel2_transceiver::Transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The loop's own thread speaks ZMTP to Mongrel2's tcp:// and ipc:// endpoints.
+    Direct,
+    /// libzmq's PULL and XPUB.
+    Libzmq,
+}
+
+impl From<Transport> for mongrel2_transceiver::Transport {
+    fn from(transport: Transport) -> Self {
+        match transport {
+            Transport::Direct => mongrel2_transceiver::Transport::Direct,
+            Transport::Libzmq => mongrel2_transceiver::Transport::Libzmq,
+        }
+    }
 }
 
 /// A Mongrel2 server besides the one given by `--sender-id`, `--pull` and `--pub`.
@@ -145,6 +168,8 @@ pub struct Options {
     pub group_bind: Option<String>,
     /// Group members (possibly this relay's own address among them).
     pub group_peers: Vec<String>,
+    /// How Mongrel2's sockets are spoken.
+    pub transport: Transport,
 }
 
 impl From<Flags> for Options {
@@ -178,6 +203,7 @@ impl From<Flags> for Options {
                 .filter(|p| !p.is_empty())
                 .collect(),
             mongrel2: flags.mongrel2,
+            transport: flags.transport,
         }
     }
 }
@@ -298,6 +324,7 @@ mod tests {
                 amqp: None,
                 group_bind: None,
                 group_peers: vec![],
+                transport: Transport::Direct,
             }
         );
     }
@@ -387,6 +414,7 @@ mod tests {
             ("RELAY_LINK", "tcp://x:1, tcp://y:2,"),
             ("RELAY_GROUP_BIND", "tcp://g:1"),
             ("RELAY_GROUP_PEER", "tcp://g:1,tcp://g:2"),
+            ("RELAY_TRANSPORT", "libzmq"),
         ];
         for (name, value) in vars {
             std::env::set_var(name, value);
@@ -399,6 +427,8 @@ mod tests {
             "tcp://f:1",
             "--ping-interval",
             "7",
+            "--transport",
+            "direct",
         ]);
         std::env::set_var("RELAY_PING_INTERVAL", "soon");
         let bad_env = parse(&[]);
@@ -419,8 +449,10 @@ mod tests {
         assert_eq!(o.links, ["tcp://x:1", "tcp://y:2"]);
         assert_eq!(o.group_bind.as_deref(), Some("tcp://g:1"));
         assert_eq!(o.group_peers, ["tcp://g:1", "tcp://g:2"]);
+        assert_eq!(o.transport, Transport::Libzmq);
 
         let o = with_flags.unwrap();
+        assert_eq!(o.transport, Transport::Direct, "the flag wins over the env");
         assert_eq!(o.pull, "tcp://flag:1");
         assert_eq!(o.links, ["tcp://f:1"], "flags replace the env list");
         assert_eq!(o.ping_interval, Some(Duration::from_secs(7)));

@@ -14,10 +14,8 @@
 //! `download.flow_control` the relay also keeps every session within the credits Mongrel2
 //! grants.
 //!
-//! Besides Mongrel2, the loop polls the injector REP and event PULL sockets (`sources`), the
-//! link sockets (`links`) and the RPC backends' DEALERs (`rpc`), and keeps three timers:
-//! RPC deadlines, the link hello and the SSE heartbeat. Each bounds how long the loop waits
-//! for input, so nothing ever blocks it.
+//! Besides Mongrel2, the loop polls the injector, event PULL, link and RPC sockets, and keeps
+//! three timers (RPC deadlines, link hello, SSE heartbeat) that bound its waits.
 //!
 //! With `--group-bind` the relay is a member of a group of relays on one route (see the
 //! core's `group` module): the Transceiver is built with `Builder::group`, the loop tells
@@ -121,7 +119,8 @@ pub fn run(
         .publish(&options.publish)
         .control(options.control.as_deref())
         .ping_interval(options.ping_interval.unwrap_or(NO_PINGS))
-        .max_message_size(limit);
+        .max_message_size(limit)
+        .transport(options.transport.into());
     if let Some(bind) = &options.group_bind {
         builder = builder.group(bind, &options.group_peers);
     }
