@@ -29,8 +29,24 @@ impl Watch<'_> {
 
 /// Waits until something in `watches` is ready or `wait` passed (`None`: no limit), and
 /// sets `ready` to one flag per watch: any event (errors included) for a descriptor,
-/// a message waiting for a socket. EINTR counts as a quiet wake-up.
+/// a message waiting for a socket. EINTR, from poll(2) or from a socket asked for its
+/// events, counts as a quiet wake-up (nothing ready): the caller looks at its signals.
 pub(crate) fn wait(
+    watches: &[Watch<'_>],
+    wait: Option<Duration>,
+    ready: &mut Vec<bool>,
+) -> Result<(), zmq::Error> {
+    match wait_once(watches, wait, ready) {
+        Err(zmq::Error::EINTR) => {
+            ready.clear();
+            ready.resize(watches.len(), false);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn wait_once(
     watches: &[Watch<'_>],
     wait: Option<Duration>,
     ready: &mut Vec<bool>,
@@ -66,9 +82,6 @@ pub(crate) fn wait(
         let polled = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if polled < 0 {
             let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(());
-            }
             return Err(zmq::Error::from_raw(
                 err.raw_os_error().unwrap_or(libc::EIO),
             ));
@@ -136,6 +149,34 @@ mod tests {
         let idle = Watch::Fd { fd: -1, events: 0 };
         wait(&[idle, Watch::Socket(&pull)], None, &mut ready).expect("wait");
         assert_eq!(ready, [false, true]);
+    }
+
+    #[test]
+    fn a_signal_is_a_quiet_wake_up() {
+        let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGUSR2, caught.clone()).expect("handler");
+        let context = zmq::Context::new();
+        let (thread_id, waiting) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let pull = context.socket(zmq::PULL).expect("pull");
+            pull.bind("inproc://signal-test").expect("bind");
+            // SAFETY: pthread_self has no preconditions.
+            let _ = thread_id.send(unsafe { libc::pthread_self() });
+            let mut ready = Vec::new();
+            let result = wait(&[Watch::Socket(&pull)], None, &mut ready);
+            (result, ready)
+        });
+        let thread = waiting.recv().expect("thread id");
+        // Until the waiter is inside poll(2): signal it again and again.
+        while !waiter.is_finished() {
+            // SAFETY: the thread is alive (not finished) and joined only below.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (result, ready) = waiter.join().expect("join");
+        assert_eq!(result, Ok(()));
+        assert_eq!(ready, [false]);
+        assert!(caught.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]
