@@ -44,7 +44,8 @@ pub enum Transport {
     /// format (ZMTP 3) itself. There is no hand-off to libzmq's I/O thread per request and
     /// reply, which costs about a third of the CPU per request. For `tcp://host:port` and
     /// `ipc://` endpoints; others (`inproc://`, a source address, ...) go through libzmq
-    /// anyway.
+    /// anyway. Mongrel2 must be linked with libzmq 4 or later (ZMTP 3, as every current
+    /// build is): an older peer is hung up on with a warning that says to use `Libzmq`.
     #[default]
     Direct,
     /// libzmq's PULL and XPUB sockets, as every other Mongrel2 handler library uses them.
