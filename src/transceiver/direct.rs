@@ -497,15 +497,18 @@ enum ReadError {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{AddrParseError, SocketAddr};
+
     use super::{preferred, supports};
 
     #[test]
-    fn ipv4_addresses_are_preferred_as_libzmq_prefers_them() {
-        let v6 = "[::1]:9999".parse().expect("v6");
-        let v4 = "127.0.0.1:9999".parse().expect("v4");
+    fn ipv4_addresses_are_preferred_as_libzmq_prefers_them() -> Result<(), AddrParseError> {
+        let v6: SocketAddr = "[::1]:9999".parse()?;
+        let v4: SocketAddr = "127.0.0.1:9999".parse()?;
         assert_eq!(preferred(&[v6, v4]), Some(v4));
         assert_eq!(preferred(&[v6]), Some(v6));
         assert_eq!(preferred(&[]), None);
+        Ok(())
     }
 
     #[test]

@@ -121,15 +121,22 @@ fn millis_until(deadline: Option<Instant>) -> libc::c_int {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error;
+    use std::os::unix::io::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
     use super::*;
 
+    type Outcome = Result<(), Box<dyn Error>>;
+
     #[test]
-    fn a_socket_with_a_message_is_ready_without_waiting() {
+    fn a_socket_with_a_message_is_ready_without_waiting() -> Outcome {
         let context = zmq::Context::new();
-        let pull = context.socket(zmq::PULL).expect("pull");
-        pull.bind("inproc://waiting-test").expect("bind");
-        let push = context.socket(zmq::PUSH).expect("push");
-        push.connect("inproc://waiting-test").expect("connect");
+        let pull = context.socket(zmq::PULL)?;
+        pull.bind("inproc://waiting-test")?;
+        let push = context.socket(zmq::PUSH)?;
+        push.connect("inproc://waiting-test")?;
         let mut ready = Vec::new();
 
         let started = Instant::now();
@@ -145,51 +152,52 @@ mod tests {
             "waited it out"
         );
 
-        push.send("x", 0).expect("send");
+        push.send("x", 0)?;
         let idle = Watch::Fd { fd: -1, events: 0 };
         assert_eq!(
             wait(&[idle, Watch::Socket(&pull)], None, &mut ready),
             Ok(())
         );
         assert_eq!(ready, [false, true]);
+        Ok(())
     }
 
     #[test]
-    fn a_signal_is_a_quiet_wake_up() {
-        let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        signal_hook::flag::register(libc::SIGUSR2, caught.clone()).expect("handler");
+    fn a_signal_is_a_quiet_wake_up() -> Outcome {
+        let caught = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(libc::SIGUSR2, caught.clone())?;
         let context = zmq::Context::new();
+        let pull = context.socket(zmq::PULL)?;
+        pull.bind("inproc://signal-test")?;
         let (thread_id, waiting) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let pull = context.socket(zmq::PULL).expect("pull");
-            pull.bind("inproc://signal-test").expect("bind");
             // SAFETY: pthread_self has no preconditions.
             let _ = thread_id.send(unsafe { libc::pthread_self() });
             let mut ready = Vec::new();
             let result = wait(&[Watch::Socket(&pull)], None, &mut ready);
             (result, ready)
         });
-        let thread = waiting.recv().expect("thread id");
+        let thread = waiting.recv()?;
         // Until the waiter is inside poll(2): signal it again and again.
         while !waiter.is_finished() {
-            // SAFETY: the thread is alive (not finished) and joined only below.
+            // SAFETY: the thread has not been joined (only below), so its id is valid.
             unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (result, ready) = waiter.join().expect("join");
-        assert_eq!(result, Ok(()));
-        assert_eq!(ready, [false]);
-        assert!(caught.load(std::sync::atomic::Ordering::SeqCst));
+        let outcome = waiter.join().map_err(|_| "the waiter panicked")?;
+        assert_eq!(outcome, (Ok(()), vec![false]));
+        assert!(caught.load(Ordering::SeqCst));
+        Ok(())
     }
 
     #[test]
-    fn a_readable_descriptor_wakes_the_wait() {
-        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().expect("pair");
+    fn a_readable_descriptor_wakes_the_wait() -> Outcome {
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair()?;
         let mut ready = Vec::new();
-        std::io::Write::write_all(&mut writer, b"!").expect("write");
-        use std::os::unix::io::AsRawFd;
+        std::io::Write::write_all(&mut writer, b"!")?;
         let waited = wait(&[Watch::readable(reader.as_raw_fd())], None, &mut ready);
         assert_eq!(waited, Ok(()));
         assert_eq!(ready, [true]);
+        Ok(())
     }
 }

@@ -154,13 +154,11 @@ impl Stats {
             "relay_history",
             "History held: keys, events and bytes",
             "kind",
-            &mut [
-                ("keys", self.history.keys),
-                ("events", self.history.events),
-                ("bytes", self.history.bytes),
-            ]
-            .into_iter()
-            .map(|(kind, n)| (kind.to_owned(), n as u64)),
+            &mut named(&[
+                ("keys", self.history.keys as u64),
+                ("events", self.history.events as u64),
+                ("bytes", self.history.bytes as u64),
+            ]),
         );
         counter(
             r,
@@ -210,7 +208,7 @@ impl Stats {
                 "relay_rpc_calls",
                 "RPC calls by outcome (sent counts every call handed to a backend)",
                 "outcome",
-                &mut [
+                &mut named(&[
                     ("sent", rpc.calls),
                     ("result", rpc.results),
                     ("error", rpc.errors),
@@ -218,9 +216,7 @@ impl Stats {
                     ("refused", rpc.refused),
                     ("late", rpc.late),
                     ("orphaned", rpc.orphaned),
-                ]
-                .into_iter()
-                .map(|(outcome, n)| (outcome.to_owned(), n)),
+                ]),
             );
         }
         if let Some(amqp) = &self.amqp {
@@ -241,13 +237,11 @@ impl Stats {
                 "relay_amqp_publishes",
                 "Events handed to RabbitMQ, by outcome",
                 "outcome",
-                &mut [
+                &mut named(&[
                     ("published", amqp.published),
                     ("confirmed", amqp.confirmed),
                     ("failed", amqp.failed),
-                ]
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), n)),
+                ]),
             );
         }
         if let Some(links) = &self.links {
@@ -327,13 +321,11 @@ impl Stats {
                 "Publishes held until synced, forwarded and not yet confirmed, and events \
                  waiting for the peers' acknowledgements",
                 "kind",
-                &mut [
-                    ("held", group.held),
-                    ("unconfirmed", group.unconfirmed),
-                    ("awaiting", group.awaiting),
-                ]
-                .into_iter()
-                .map(|(kind, n)| (kind.to_owned(), n as u64)),
+                &mut named(&[
+                    ("held", group.held as u64),
+                    ("unconfirmed", group.unconfirmed as u64),
+                    ("awaiting", group.awaiting as u64),
+                ]),
             );
             labelled_counter(
                 r,
@@ -342,7 +334,7 @@ impl Stats {
                  received from members, events received, repairs sent, forwards resent, \
                  publishes dropped, events shown without every ack",
                 "kind",
-                &mut [
+                &mut named(&[
                     ("sequenced", group.sequenced),
                     ("forwarded", group.forwarded),
                     ("received_publishes", group.received_publishes),
@@ -351,9 +343,7 @@ impl Stats {
                     ("resent", group.resent),
                     ("dropped", group.dropped),
                     ("ack_timeouts", group.ack_timeouts),
-                ]
-                .into_iter()
-                .map(|(kind, n)| (kind.to_owned(), n)),
+                ]),
             );
             counter(
                 r,
@@ -373,4 +363,9 @@ impl Stats {
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+/// Samples whose label values are fixed words.
+fn named<'a>(samples: &'a [(&'a str, u64)]) -> impl Iterator<Item = (String, u64)> + 'a {
+    samples.iter().map(|&(value, n)| (value.to_owned(), n))
 }
