@@ -18,6 +18,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -29,7 +30,10 @@ mod headers;
 mod json_headers;
 mod parse;
 mod query;
+mod sender;
 mod tnet_headers;
+
+use self::sender::Sender;
 
 pub use error::RequestError;
 pub use headers::{HeaderValue, HeaderValues, Headers};
@@ -135,7 +139,7 @@ pub enum RequestKind<'r> {
 /// A message from Mongrel2, borrowing from the received buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
-    sender: Cow<'a, str>,
+    sender: Sender<'a>,
     conn_id: u64,
     path: Cow<'a, str>,
     headers: Headers<'a>,
@@ -181,7 +185,7 @@ impl<'a> Request<'a> {
         path: impl Into<Cow<'a, str>>,
     ) -> Self {
         Request {
-            sender: sender.into(),
+            sender: Sender::from(sender.into()),
             conn_id,
             path: path.into(),
             headers: Headers::new(),
@@ -221,7 +225,7 @@ impl<'a> Request<'a> {
     /// Copies borrowed data so the request outlives the receive buffer.
     pub fn into_owned(self) -> OwnedRequest {
         Request {
-            sender: Cow::Owned(self.sender.into_owned()),
+            sender: self.sender.into_owned(),
             conn_id: self.conn_id,
             path: Cow::Owned(self.path.into_owned()),
             headers: self.headers.into_owned(),
@@ -233,6 +237,18 @@ impl<'a> Request<'a> {
     /// The handler's `send_ident` as Mongrel2 reported it.
     pub fn sender(&self) -> &str {
         &self.sender
+    }
+
+    /// The sender as an `Arc<str>`: a count more when the request shares it already.
+    pub(crate) fn shared_sender(&self) -> Arc<str> {
+        self.sender.shared()
+    }
+
+    /// Has the request share `sender` (the same text) instead of holding its own copy.
+    pub(crate) fn share_sender(&mut self, sender: &Arc<str>) {
+        if *self.sender == **sender {
+            self.sender = Sender::Shared(sender.clone());
+        }
     }
 
     /// The connection id: reply to it; stable across keep-alive requests.

@@ -346,8 +346,10 @@ impl Driver {
             {
                 Some(link) => {
                     link.publish_ready.used();
-                    if let Err(err) = link.connection.send(out.message) {
-                        log::warn!("reply to Mongrel2 {} failed: {err}", out.sender);
+                    match link.connection.send(out.message) {
+                        Ok(Some(buffer)) => self.core.recycle(buffer),
+                        Ok(None) => {}
+                        Err(err) => log::warn!("reply to Mongrel2 {} failed: {err}", out.sender),
                     }
                 }
                 None => log::warn!("reply to unknown Mongrel2 {} dropped", out.sender),
@@ -466,6 +468,6 @@ impl control::Target for Driver {
             .find(|link| &*link.connection.sender == sender)
             .ok_or_else(|| Error::UnknownSender(sender.to_owned()))?;
         link.publish_ready.used();
-        link.connection.send(message)
+        link.connection.send(message).map(drop)
     }
 }

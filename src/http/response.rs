@@ -313,6 +313,16 @@ impl Response {
         Ok(out)
     }
 
+    /// Appends [`encode_for`](Self::encode_for)'s bytes to `out`, growing it at most once;
+    /// on error nothing is appended.
+    pub fn encode_for_into(
+        &self,
+        request: &crate::request::Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), HttpError> {
+        self.encode_framed(Framing::of(request), out)
+    }
+
     fn framing(&self) -> Framing {
         Framing {
             head: self.head,

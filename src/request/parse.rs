@@ -99,7 +99,7 @@ impl<'a> Request<'a> {
         }
 
         let request = Request {
-            sender: Cow::Borrowed(sender),
+            sender: super::Sender::Borrowed(sender),
             conn_id,
             path,
             headers,

@@ -64,6 +64,20 @@ pub(crate) enum Control {
     Cancel,
 }
 
+impl Outbound {
+    /// An HTTP response for the connection of `request`.
+    pub(crate) fn http(
+        request: &crate::request::Request<'_>,
+        response: &crate::http::Response,
+    ) -> Result<Outbound, Error> {
+        Ok(Outbound::Send {
+            conn: ConnId::of(request),
+            body: response.encode_for(request)?,
+            then_close: request.should_close(),
+        })
+    }
+}
+
 impl Core {
     pub(super) fn apply(&mut self, command: Outbound) -> Result<(), Error> {
         match command {
@@ -141,7 +155,7 @@ impl Core {
     }
 
     /// The connection was closed from our side: forget whatever we kept for it.
-    fn forget(&mut self, conn: &ConnId, code: CloseCode) {
+    pub(super) fn forget(&mut self, conn: &ConnId, code: CloseCode) {
         self.streams.remove(conn);
         if self.sessions.close(conn) {
             self.events.push_back(Event::Closed {

@@ -104,13 +104,17 @@ impl Connection {
     /// the copy is one allocation, while a handed-over buffer costs a tracking allocation
     /// too (often a shrinking reallocation) and is freed later by ZeroMQ's I/O thread, on
     /// another thread's heap. A large one is handed over: there the copy would cost more.
-    pub(crate) fn send(&mut self, message: Vec<u8>) -> Result<(), Error> {
+    /// A copied reply's buffer comes back, for the Core to reuse ([`Core::recycle`]).
+    ///
+    /// [`Core::recycle`]: super::Core::recycle
+    pub(crate) fn send(&mut self, message: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
         match &mut self.sockets {
             Sockets::Libzmq { publish, .. } => {
                 if message.len() <= COPY_REPLIES_UP_TO {
                     publish.send(&message[..], zmq::DONTWAIT)?;
                 } else {
                     publish.send(message, zmq::DONTWAIT)?;
+                    return Ok(None);
                 }
             }
             // Dropped unless Mongrel2 is subscribed, as a PUB does.
@@ -118,7 +122,7 @@ impl Connection {
                 publish.queue(&message);
             }
         }
-        Ok(())
+        Ok(Some(message))
     }
 
     /// Writes what [`send`](Self::send) queued, as far as the socket takes it now (libzmq's

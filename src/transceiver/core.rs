@@ -23,7 +23,14 @@ use crate::request::Request;
 #[cfg(test)]
 mod ordering_tests;
 #[cfg(test)]
+mod reply_tests;
+#[cfg(test)]
 mod tests;
+
+/// At most this many reply buffers are kept for reuse ([`Core::recycle`]) ...
+const SPARE_BUFFERS: usize = 256;
+/// ... and none larger than this: a big reply's buffer goes back to the allocator.
+const SPARE_CAPACITY: usize = 64 * 1024;
 
 /// One framed reply for one Mongrel2 server, ready for that server's PUB socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,8 @@ pub struct Core {
     pub(super) max_message_size: usize,
     pub(super) handler_targets: usize,
     pub(super) uploads: UploadNotices,
+    /// Buffers of written replies, given back with [`Core::recycle`] for the next ones.
+    pub(super) spare: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -117,6 +126,7 @@ impl Core {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handler_targets: DEFAULT_HANDLER_TARGETS,
             uploads: UploadNotices::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -296,6 +306,20 @@ impl Core {
         self.outgoing.pop_front()
     }
 
+    /// Gives back the buffer of a reply once it is written (copied into a socket's
+    /// buffer), for the Core to build a later reply in: steady traffic then allocates none.
+    pub fn recycle(&mut self, mut message: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && message.capacity() <= SPARE_CAPACITY {
+            message.clear();
+            self.spare.push(message);
+        }
+    }
+
+    /// An empty buffer for a reply: a recycled one when there is one.
+    pub(super) fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
     /// Whether replies are waiting.
     pub fn has_outgoing(&self) -> bool {
         !self.outgoing.is_empty()
@@ -360,11 +384,36 @@ impl Core {
         Ok(())
     }
 
-    fn encode_to(&self, conn: &ConnId, body: &[u8]) -> Result<Outgoing, Error> {
+    fn encode_to(&mut self, conn: &ConnId, body: &[u8]) -> Result<Outgoing, Error> {
         let sender = self.server_of(&conn.sender)?;
-        let mut message = Vec::with_capacity(conn.sender.len() + body.len() + 24);
-        reply::encode_reply(&conn.sender, &[conn.id], body, &mut message)?;
+        let mut message = self.buffer();
+        if let Err(err) = reply::encode_reply(&conn.sender, &[conn.id], body, &mut message) {
+            self.recycle(message);
+            return Err(err.into());
+        }
         Ok(Outgoing { sender, message })
+    }
+
+    /// [`reply_http`](Core::reply_http) without an intermediate body: the response is
+    /// encoded straight into the reply.
+    pub(super) fn submit_http(
+        &mut self,
+        request: &Request<'_>,
+        response: &crate::http::Response,
+    ) -> Result<(), Error> {
+        let conn = ConnId::of(request);
+        // The reply's head with an empty body, which the response then follows.
+        let mut out = self.encode_to(&conn, b"")?;
+        if let Err(err) = response.encode_for_into(request, &mut out.message) {
+            self.recycle(out.message);
+            return Err(err.into());
+        }
+        self.outgoing.push_back(out);
+        if request.should_close() {
+            self.send_to(&conn, b"")?;
+            self.forget(&conn, crate::websocket::CloseCode::ABNORMAL);
+        }
+        Ok(())
     }
 
     pub(super) fn send_logged(&mut self, conn: &ConnId, body: &[u8]) {

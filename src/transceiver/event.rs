@@ -29,7 +29,7 @@ impl ConnId {
 
     /// The connection a request arrived on.
     pub fn of(request: &Request<'_>) -> ConnId {
-        ConnId::new(request.sender(), request.conn_id())
+        ConnId::new(request.shared_sender(), request.conn_id())
     }
 }
 

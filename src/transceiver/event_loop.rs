@@ -424,7 +424,11 @@ impl Transceiver {
         let mut first_error = None;
         while let Some(out) = self.core.poll_outgoing() {
             let result = match self.connections.iter_mut().find(|c| c.sender == out.sender) {
-                Some(connection) => connection.send(out.message),
+                Some(connection) => connection.send(out.message).map(|spent| {
+                    if let Some(buffer) = spent {
+                        self.core.recycle(buffer);
+                    }
+                }),
                 None => Err(Error::UnknownSender(out.sender.to_string())),
             };
             if let Err(err) = result {
@@ -470,6 +474,16 @@ impl Transceiver {
     pub(crate) fn submit(&mut self, command: Outbound) -> Result<(), Error> {
         let command = self.group_wide(command);
         let applied = self.core.submit(command);
+        let flushed = self.flush_unless_busy();
+        applied.and(flushed)
+    }
+
+    fn submit_http(
+        &mut self,
+        request: &crate::request::Request<'_>,
+        response: &crate::http::Response,
+    ) -> Result<(), Error> {
+        let applied = self.core.submit_http(request, response);
         let flushed = self.flush_unless_busy();
         applied.and(flushed)
     }

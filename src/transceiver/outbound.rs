@@ -3,9 +3,25 @@
 //! [`Handle`](super::Handle) (which queues them for the loop).
 
 /// Expands to the shared sending methods inside an `impl` whose type has
-/// `fn submit(&self | &mut self, Outbound) -> Result<(), Error>`.
+/// `fn submit(&self | &mut self, Outbound) -> Result<(), Error>`; a `mut` one also has
+/// `fn submit_http(&mut self, &Request, &Response) -> Result<(), Error>`.
 macro_rules! outbound_methods {
-    ($($recv:tt)?) => {
+    // Shared receivers only queue commands: an HTTP response is encoded before it is queued.
+    () => {
+        fn submit_http(
+            &self,
+            request: &$crate::request::Request<'_>,
+            response: &$crate::http::Response,
+        ) -> Result<(), $crate::Error> {
+            self.submit($crate::transceiver::command::Outbound::http(request, response)?)
+        }
+
+        $crate::transceiver::outbound::outbound_methods!(@methods);
+    };
+    (mut) => {
+        $crate::transceiver::outbound::outbound_methods!(@methods mut);
+    };
+    (@methods $($recv:tt)?) => {
         /// Sends raw bytes to one connection, as they are (an HTTP response, WebSocket frames, ...).
         pub fn reply(&$($recv)? self, conn: &$crate::ConnId, body: impl Into<Vec<u8>>) -> Result<(), $crate::Error> {
             self.submit($crate::transceiver::command::Outbound::Send {
@@ -19,13 +35,7 @@ macro_rules! outbound_methods {
         /// (`Connection: close`, HTTP/1.0 without keep-alive) gets `Connection: close` and the
         /// connection is closed once the response is written.
         pub fn reply_http(&$($recv)? self, request: &$crate::request::Request<'_>, response: &$crate::http::Response) -> Result<(), $crate::Error> {
-            let then_close = request.should_close();
-            let body = response.encode_for(request)?;
-            self.submit($crate::transceiver::command::Outbound::Send {
-                conn: $crate::ConnId::of(request),
-                body,
-                then_close,
-            })
+            self.submit_http(request, response)
         }
 
         /// Answers an HTTP request with `value` as JSON and the given status.

@@ -14,7 +14,7 @@ impl Core {
     /// One parsed request from the Mongrel2 server `via`: WebSocket control traffic is
     /// answered here (the replies land in [`Core::poll_outgoing`]); what the handler may act
     /// on becomes an [`Event`].
-    pub fn handle_request(&mut self, via: &str, request: Request<'_>) {
+    pub fn handle_request(&mut self, via: &str, mut request: Request<'_>) {
         // Reuse the server's shared id when the request names it (it always should).
         let sender = match self.server(request.sender()) {
             Some(sender) => sender.clone(),
@@ -23,6 +23,7 @@ impl Core {
                 Arc::from(request.sender())
             }
         };
+        request.share_sender(&sender);
         let conn = ConnId::new(sender, request.conn_id());
         let kind = match request.kind() {
             Ok(kind) => kind,
