@@ -301,7 +301,8 @@ impl Core {
     }
 
     /// The next reply to write, oldest first. Write them in this order: Mongrel2 relies on
-    /// it (a close frame before the empty reply that closes the connection).
+    /// it (a close frame before the empty reply that closes the connection). A driver that
+    /// copies the message into its socket's buffer hands it back with [`Core::recycle`].
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
         self.outgoing.pop_front()
     }
