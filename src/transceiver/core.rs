@@ -27,10 +27,12 @@ mod reply_tests;
 #[cfg(test)]
 mod tests;
 
-/// At most this many reply buffers are kept for reuse ([`Core::recycle`]) ...
-const SPARE_BUFFERS: usize = 256;
-/// ... and none larger than this: a big reply's buffer goes back to the allocator.
-const SPARE_CAPACITY: usize = 64 * 1024;
+/// At most this many reply buffers are kept for reuse ([`Core::recycle`]): as many replies
+/// as the blocking loop holds back before it writes them ...
+const SPARE_BUFFERS: usize = 64;
+/// ... none larger than this (so at most 1 MiB is kept): copying a big reply costs more
+/// than allocating its buffer.
+const SPARE_CAPACITY: usize = 16 * 1024;
 
 /// One framed reply for one Mongrel2 server, ready for that server's PUB socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
