@@ -320,7 +320,19 @@ impl Response {
         request: &crate::request::Request<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), HttpError> {
-        self.encode_framed(Framing::of(request), out)
+        self.encode_closing(request, out).map(drop)
+    }
+
+    /// [`encode_for_into`](Self::encode_for_into), and whether the response closes the
+    /// connection (the request asked to): the request's headers are read once for both.
+    pub(crate) fn encode_closing(
+        &self,
+        request: &crate::request::Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, HttpError> {
+        let framing = Framing::of(request);
+        self.encode_framed(framing, out)?;
+        Ok(framing.close)
     }
 
     fn framing(&self) -> Framing {

@@ -70,10 +70,12 @@ impl Outbound {
         request: &crate::request::Request<'_>,
         response: &crate::http::Response,
     ) -> Result<Outbound, Error> {
+        let mut body = Vec::new();
+        let then_close = response.encode_closing(request, &mut body)?;
         Ok(Outbound::Send {
             conn: ConnId::of(request),
-            body: response.encode_for(request)?,
-            then_close: request.should_close(),
+            body,
+            then_close,
         })
     }
 }

@@ -407,12 +407,15 @@ impl Core {
         let conn = ConnId::of(request);
         // The reply's head with an empty body, which the response then follows.
         let mut out = self.encode_to(&conn, b"")?;
-        if let Err(err) = response.encode_for_into(request, &mut out.message) {
-            self.recycle(out.message);
-            return Err(err.into());
-        }
+        let then_close = match response.encode_closing(request, &mut out.message) {
+            Ok(then_close) => then_close,
+            Err(err) => {
+                self.recycle(out.message);
+                return Err(err.into());
+            }
+        };
         self.outgoing.push_back(out);
-        if request.should_close() {
+        if then_close {
             self.send_to(&conn, b"")?;
             self.forget(&conn, crate::websocket::CloseCode::ABNORMAL);
         }

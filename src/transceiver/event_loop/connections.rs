@@ -78,7 +78,6 @@ impl Transceiver {
                 connection.drain_subscriptions();
                 all &= connection.subscribed;
             }
-            let now = Instant::now();
             if all {
                 return Ok(true);
             }
